@@ -1,0 +1,119 @@
+//! `Cache::builder()`: bounds, weigher and hasher, checked before anything is allocated.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+
+use crate::error::BuildError;
+use crate::{Cache, DefaultHashBuilder, MAX_WEIGHT};
+
+pub(crate) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
+
+/// Entries a weight-bounded cache without `max_capacity` makes room for. See
+/// [`Builder::max_capacity`].
+pub const DEFAULT_WEIGHTED_ENTRIES: usize = 1 << 16;
+
+/// Configures and builds a [`Cache`].
+///
+/// ```
+/// let cache: clockline::Cache<String, Vec<u8>> = clockline::Cache::builder()
+///     .max_weight(64 * 1024 * 1024)
+///     .weigher(|k: &String, v: &Vec<u8>| (k.len() + v.len()) as u64)
+///     .max_capacity(100_000)
+///     .build()
+///     .unwrap();
+/// assert_eq!(cache.max_weight(), Some(64 * 1024 * 1024));
+/// ```
+pub struct Builder<K, V, S = DefaultHashBuilder> {
+    max_capacity: Option<usize>,
+    max_weight: Option<u64>,
+    weigher: Option<Weigher<K, V>>,
+    hasher: S,
+    _marker: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> Builder<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            max_capacity: None,
+            max_weight: None,
+            weigher: None,
+            hasher: DefaultHashBuilder::default(),
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<K, V, S> Builder<K, V, S> {
+    /// The most entries the cache holds at any instant. With a weigher it is optional and also
+    /// sizes the table: without it a weighted cache makes room for
+    /// [`DEFAULT_WEIGHTED_ENTRIES`] entries and evicts by count beyond that.
+    pub fn max_capacity(mut self, entries: usize) -> Self {
+        self.max_capacity = Some(entries);
+        self
+    }
+
+    /// The most total weight the cache holds at any instant (one global budget). Needs a
+    /// [`weigher`](Self::weigher).
+    pub fn max_weight(mut self, weight: u64) -> Self {
+        self.max_weight = Some(weight);
+        self
+    }
+
+    /// Gives each entry its weight; called once per insert, before any lock is taken. An entry
+    /// heavier than `max_weight` is refused with
+    /// [`InsertErrorKind::TooHeavy`](crate::InsertErrorKind::TooHeavy).
+    pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u64 + Send + Sync + 'static) -> Self {
+        self.weigher = Some(Box::new(weigher));
+        self
+    }
+
+    /// The hasher for keys (default: ahash with random keys).
+    pub fn hasher<S2>(self, hasher: S2) -> Builder<K, V, S2> {
+        Builder {
+            max_capacity: self.max_capacity,
+            max_weight: self.max_weight,
+            weigher: self.weigher,
+            hasher,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Checks the configuration and allocates the table.
+    pub fn build(self) -> Result<Cache<K, V, S>, BuildError>
+    where
+        K: Hash + Eq + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+        S: BuildHasher,
+    {
+        if self.max_capacity == Some(0) {
+            return Err(BuildError::ZeroCapacity);
+        }
+        match (self.max_weight, self.weigher.is_some()) {
+            (Some(0), _) => return Err(BuildError::ZeroWeight),
+            (Some(w), _) if w > MAX_WEIGHT => {
+                return Err(BuildError::WeightTooLarge { requested: w })
+            }
+            (Some(_), false) | (None, true) => return Err(BuildError::WeigherMismatch),
+            (None, false) if self.max_capacity.is_none() => return Err(BuildError::NoBound),
+            _ => {}
+        }
+        let entries = self.max_capacity.unwrap_or(DEFAULT_WEIGHTED_ENTRIES);
+        Cache::from_parts(
+            entries,
+            self.max_weight,
+            self.weigher,
+            self.hasher,
+        )
+    }
+}
+
+impl<K, V, S> fmt::Debug for Builder<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("max_capacity", &self.max_capacity)
+            .field("max_weight", &self.max_weight)
+            .field("weigher", &self.weigher.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,499 @@
+//! The public cache: lookups, inserts, removal and eviction over the raw table.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+
+use crossbeam_epoch::{self as epoch, Guard, Owned, Shared};
+use equivalent::Equivalent;
+
+use crate::budget::{Budget, Reservation};
+use crate::builder::{Builder, Weigher};
+use crate::clock::Hand;
+use crate::error::{BuildError, InsertError, InsertErrorKind};
+use crate::sync::spin_wait;
+use crate::table::{retire, Node, RawTable, MAX_WEIGHT};
+
+/// The default hasher: [ahash](https://docs.rs/ahash) with random keys.
+pub type DefaultHashBuilder = ahash::RandomState;
+
+/// A concurrent cache bounded by entry count and, optionally, by total weight.
+///
+/// Reads take no lock, do no CAS and write no shared cache line once an entry is marked as
+/// recently used. Writes never block reads. See the [crate docs](crate) for the guarantees.
+pub struct Cache<K, V, S = DefaultHashBuilder> {
+    table: RawTable<K, V>,
+    hand: Hand,
+    budget: Budget,
+    hasher: S,
+    weigher: Option<Weigher<K, V>>,
+}
+
+// SAFETY: the table shares keys and values between threads (readers get `&K`/`&V`, and any
+// thread may drop them during reclamation), which is sound exactly when both are Send + Sync.
+// Everything else is atomics, or `S` and the weigher, which are shared by reference.
+unsafe impl<K: Send + Sync, V: Send + Sync, S: Send> Send for Cache<K, V, S> {}
+// SAFETY: as above; `&Cache` hands out `&S`, hence `S: Sync`.
+unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync> Sync for Cache<K, V, S> {}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// A cache of at most `capacity` entries, with the default hasher.
+    ///
+    /// # Panics
+    /// If `capacity` is 0 or the table cannot be allocated; use [`Cache::builder`] to get these
+    /// as a [`BuildError`] instead.
+    pub fn new(capacity: usize) -> Self {
+        match Self::builder().max_capacity(capacity).build() {
+            Ok(cache) => cache,
+            Err(e) => panic!("Cache::new({capacity}): {e}"),
+        }
+    }
+
+    /// Starts a [`Builder`].
+    pub fn builder() -> Builder<K, V> {
+        Builder::new()
+    }
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    pub(crate) fn from_parts(
+        entries: usize,
+        max_weight: Option<u64>,
+        weigher: Option<Weigher<K, V>>,
+        hasher: S,
+    ) -> Result<Self, BuildError> {
+        let table = RawTable::try_with_entries(entries)
+            .ok_or(BuildError::CapacityTooLarge { requested: entries })?;
+        Ok(Self {
+            table,
+            hand: Hand::new(),
+            budget: Budget::new(entries, max_weight.unwrap_or(MAX_WEIGHT)),
+            hasher,
+            weigher,
+        })
+    }
+
+    #[inline(always)]
+    fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Pins the current thread and returns a handle whose lookups lend references instead of
+    /// cloning. Entries stay alive (not necessarily in the cache) while the handle lives, so keep
+    /// it short-lived: a long-lived handle delays the reclamation of everything removed meanwhile.
+    pub fn pin(&self) -> Pinned<'_, K, V, S> {
+        Pinned {
+            cache: self,
+            guard: epoch::pin(),
+        }
+    }
+
+    #[inline]
+    fn find<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        let hash = self.hash(key);
+        self.table
+            .find(hash, |k| key.equivalent(k), guard)
+            .map(|f| f.node())
+    }
+
+    /// Returns a clone of the value for `key` and marks the entry as recently used.
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        let guard = epoch::pin();
+        let node = self.find(key, &guard)?;
+        node.touch();
+        Some(node.read(|_, v| v.clone()))
+    }
+
+    /// Like [`get`](Self::get), but leaves the entry's recency alone.
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        let guard = epoch::pin();
+        self.find(key, &guard).map(|n| n.read(|_, v| v.clone()))
+    }
+
+    /// True if `key` is cached. Leaves recency alone.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        let guard = epoch::pin();
+        self.find(key, &guard).is_some()
+    }
+
+    /// Inserts or replaces the entry for `key`, evicting others if the cache is full.
+    ///
+    /// The only refusal is an entry heavier than `max_weight` in a weighted cache
+    /// ([`InsertErrorKind::TooHeavy`]); it evicts nothing and hands the pair back. In a cache
+    /// without a weigher `insert` always succeeds.
+    pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
+        let guard = epoch::pin();
+        self.insert_with_guard(key, value, &guard)
+    }
+
+    fn insert_with_guard(&self, key: K, value: V, guard: &Guard) -> Result<(), InsertError<K, V>> {
+        let hash = self.hash(&key);
+        let weight = match &self.weigher {
+            Some(weigher) => weigher(&key, &value),
+            None => 0,
+        };
+        if weight > self.budget.max_weight() {
+            return Err(InsertError {
+                key,
+                value,
+                kind: InsertErrorKind::TooHeavy {
+                    weight,
+                    max_weight: self.budget.max_weight(),
+                },
+            });
+        }
+        let mut node = Owned::new(Node::new(key, value, weight));
+        // Inserts of one key serialize here, so they leave one entry; nothing else waits.
+        let _lock = self.table.lock(hash);
+        let mut reservation = Reservation::new(&self.budget);
+        let mut step = 0;
+        loop {
+            let new_key = &node.kv().0;
+            match self.table.find(hash, |k| k == new_key, guard) {
+                Some(found) => {
+                    let old_weight = found.node().weight();
+                    self.make_room(
+                        &mut reservation,
+                        false,
+                        weight.saturating_sub(old_weight),
+                        guard,
+                    );
+                    match self.table.replace(&found, node, guard) {
+                        Ok(_) => {
+                            // SAFETY: our CAS replaced it, so we alone retire it.
+                            unsafe { retire(found.node, guard) };
+                            reservation.commit();
+                            self.budget
+                                .release_weight(old_weight.saturating_sub(weight));
+                            return Ok(());
+                        }
+                        // Evicted or removed meanwhile: look again.
+                        Err(back) => node = back,
+                    }
+                }
+                None => {
+                    self.make_room(&mut reservation, true, weight, guard);
+                    let nslots = self.table.nslots();
+                    self.table.publish(
+                        hash,
+                        node,
+                        |slot| self.hand.starts_marked(slot, nslots),
+                        guard,
+                    );
+                    reservation.commit();
+                    return Ok(());
+                }
+            }
+            spin_wait(step);
+            step = step.saturating_add(1);
+        }
+    }
+
+    /// Brings `reservation` to one entry (if `entry`) and exactly `weight`, evicting as needed.
+    fn make_room(&self, reservation: &mut Reservation<'_>, entry: bool, weight: u64, guard: &Guard) {
+        let mut step = 0;
+        if entry && !reservation.has_entry() {
+            while !self.budget.try_reserve_entry() {
+                self.evict_one(&mut step, guard);
+            }
+            reservation.set_entry();
+        }
+        reservation.set_weight(weight, |w| {
+            while !self.budget.try_reserve_weight(w) {
+                self.evict_one(&mut step, guard);
+            }
+        });
+    }
+
+    /// Lets the hand evict one entry; if it found none (every slot empty or in flight), waits a
+    /// little for the writers that hold the budget.
+    fn evict_one(&self, step: &mut u32, guard: &Guard) {
+        let rehash = |k: &K| self.hash(k);
+        match self.hand.evict(&self.table, &rehash, guard) {
+            Some(node) => self.retire_unlinked(node, guard),
+            None => {
+                spin_wait(*step);
+                *step = step.saturating_add(1);
+            }
+        }
+    }
+
+    /// Gives back the budget of a node this thread unlinked and retires it.
+    fn retire_unlinked(&self, node: Shared<'_, Node<K, V>>, guard: &Guard) {
+        // SAFETY: non-null: it was just unlinked from a slot.
+        let weight = unsafe { node.deref() }.weight();
+        // SAFETY: this thread's CAS unlinked it.
+        unsafe { retire(node, guard) };
+        self.budget.release_entry();
+        self.budget.release_weight(weight);
+    }
+
+    fn remove_with_guard<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        let hash = self.hash(key);
+        let mut step = 0;
+        loop {
+            let found = self.table.find(hash, |k| key.equivalent(k), guard)?;
+            if self
+                .table
+                .unlink(found.bucket, found.slot, found.node, |_| hash, guard)
+            {
+                let node = found.node();
+                self.retire_unlinked(found.node, guard);
+                return Some(node);
+            }
+            // Replaced or unlinked by another thread meanwhile: look again.
+            spin_wait(step);
+            step = step.saturating_add(1);
+        }
+    }
+
+    /// Removes the entry for `key` and returns a clone of its value.
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        let guard = epoch::pin();
+        self.remove_with_guard(key, &guard)
+            .map(|n| n.read(|_, v| v.clone()))
+    }
+
+    /// Removes every entry. Inserts that run concurrently with `clear` may survive it.
+    pub fn clear(&self) {
+        let guard = epoch::pin();
+        let rehash = |k: &K| self.hash(k);
+        for s in 0..self.table.nslots() {
+            let p = self.table.load_slot(s, &guard);
+            if !p.is_null()
+                && self.table.unlink(
+                    s / crate::table::SLOTS,
+                    s % crate::table::SLOTS,
+                    p,
+                    rehash,
+                    &guard,
+                )
+            {
+                self.retire_unlinked(p, &guard);
+            }
+        }
+    }
+}
+
+impl<K, V, S> Cache<K, V, S> {
+    /// Entries in the cache now (including inserts in flight that already reserved room).
+    pub fn len(&self) -> usize {
+        self.budget.len()
+    }
+
+    /// True if [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most entries the cache holds.
+    pub fn capacity(&self) -> usize {
+        self.budget.max_len()
+    }
+
+    /// Total weight of the entries now; 0 in a cache without a weigher.
+    pub fn weight(&self) -> u64 {
+        self.budget.weight()
+    }
+
+    /// The weight budget, if the cache has a weigher.
+    pub fn max_weight(&self) -> Option<u64> {
+        self.weigher.as_ref().map(|_| self.budget.max_weight())
+    }
+
+    /// The key hasher.
+    pub fn hasher(&self) -> &S {
+        &self.hasher
+    }
+
+    #[doc(hidden)]
+    pub fn hand_position(&self) -> usize {
+        self.hand.position()
+    }
+
+    /// Checks the table's invariants without concurrent writers: every published entry is
+    /// reachable from its home bucket, no key appears twice, and the counters are at least the
+    /// published totals. For tests.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<usize, String>
+    where
+        K: Hash + Eq,
+        S: BuildHasher,
+    {
+        let guard = epoch::pin();
+        let mut count = 0usize;
+        let mut weight = 0u64;
+        for s in 0..self.table.nslots() {
+            let p = self.table.load_slot(s, &guard);
+            // SAFETY: loaded under `guard`.
+            if let Some(node) = unsafe { p.as_ref() } {
+                count += 1;
+                weight += node.weight();
+                let key = &node.kv().0;
+                let hash = self.hasher.hash_one(key);
+                match self.table.find(hash, |k| k == key, &guard) {
+                    Some(f) if f.node == p => {}
+                    Some(_) => return Err(format!("slot {s}: key found twice")),
+                    None => return Err(format!("slot {s}: key not reachable")),
+                }
+            }
+        }
+        if count > self.budget.len() || count > self.budget.max_len() {
+            return Err(format!("{count} entries, len {}", self.budget.len()));
+        }
+        if weight > self.budget.weight() || weight > self.budget.max_weight() {
+            return Err(format!("weight {weight}, counter {}", self.budget.weight()));
+        }
+        Ok(count)
+    }
+}
+
+impl<K, V, S> fmt::Debug for Cache<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .field("weight", &self.weight())
+            .field("max_weight", &self.max_weight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pinned view of a [`Cache`]: lookups lend `&V` for as long as the handle lives.
+///
+/// Obtained with [`Cache::pin`]. The handle holds an epoch guard: nothing removed while it lives
+/// is freed before it is dropped, so keep it for one request, not for the life of a thread.
+pub struct Pinned<'c, K, V, S = DefaultHashBuilder> {
+    cache: &'c Cache<K, V, S>,
+    guard: Guard,
+}
+
+impl<'c, K, V, S> Pinned<'c, K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// The value for `key`, lent for the life of this handle; marks the entry as recently used.
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        let node = self.cache.find(key, &self.guard)?;
+        node.touch();
+        Some(&node.kv().1)
+    }
+
+    /// Like [`get`](Self::get), but leaves recency alone.
+    pub fn peek<Q>(&self, key: &Q) -> Option<&V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        self.cache.find(key, &self.guard).map(|n| &n.kv().1)
+    }
+
+    /// True if `key` is cached.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        self.cache.find(key, &self.guard).is_some()
+    }
+
+    /// [`Cache::insert`] under this handle's guard.
+    pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
+        self.cache.insert_with_guard(key, value, &self.guard)
+    }
+
+    /// Removes the entry for `key` and lends its value for the life of this handle.
+    pub fn remove<Q>(&self, key: &Q) -> Option<&V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        self.cache
+            .remove_with_guard(key, &self.guard)
+            .map(|n| &n.kv().1)
+    }
+
+    /// Iterates over the entries in table order. Concurrent writes may or may not be seen; no
+    /// entry is seen twice unless it was re-inserted during the walk.
+    pub fn iter(&self) -> Iter<'_, K, V> {
+        Iter {
+            table: &self.cache.table,
+            guard: &self.guard,
+            slot: 0,
+        }
+    }
+
+    /// The cache this handle pins.
+    pub fn cache(&self) -> &'c Cache<K, V, S> {
+        self.cache
+    }
+}
+
+impl<K, V, S> fmt::Debug for Pinned<'_, K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pinned").field("cache", self.cache).finish()
+    }
+}
+
+/// Iterator over a [`Pinned`] cache's entries.
+pub struct Iter<'g, K, V> {
+    table: &'g RawTable<K, V>,
+    guard: &'g Guard,
+    slot: usize,
+}
+
+impl<'g, K, V> Iterator for Iter<'g, K, V> {
+    type Item = (&'g K, &'g V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.slot < self.table.nslots() {
+            let p = self.table.load_slot(self.slot, self.guard);
+            self.slot += 1;
+            // SAFETY: loaded under the handle's guard, which outlives `'g`.
+            if let Some(node) = unsafe { p.as_ref() } {
+                let (k, v) = node.kv();
+                return Some((k, v));
+            }
+        }
+        None
+    }
+}
+
+impl<K, V> fmt::Debug for Iter<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter").field("slot", &self.slot).finish()
+    }
+}

@@ -1,0 +1,58 @@
+//! The one door to atomics, cells and threads.
+//!
+//! Every atomic, `UnsafeCell`, spin hint and thread in clockline goes through this module, so
+//! that the same protocol code runs under [loom] when the crate is built with
+//! `--cfg clockline_loom` (see `loom-tests/`). No other module imports `std::sync::atomic`.
+//!
+//! The std side copies loom's API (`UnsafeCell::with`), not the other way round.
+//!
+//! [loom]: https://docs.rs/loom
+
+#[cfg(clockline_loom)]
+mod imp {
+    pub(crate) use loom::cell::UnsafeCell;
+    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// Tell the scheduler this thread waits on another one. Loom needs this in every retry
+    /// loop, or a model fails with "exceeded maximum number of branches".
+    pub(crate) fn spin_wait(_step: u32) {
+        loom::thread::yield_now();
+    }
+}
+
+#[cfg(not(clockline_loom))]
+mod imp {
+    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// `std::cell::UnsafeCell` with loom's closure-based API.
+    #[derive(Debug)]
+    #[repr(transparent)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        #[inline(always)]
+        pub(crate) fn new(value: T) -> Self {
+            Self(std::cell::UnsafeCell::new(value))
+        }
+
+        /// Runs `f` with a shared raw pointer to the contents.
+        #[inline(always)]
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+
+    /// Back off while another writer finishes: spin a little, then give the core away.
+    #[inline]
+    pub(crate) fn spin_wait(step: u32) {
+        if step < 6 {
+            for _ in 0..(1u32 << step) {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+pub(crate) use imp::*;

@@ -1,0 +1,177 @@
+//! Single-threaded behaviour of the public API.
+
+use clockline::{BuildError, Cache, InsertErrorKind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[test]
+fn insert_get_replace_remove() {
+    let cache: Cache<u64, String> = Cache::new(100);
+    assert!(cache.is_empty());
+    cache.insert(1, "a".into()).unwrap();
+    assert_eq!(cache.get(&1).as_deref(), Some("a"));
+    cache.insert(1, "b".into()).unwrap();
+    assert_eq!(cache.get(&1).as_deref(), Some("b"));
+    assert_eq!(cache.len(), 1);
+    assert!(cache.contains_key(&1));
+    assert_eq!(cache.peek(&1).as_deref(), Some("b"));
+    assert_eq!(cache.remove(&1).as_deref(), Some("b"));
+    assert_eq!(cache.remove(&1), None);
+    assert_eq!(cache.get(&1), None);
+    assert_eq!(cache.len(), 0);
+    cache.check_invariants().unwrap();
+}
+
+#[test]
+fn borrowed_lookups() {
+    let cache: Cache<String, u32> = Cache::new(10);
+    cache.insert("key".to_string(), 5).unwrap();
+    assert_eq!(cache.get("key"), Some(5));
+    let pinned = cache.pin();
+    assert_eq!(pinned.get("key"), Some(&5));
+    assert_eq!(pinned.iter().count(), 1);
+    assert_eq!(pinned.remove("key"), Some(&5));
+    assert_eq!(pinned.get("key"), None);
+}
+
+#[test]
+fn count_bound_holds_and_hot_entries_survive() {
+    let cache: Cache<u64, u64> = Cache::new(100);
+    for i in 0..100 {
+        cache.insert(i, i).unwrap();
+    }
+    // While everything is marked, CLOCK is FIFO for one turn of the hand (as LRU is not);
+    // after that turn, keys read between evictions must stay.
+    for k in 200..300 {
+        cache.insert(k, k).unwrap();
+    }
+    for k in 0..10 {
+        cache.insert(k, k).unwrap();
+    }
+    for round in 0..50u64 {
+        // Keep 0..10 hot while a stream of one-off keys passes through.
+        for k in 0..10 {
+            assert_eq!(cache.get(&k), Some(k), "hot key {k} evicted in round {round}");
+        }
+        for j in 0..20 {
+            let k = 1000 + round * 20 + j;
+            cache.insert(k, k).unwrap();
+            assert!(cache.len() <= 100);
+        }
+    }
+    assert_eq!(cache.check_invariants().unwrap(), 100);
+}
+
+#[test]
+fn weight_bound_and_too_heavy() {
+    let cache: Cache<u32, Vec<u8>> = Cache::builder()
+        .max_weight(100)
+        .weigher(|_, v: &Vec<u8>| v.len() as u64)
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        cache.insert(i, vec![0; 7]).unwrap();
+        assert!(cache.weight() <= 100);
+    }
+    let before = cache.len();
+    let err = cache.insert(999, vec![0; 101]).unwrap_err();
+    assert_eq!(
+        err.kind,
+        InsertErrorKind::TooHeavy {
+            weight: 101,
+            max_weight: 100
+        }
+    );
+    assert_eq!(err.key, 999);
+    assert_eq!(cache.len(), before, "a refused entry evicts nothing");
+    // Exactly the whole budget fits, after evicting everything else.
+    cache.insert(1000, vec![0; 100]).unwrap();
+    assert_eq!(cache.weight(), 100);
+    assert_eq!(cache.len(), 1);
+    // Replacing with a lighter value gives weight back.
+    cache.insert(1000, vec![0; 10]).unwrap();
+    assert_eq!(cache.weight(), 10);
+    cache.check_invariants().unwrap();
+}
+
+#[test]
+fn builder_errors() {
+    let e = Cache::<u8, u8>::builder().max_capacity(0).build().unwrap_err();
+    assert_eq!(e, BuildError::ZeroCapacity);
+    assert!(e.to_string().contains("at least 1"));
+    let e = Cache::<u8, u8>::builder()
+        .max_weight(0)
+        .weigher(|_, _| 1)
+        .build()
+        .unwrap_err();
+    assert_eq!(e, BuildError::ZeroWeight);
+    assert_eq!(
+        Cache::<u8, u8>::builder().build().unwrap_err(),
+        BuildError::NoBound
+    );
+    assert_eq!(
+        Cache::<u8, u8>::builder().max_weight(5).build().unwrap_err(),
+        BuildError::WeigherMismatch
+    );
+    assert!(matches!(
+        Cache::<u8, u8>::builder().max_capacity(usize::MAX).build(),
+        Err(BuildError::CapacityTooLarge { .. })
+    ));
+    assert!(matches!(
+        Cache::<u8, u8>::builder()
+            .max_weight(u64::MAX)
+            .weigher(|_, _| 1)
+            .build(),
+        Err(BuildError::WeightTooLarge { .. })
+    ));
+}
+
+#[test]
+#[should_panic(expected = "max_capacity must be at least 1")]
+fn new_zero_panics_with_message() {
+    let _ = Cache::<u8, u8>::new(0);
+}
+
+struct Counted(Arc<AtomicUsize>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Deferred drops run when the global epoch advances, which other tests' pinned threads can
+/// hold back for a moment: flush until `done` or ten seconds have passed.
+fn settle(done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() && start.elapsed() < std::time::Duration::from_secs(10) {
+        crossbeam_epoch::pin().flush();
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn every_value_dropped_once() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let cache: Cache<u64, Counted> = Cache::new(50);
+    for i in 0..200 {
+        cache.insert(i % 80, Counted(drops.clone())).unwrap();
+    }
+    cache.pin().remove(&3);
+    cache.clear();
+    assert_eq!(cache.len(), 0);
+    for i in 0..30 {
+        cache.insert(i, Counted(drops.clone())).unwrap();
+    }
+    drop(cache);
+    settle(|| drops.load(Ordering::SeqCst) >= 230);
+    assert_eq!(drops.load(Ordering::SeqCst), 230);
+}
+
+#[test]
+fn debug_and_send_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Cache<String, Vec<u8>>>();
+    let cache: Cache<u8, u8> = Cache::new(3);
+    let s = format!("{cache:?}");
+    assert!(s.contains("capacity: 3"), "{s}");
+}
