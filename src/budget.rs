@@ -12,7 +12,8 @@ use crossbeam_utils::CachePadded;
 pub(crate) struct Budget {
     len: CachePadded<AtomicUsize>,
     weight: CachePadded<AtomicU64>,
-    max_len: usize,
+    /// Raised (never lowered) when a growable table grows; fixed otherwise.
+    max_len: AtomicUsize,
     max_weight: u64,
 }
 
@@ -21,7 +22,7 @@ impl Budget {
         Self {
             len: CachePadded::new(AtomicUsize::new(0)),
             weight: CachePadded::new(AtomicU64::new(0)),
-            max_len,
+            max_len: AtomicUsize::new(max_len),
             max_weight,
         }
     }
@@ -36,7 +37,14 @@ impl Budget {
     }
 
     pub(crate) fn max_len(&self) -> usize {
-        self.max_len
+        // Relaxed: raised only by a grower, before it publishes the grown table (Release).
+        self.max_len.load(Ordering::Relaxed)
+    }
+
+    /// Raises the entry bound; called by the grower with every writer locked out.
+    pub(crate) fn set_max_len(&self, max_len: usize) {
+        // Relaxed: see `max_len`.
+        self.max_len.store(max_len, Ordering::Relaxed);
     }
 
     pub(crate) fn max_weight(&self) -> u64 {
@@ -47,9 +55,10 @@ impl Budget {
     pub(crate) fn try_reserve_entry(&self) -> bool {
         // Relaxed: the counter is a number, not a flag that publishes data; the strict bound
         // comes from the CAS itself, which is atomic whatever the ordering.
+        let max_len = self.max_len();
         let mut cur = self.len.load(Ordering::Relaxed);
         loop {
-            if cur >= self.max_len {
+            if cur >= max_len {
                 return false;
             }
             match self.len.compare_exchange_weak(

@@ -9,9 +9,9 @@ use crate::{Cache, DefaultHashBuilder, MAX_WEIGHT};
 
 pub(crate) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 
-/// Entries a weight-bounded cache without `max_capacity` makes room for. See
-/// [`Builder::max_capacity`].
-pub const DEFAULT_WEIGHTED_ENTRIES: usize = 1 << 16;
+/// Entries the table of a weight-bounded cache without `max_capacity` starts with; it doubles
+/// whenever the entry count, not the weight, is what is full. See [`Builder::max_capacity`].
+pub const INITIAL_WEIGHTED_ENTRIES: usize = 1024;
 
 /// Configures and builds a [`Cache`].
 ///
@@ -45,9 +45,14 @@ impl<K, V> Builder<K, V> {
 }
 
 impl<K, V, S> Builder<K, V, S> {
-    /// The most entries the cache holds at any instant. With a weigher it is optional and also
-    /// sizes the table: without it a weighted cache makes room for
-    /// [`DEFAULT_WEIGHTED_ENTRIES`] entries and evicts by count beyond that.
+    /// The most entries the cache holds at any instant; it also sizes the table, which is
+    /// allocated once, up front (about 11.4 bytes per entry of capacity).
+    ///
+    /// A weight-bounded cache does not need it: without it the table starts with room for
+    /// [`INITIAL_WEIGHTED_ENTRIES`] entries and doubles whenever it is full by count but not
+    /// by weight, so only the weight budget decides what is evicted. Growing locks out writers
+    /// (never readers) for the time it takes to copy the table's pointers; the entry count it
+    /// may grow to is `max_weight` (entries of weight 0 still take a slot).
     pub fn max_capacity(mut self, entries: usize) -> Self {
         self.max_capacity = Some(entries);
         self
@@ -98,9 +103,17 @@ impl<K, V, S> Builder<K, V, S> {
             (None, false) if self.max_capacity.is_none() => return Err(BuildError::NoBound),
             _ => {}
         }
-        let entries = self.max_capacity.unwrap_or(DEFAULT_WEIGHTED_ENTRIES);
+        let (entries, grow_limit) = match (self.max_capacity, self.max_weight) {
+            (Some(n), _) => (n, None),
+            (None, Some(w)) => {
+                let limit = usize::try_from(w).unwrap_or(usize::MAX);
+                (INITIAL_WEIGHTED_ENTRIES.min(limit), Some(limit))
+            }
+            (None, None) => unreachable!("checked above"),
+        };
         Cache::from_parts(
             entries,
+            grow_limit,
             self.max_weight,
             self.weigher,
             self.hasher,

@@ -3,15 +3,17 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
-use crossbeam_epoch::{self as epoch, Guard, Owned, Shared};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 use equivalent::Equivalent;
 
 use crate::budget::{Budget, Reservation};
 use crate::builder::{Builder, Weigher};
 use crate::clock::Hand;
 use crate::error::{BuildError, InsertError, InsertErrorKind};
-use crate::sync::spin_wait;
-use crate::table::{retire, Node, RawTable, MAX_WEIGHT};
+use crate::sync::{spin_wait, Ordering};
+use crate::table::{retire, Node, RawTable, MAX_WEIGHT, SLOTS};
 
 /// The default hasher: [ahash](https://docs.rs/ahash) with random keys.
 pub type DefaultHashBuilder = ahash::RandomState;
@@ -21,11 +23,15 @@ pub type DefaultHashBuilder = ahash::RandomState;
 /// Reads take no lock, do no CAS and write no shared cache line once an entry is marked as
 /// recently used. Writes never block reads. See the [crate docs](crate) for the guarantees.
 pub struct Cache<K, V, S = DefaultHashBuilder> {
-    table: RawTable<K, V>,
+    /// The current table. Replaced only when a growable (weight-bounded, no `max_capacity`)
+    /// cache grows; the old one is retired through epoch.
+    table: Atomic<RawTable<K, V>>,
     hand: Hand,
     budget: Budget,
     hasher: S,
     weigher: Option<Weigher<K, V>>,
+    /// The most entries a growable table may grow to; `None` for a fixed table.
+    grow_limit: Option<usize>,
 }
 
 // SAFETY: the table shares keys and values between threads (readers get `&K`/`&V`, and any
@@ -64,8 +70,11 @@ where
     V: Send + Sync + 'static,
     S: BuildHasher,
 {
+    /// `grow_limit`: `Some(most entries)` makes the table start at `entries` and double when
+    /// the entry count, not the weight, is what binds.
     pub(crate) fn from_parts(
         entries: usize,
+        grow_limit: Option<usize>,
         max_weight: Option<u64>,
         weigher: Option<Weigher<K, V>>,
         hasher: S,
@@ -73,17 +82,34 @@ where
         let table = RawTable::try_with_entries(entries)
             .ok_or(BuildError::CapacityTooLarge { requested: entries })?;
         Ok(Self {
-            table,
+            table: Atomic::new(table),
             hand: Hand::new(),
             budget: Budget::new(entries, max_weight.unwrap_or(MAX_WEIGHT)),
             hasher,
             weigher,
+            grow_limit,
         })
     }
 
     #[inline(always)]
     fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
         self.hasher.hash_one(key)
+    }
+
+    /// The current table.
+    #[inline(always)]
+    fn table<'g>(&self, guard: &'g Guard) -> &'g RawTable<K, V> {
+        // Acquire: pairs with the Release store of a grown table, so its contents are visible.
+        let t = self.table.load(Ordering::Acquire, guard);
+        // SAFETY: never null (set in `from_parts`, swapped only for another table), and a
+        // replaced table is retired through epoch, so it outlives `guard`.
+        unsafe { t.deref() }
+    }
+
+    /// True once `table` is no longer the current table (a grower replaced it).
+    fn replaced(&self, table: &RawTable<K, V>, guard: &Guard) -> bool {
+        // Relaxed: only decides whether to stop waiting; the caller reloads with Acquire.
+        !std::ptr::eq(self.table.load(Ordering::Relaxed, guard).as_raw(), table)
     }
 
     /// Pins the current thread and returns a handle whose lookups lend references instead of
@@ -102,7 +128,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let hash = self.hash(key);
-        self.table
+        self.table(guard)
             .find(hash, |k| key.equivalent(k), guard)
             .map(|f| f.node())
     }
@@ -166,22 +192,44 @@ where
             });
         }
         let mut node = Owned::new(Node::new(key, value, weight));
-        // Inserts of one key serialize here, so they leave one entry; nothing else waits.
-        let _lock = self.table.lock(hash);
+        loop {
+            let table = self.table(guard);
+            // Inserts of one key serialize on its home bucket's lock, so they leave one entry;
+            // nothing else waits for it. `None`: the table grew meanwhile, start over.
+            let Some(lock) = table.lock(hash, || self.replaced(table, guard)) else {
+                continue;
+            };
+            match self.insert_locked(table, hash, node, weight, guard) {
+                Ok(()) => return Ok(()),
+                Err(back) => {
+                    node = back;
+                    drop(lock);
+                    self.grow(table, guard);
+                }
+            }
+        }
+    }
+
+    /// The body of an insert, under the home bucket's lock. `Err` gives the node back when the
+    /// table should grow first.
+    fn insert_locked(
+        &self,
+        table: &RawTable<K, V>,
+        hash: u64,
+        mut node: Owned<Node<K, V>>,
+        weight: u64,
+        guard: &Guard,
+    ) -> Result<(), Owned<Node<K, V>>> {
         let mut reservation = Reservation::new(&self.budget);
         let mut step = 0;
         loop {
             let new_key = &node.kv().0;
-            match self.table.find(hash, |k| k == new_key, guard) {
+            match table.find(hash, |k| k == new_key, guard) {
                 Some(found) => {
                     let old_weight = found.node().weight();
-                    self.make_room(
-                        &mut reservation,
-                        false,
-                        weight.saturating_sub(old_weight),
-                        guard,
-                    );
-                    match self.table.replace(&found, node, guard) {
+                    let extra = weight.saturating_sub(old_weight);
+                    self.make_room(table, &mut reservation, false, extra, guard);
+                    match table.replace(&found, node, guard) {
                         Ok(_) => {
                             // SAFETY: our CAS replaced it, so we alone retire it.
                             unsafe { retire(found.node, guard) };
@@ -190,14 +238,16 @@ where
                                 .release_weight(old_weight.saturating_sub(weight));
                             return Ok(());
                         }
-                        // Evicted or removed meanwhile: look again.
+                        // Evicted meanwhile (removals take this lock): look again.
                         Err(back) => node = back,
                     }
                 }
                 None => {
-                    self.make_room(&mut reservation, true, weight, guard);
-                    let nslots = self.table.nslots();
-                    self.table.publish(
+                    if !self.make_room(table, &mut reservation, true, weight, guard) {
+                        return Err(node);
+                    }
+                    let nslots = table.nslots();
+                    table.publish(
                         hash,
                         node,
                         |slot| self.hand.starts_marked(slot, nslots),
@@ -213,32 +263,107 @@ where
     }
 
     /// Brings `reservation` to one entry (if `entry`) and exactly `weight`, evicting as needed.
-    fn make_room(&self, reservation: &mut Reservation<'_>, entry: bool, weight: u64, guard: &Guard) {
+    /// Returns false, having reserved nothing, when the table should grow instead of evicting.
+    fn make_room(
+        &self,
+        table: &RawTable<K, V>,
+        reservation: &mut Reservation<'_>,
+        entry: bool,
+        weight: u64,
+        guard: &Guard,
+    ) -> bool {
         let mut step = 0;
         if entry && !reservation.has_entry() {
             while !self.budget.try_reserve_entry() {
-                self.evict_one(&mut step, guard);
+                if self
+                    .grow_limit
+                    .is_some_and(|limit| self.budget.max_len() < limit)
+                {
+                    return false;
+                }
+                self.evict_one(table, &mut step, guard);
             }
             reservation.set_entry();
         }
         reservation.set_weight(weight, |w| {
             while !self.budget.try_reserve_weight(w) {
-                self.evict_one(&mut step, guard);
+                self.evict_one(table, &mut step, guard);
             }
         });
+        true
     }
 
     /// Lets the hand evict one entry; if it found none (every slot empty or in flight), waits a
     /// little for the writers that hold the budget.
-    fn evict_one(&self, step: &mut u32, guard: &Guard) {
+    fn evict_one(&self, table: &RawTable<K, V>, step: &mut u32, guard: &Guard) {
         let rehash = |k: &K| self.hash(k);
-        match self.hand.evict(&self.table, &rehash, guard) {
+        match self.hand.evict(table, &rehash, guard) {
             Some(node) => self.retire_unlinked(node, guard),
             None => {
                 spin_wait(*step);
                 *step = step.saturating_add(1);
             }
         }
+    }
+
+    /// Doubles a growable table (up to its limit), or returns at once if another thread grew
+    /// `old` first.
+    ///
+    /// The grower takes every bucket lock of `old` in index order. Every writer (insert,
+    /// remove, clear, and eviction, which only runs inside an insert) holds a lock of the table
+    /// it writes and never waits for a second lock while holding one, so once the grower holds
+    /// them all, `old` is frozen: it copies the node pointers into a new table, publishes it
+    /// (Release), and retires `old` with its locks still held, so writers waiting on them give
+    /// up and retry on the new table. Readers are never blocked: they see `old` (frozen, valid)
+    /// or the new table.
+    #[cold]
+    fn grow(&self, old: &RawTable<K, V>, guard: &Guard) {
+        let Some(limit) = self.grow_limit else { return };
+        let mut locks = Vec::with_capacity(old.nbuckets());
+        for b in 0..old.nbuckets() {
+            match old.lock_bucket(b, || self.replaced(old, guard)) {
+                Some(lock) => locks.push(lock),
+                None => return,
+            }
+        }
+        if self.replaced(old, guard) {
+            return;
+        }
+        let current = self.budget.max_len();
+        let entries = current.saturating_mul(2).min(limit);
+        if entries <= current {
+            return;
+        }
+        let Some(new) = RawTable::try_with_entries(entries) else {
+            return;
+        };
+        // A panic in the user's `Hash` leaves `old` current and untouched; `new` holds copies
+        // of pointers only, and a table never frees its nodes on drop.
+        let copied = catch_unwind(AssertUnwindSafe(|| {
+            for s in 0..old.nslots() {
+                let p = old.load_slot(s, guard);
+                // SAFETY: loaded under `guard`; nodes are retired through epoch.
+                if let Some(node) = unsafe { p.as_ref() } {
+                    new.place(self.hash(&node.kv().0), p);
+                }
+            }
+        }));
+        if let Err(panic) = copied {
+            drop(new);
+            drop(locks);
+            resume_unwind(panic);
+        }
+        self.budget.set_max_len(entries);
+        // Release: publishes the new table's contents and the raised bound (pairs with the
+        // Acquire in `table`).
+        let old_ptr = self.table.swap(Owned::new(new), Ordering::Release, guard);
+        for lock in locks {
+            lock.leak();
+        }
+        // SAFETY: `old_ptr` is no longer reachable from the cache; threads that still hold it
+        // are pinned, and epoch frees it (bucket array only: tables never free nodes on drop)
+        // after they unpin.
+        unsafe { guard.defer_destroy(old_ptr) };
     }
 
     /// Gives back the budget of a node this thread unlinked and retires it.
@@ -258,16 +383,18 @@ where
         let hash = self.hash(key);
         let mut step = 0;
         loop {
-            let found = self.table.find(hash, |k| key.equivalent(k), guard)?;
-            if self
-                .table
-                .unlink(found.bucket, found.slot, found.node, |_| hash, guard)
-            {
+            let table = self.table(guard);
+            // Writers hold a lock of the table they write (see `grow`).
+            let Some(_lock) = table.lock(hash, || self.replaced(table, guard)) else {
+                continue;
+            };
+            let found = table.find(hash, |k| key.equivalent(k), guard)?;
+            if table.unlink(found.bucket, found.slot, found.node, |_| hash, guard) {
                 let node = found.node();
                 self.retire_unlinked(found.node, guard);
                 return Some(node);
             }
-            // Replaced or unlinked by another thread meanwhile: look again.
+            // Evicted by another thread meanwhile: look again.
             spin_wait(step);
             step = step.saturating_add(1);
         }
@@ -288,19 +415,21 @@ where
     pub fn clear(&self) {
         let guard = epoch::pin();
         let rehash = |k: &K| self.hash(k);
-        for s in 0..self.table.nslots() {
-            let p = self.table.load_slot(s, &guard);
-            if !p.is_null()
-                && self.table.unlink(
-                    s / crate::table::SLOTS,
-                    s % crate::table::SLOTS,
-                    p,
-                    rehash,
-                    &guard,
-                )
-            {
-                self.retire_unlinked(p, &guard);
+        'restart: loop {
+            let table = self.table(&guard);
+            for b in 0..table.nbuckets() {
+                // Writers hold a lock of the table they write (see `grow`).
+                let Some(_lock) = table.lock_bucket(b, || self.replaced(table, &guard)) else {
+                    continue 'restart;
+                };
+                for i in 0..SLOTS {
+                    let p = table.load_slot(b * SLOTS + i, &guard);
+                    if !p.is_null() && table.unlink(b, i, p, rehash, &guard) {
+                        self.retire_unlinked(p, &guard);
+                    }
+                }
             }
+            return;
         }
     }
 }
@@ -316,7 +445,8 @@ impl<K, V, S> Cache<K, V, S> {
         self.len() == 0
     }
 
-    /// The most entries the cache holds.
+    /// The most entries the cache holds now. Fixed, except in a weight-bounded cache built
+    /// without `max_capacity`, whose table grows (and this bound with it) as entries arrive.
     pub fn capacity(&self) -> usize {
         self.budget.max_len()
     }
@@ -351,17 +481,20 @@ impl<K, V, S> Cache<K, V, S> {
         S: BuildHasher,
     {
         let guard = epoch::pin();
+        // Acquire: as in `table`.
+        // SAFETY: never null; retired tables outlive the guard.
+        let table = unsafe { self.table.load(Ordering::Acquire, &guard).deref() };
         let mut count = 0usize;
         let mut weight = 0u64;
-        for s in 0..self.table.nslots() {
-            let p = self.table.load_slot(s, &guard);
+        for s in 0..table.nslots() {
+            let p = table.load_slot(s, &guard);
             // SAFETY: loaded under `guard`.
             if let Some(node) = unsafe { p.as_ref() } {
                 count += 1;
                 weight += node.weight();
                 let key = &node.kv().0;
                 let hash = self.hasher.hash_one(key);
-                match self.table.find(hash, |k| k == key, &guard) {
+                match table.find(hash, |k| k == key, &guard) {
                     Some(f) if f.node == p => {}
                     Some(_) => return Err(format!("slot {s}: key found twice")),
                     None => return Err(format!("slot {s}: key not reachable")),
@@ -375,6 +508,20 @@ impl<K, V, S> Cache<K, V, S> {
             return Err(format!("weight {weight}, counter {}", self.budget.weight()));
         }
         Ok(count)
+    }
+}
+
+impl<K, V, S> Drop for Cache<K, V, S> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no thread is inside the cache, so the unprotected guard is
+        // sound. The current table owns every live node (retired tables never free nodes and
+        // only hold copies of pointers that are also here or already retired).
+        unsafe {
+            let guard = epoch::unprotected();
+            let table = self.table.load(Ordering::Relaxed, guard);
+            let mut table = table.into_owned();
+            table.drop_nodes();
+        }
     }
 }
 
@@ -450,7 +597,7 @@ where
     /// entry is seen twice unless it was re-inserted during the walk.
     pub fn iter(&self) -> Iter<'_, K, V> {
         Iter {
-            table: &self.cache.table,
+            table: self.cache.table(&self.guard),
             guard: &self.guard,
             slot: 0,
         }

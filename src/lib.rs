@@ -57,7 +57,7 @@ mod error;
 mod sync;
 mod table;
 
-pub use builder::{Builder, DEFAULT_WEIGHTED_ENTRIES};
+pub use builder::{Builder, INITIAL_WEIGHTED_ENTRIES};
 pub use cache::{Cache, DefaultHashBuilder, Iter, Pinned};
 pub use equivalent::Equivalent;
 pub use error::{BuildError, InsertError, InsertErrorKind};

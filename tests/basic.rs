@@ -175,3 +175,65 @@ fn debug_and_send_sync() {
     let s = format!("{cache:?}");
     assert!(s.contains("capacity: 3"), "{s}");
 }
+
+#[test]
+fn weighted_cache_without_capacity_grows_instead_of_evicting() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_weight(300_000)
+        .weigher(|_, _| 10)
+        .build()
+        .unwrap();
+    let initial = cache.capacity();
+    for i in 0..20_000 {
+        cache.insert(i, i).unwrap();
+    }
+    assert!(cache.capacity() >= 20_000, "capacity {}", cache.capacity());
+    assert!(cache.capacity() > initial);
+    assert_eq!(cache.len(), 20_000, "nothing evicted while the weight fits");
+    for i in 0..20_000 {
+        assert_eq!(cache.peek(&i), Some(i));
+    }
+    // Now the weight binds: 30_000 entries of weight 10 fill the budget exactly.
+    for i in 20_000..50_000 {
+        cache.insert(i, i).unwrap();
+        assert!(cache.weight() <= 300_000);
+    }
+    assert_eq!(cache.weight(), 300_000);
+    assert_eq!(cache.check_invariants().unwrap(), 30_000);
+}
+
+#[test]
+fn readers_never_miss_while_the_table_grows() {
+    use std::sync::atomic::AtomicU64;
+    let cache: Arc<Cache<u64, u64>> = Arc::new(
+        Cache::builder()
+            .max_weight(1 << 40)
+            .weigher(|_, _| 1)
+            .build()
+            .unwrap(),
+    );
+    let published = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (cache, published) = (cache.clone(), published.clone());
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            loop {
+                let n = published.load(Ordering::Acquire);
+                if n == u64::MAX {
+                    return checks;
+                }
+                for k in n.saturating_sub(64)..n {
+                    assert_eq!(cache.get(&k), Some(k * 3), "key {k} of {n} lost");
+                    checks += 1;
+                }
+            }
+        })
+    };
+    for k in 0..50_000u64 {
+        cache.insert(k, k * 3).unwrap();
+        published.store(k + 1, Ordering::Release);
+    }
+    published.store(u64::MAX, Ordering::Release);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(cache.check_invariants().unwrap(), 50_000);
+}

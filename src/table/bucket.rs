@@ -166,18 +166,22 @@ impl<K, V> Bucket<K, V> {
         self.ctrl.fetch_and(!(0xffu64 << (8 * i)), Ordering::Release);
     }
 
-    /// Takes the writer lock of this home bucket. Writers of other keys may still claim its
-    /// slots; readers never look at the bit.
-    pub(crate) fn lock(&self) -> LockGuard<'_, K, V> {
+    /// Takes the writer lock of this bucket, or gives up and returns `None` as soon as
+    /// `abandon()` is true while waiting (the table was replaced by a grown one, whose grower
+    /// keeps every lock of the old table for good). Readers never look at the bit.
+    pub(crate) fn lock(&self, abandon: impl Fn() -> bool) -> Option<LockGuard<'_, K, V>> {
         let mut step = 0;
         loop {
-            // Acquire: pairs with the Release in `unlock`, so this critical section sees
-            // everything the previous one did.
+            // Acquire: pairs with the Release in `LockGuard::drop`, so this critical section
+            // sees everything the previous one did.
             let cur = self.ctrl.fetch_or(LOCK, Ordering::Acquire);
             if cur & LOCK == 0 {
-                return LockGuard { bucket: self };
+                return Some(LockGuard { bucket: self });
             }
             while self.ctrl.load(Ordering::Relaxed) & LOCK != 0 {
+                if abandon() {
+                    return None;
+                }
                 crate::sync::spin_wait(step);
                 step = step.saturating_add(1);
             }
@@ -195,6 +199,13 @@ impl<K, V> Drop for LockGuard<'_, K, V> {
     fn drop(&mut self) {
         // Release: publishes the critical section to the next holder (see `lock`).
         self.bucket.ctrl.fetch_and(!LOCK, Ordering::Release);
+    }
+}
+
+impl<K, V> LockGuard<'_, K, V> {
+    /// Keeps the bucket locked for good: used by a grower on the table it retires.
+    pub(crate) fn leak(self) {
+        std::mem::forget(self);
     }
 }
 
@@ -257,7 +268,7 @@ mod tests {
         b.overflow_dec();
         assert_eq!(overflow(b.ctrl.load(Ordering::Relaxed)), 1);
         {
-            let _g = b.lock();
+            let _g = b.lock(|| false).unwrap();
             assert_ne!(b.ctrl.load(Ordering::Relaxed) & LOCK, 0);
         }
         assert_eq!(b.ctrl.load(Ordering::Relaxed) & LOCK, 0);

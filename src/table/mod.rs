@@ -146,9 +146,49 @@ impl<K, V> RawTable<K, V> {
         None
     }
 
-    /// Takes the writer lock of the home bucket of `hash`.
-    pub(crate) fn lock(&self, hash: u64) -> LockGuard<'_, K, V> {
-        self.buckets[self.home(hash)].lock()
+    /// Takes the writer lock of the home bucket of `hash` (see [`Bucket::lock`]).
+    pub(crate) fn lock(&self, hash: u64, abandon: impl Fn() -> bool) -> Option<LockGuard<'_, K, V>> {
+        self.buckets[self.home(hash)].lock(abandon)
+    }
+
+    /// Takes the writer lock of bucket `b` (see [`Bucket::lock`]).
+    pub(crate) fn lock_bucket(
+        &self,
+        b: usize,
+        abandon: impl Fn() -> bool,
+    ) -> Option<LockGuard<'_, K, V>> {
+        self.buckets[b].lock(abandon)
+    }
+
+    #[inline(always)]
+    pub(crate) fn nbuckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Places an already published node into this table while it grows: the table is private
+    /// to the grower (published later with a Release store), and every writer of the old table
+    /// is locked out, so no CAS is needed.
+    pub(crate) fn place(&self, hash: u64, node: Shared<'_, Node<K, V>>) {
+        let tag = tag_of(hash);
+        let home = self.home(hash);
+        let mut b = home;
+        for dist in 0..self.buckets.len() {
+            if let Some(i) = self.buckets[b].claim(tag) {
+                let mut p = home;
+                for _ in 0..dist {
+                    self.buckets[p].overflow_inc();
+                    p = self.next(p);
+                }
+                // SAFETY: the node is live: it was loaded from the old table, whose writers are
+                // all locked out, under the grower's guard.
+                unsafe { node.deref() }.set_dist(dist);
+                // Relaxed: the whole table is published later by a Release store.
+                self.buckets[b].slots[i].store(node, Ordering::Relaxed);
+                return;
+            }
+            b = self.next(b);
+        }
+        unreachable!("a grown table has more free slots than the old one had entries");
     }
 
     /// Claims a free slot for a new key of `hash` and publishes `node` there. The caller holds
@@ -291,20 +331,24 @@ pub(crate) unsafe fn retire<K, V>(node: Shared<'_, Node<K, V>>, guard: &Guard) {
     }
 }
 
-impl<K, V> Drop for RawTable<K, V> {
-    fn drop(&mut self) {
-        // With `&mut self` no reader or writer can be inside the table: free every node now.
-        // A panicking `Drop` of one value does not leak the others: the first panic is
-        // re-raised after all nodes are freed.
+impl<K, V> RawTable<K, V> {
+    /// Frees every node still in the table.
+    ///
+    /// # Safety
+    /// The table must be the nodes' only owner: no other table (a grown successor or a retired
+    /// predecessor) may still be freed with its nodes, and no thread may be inside it.
+    /// A panicking `Drop` of one value does not leak the others: the first panic is re-raised
+    /// after all nodes are freed.
+    pub(crate) unsafe fn drop_nodes(&mut self) {
         let mut first_panic = None;
         for bucket in self.buckets.iter() {
             for slot in &bucket.slots {
-                // SAFETY: exclusive access; the unprotected guard is sound with no concurrent
-                // threads, and each non-null pointer is owned by the table alone.
+                // SAFETY: no thread is inside the table (the caller's contract), so the
+                // unprotected guard is sound.
                 let guard = unsafe { crossbeam_epoch::unprotected() };
                 let p = slot.swap(Shared::null(), Ordering::Relaxed, guard);
                 if !p.is_null() {
-                    // SAFETY: as above: the table is the node's only owner.
+                    // SAFETY: the table is the node's only owner (the caller's contract).
                     let owned = unsafe { p.into_owned() };
                     if let Err(e) = catch_unwind(AssertUnwindSafe(|| drop(owned))) {
                         first_panic.get_or_insert(e);

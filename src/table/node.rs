@@ -69,15 +69,24 @@ impl<K, V> Node<K, V> {
         self.meta.fetch_or(REF, Ordering::Relaxed);
     }
 
-    /// Records the probe distance; only before the node is published.
+    /// Records the probe distance: before the node is published, or while a table grows (with
+    /// every writer locked out, but readers may set the reference bit meanwhile).
     pub(crate) fn set_dist(&self, dist: usize) {
         let d = (dist as u64).min(DIST_MAX);
-        let m = self.meta.load(Ordering::Relaxed);
-        // Relaxed: the node is still private to this thread; the publish is the Release.
-        self.meta.store(
-            (m & !(DIST_MAX << DIST_SHIFT)) | (d << DIST_SHIFT),
-            Ordering::Relaxed,
-        );
+        // Relaxed: the distance is read only by writers, which are ordered after this by the
+        // Release publish of the node or of the grown table. A CAS, because a concurrent reader
+        // may set the reference bit in the same word.
+        let mut cur = self.meta.load(Ordering::Relaxed);
+        loop {
+            let new = (cur & !(DIST_MAX << DIST_SHIFT)) | (d << DIST_SHIFT);
+            match self
+                .meta
+                .compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
     }
 
     /// Marks the node as recently used. Writes only when the bit is clear, so a hot entry's

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every test clockline has, in the order CI runs them: format, lints, unit + integration + doc
+# tests (including the short stress tests), loom models, AddressSanitizer run of the stress
+# tests. README.md calls this "the test command"; .ci/run runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+t0=$(date +%s)
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings denied)"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit, integration, doc, short stress)"
+cargo test --locked
+
+step "loom models (LOOM_MAX_PREEMPTIONS=2)"
+if [ -x loom-tests/run.sh ]; then
+    loom-tests/run.sh
+else
+    echo "loom-tests/run.sh missing" >&2
+    exit 1
+fi
+
+step "AddressSanitizer (nightly)"
+ci/asan.sh
+
+printf '\nall checks passed in %ss\n' "$(( $(date +%s) - t0 ))"
