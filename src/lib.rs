@@ -62,3 +62,8 @@ pub use cache::{Cache, DefaultHashBuilder, Iter, Pinned};
 pub use equivalent::Equivalent;
 pub use error::{BuildError, InsertError, InsertErrorKind};
 pub use table::MAX_WEIGHT;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

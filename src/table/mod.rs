@@ -240,7 +240,7 @@ impl<K, V> RawTable<K, V> {
         at: &Found<'g, K, V>,
         new: Owned<Node<K, V>>,
         guard: &'g Guard,
-    ) -> Result<Shared<'g, Node<K, V>>, Owned<Node<K, V>>> {
+    ) -> Result<(), Owned<Node<K, V>>> {
         new.set_dist(at.node().dist().unwrap_or(usize::MAX));
         // AcqRel: Release publishes `new`; Acquire orders this after the old node's publish.
         match self.buckets[at.bucket].slots[at.slot].compare_exchange(
@@ -250,7 +250,7 @@ impl<K, V> RawTable<K, V> {
             Ordering::Relaxed,
             guard,
         ) {
-            Ok(n) => Ok(n),
+            Ok(_) => Ok(()),
             Err(e) => Err(e.new),
         }
     }
