@@ -11,7 +11,12 @@ pub(crate) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 
 /// Entries the table of a weight-bounded cache without `max_capacity` starts with; it doubles
 /// whenever the entry count, not the weight, is what is full. See [`Builder::max_capacity`].
+#[cfg(not(clockline_loom))]
 pub const INITIAL_WEIGHTED_ENTRIES: usize = 1024;
+/// Under loom a growable table starts with room for one entry, so a model grows it with its
+/// second insert (see `loom-tests/tests/grow.rs`).
+#[cfg(clockline_loom)]
+pub const INITIAL_WEIGHTED_ENTRIES: usize = 1;
 
 /// Configures and builds a [`Cache`].
 ///

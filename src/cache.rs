@@ -228,7 +228,14 @@ where
                 Some(found) => {
                     let old_weight = found.node().weight();
                     let extra = weight.saturating_sub(old_weight);
-                    self.make_room(table, &mut reservation, false, extra, guard);
+                    self.make_room(
+                        table,
+                        table.home(hash),
+                        &mut reservation,
+                        false,
+                        extra,
+                        guard,
+                    );
                     match table.replace(&found, node, guard) {
                         Ok(_) => {
                             // SAFETY: our CAS replaced it, so we alone retire it.
@@ -238,23 +245,54 @@ where
                                 .release_weight(old_weight.saturating_sub(weight));
                             return Ok(());
                         }
-                        // Evicted meanwhile (removals take this lock): look again.
-                        Err(back) => node = back,
+                        // Evicted meanwhile (removals take this lock): look again. Give the
+                        // extra weight back first: an insert must never wait for budget while
+                        // holding part of it, or two such inserts can wait on each other
+                        // forever (tests/stress.rs, weighted_replaces_...).
+                        Err(back) => {
+                            node = back;
+                            reservation.set_weight(0, |_| {});
+                        }
                     }
                 }
                 None => {
-                    if !self.make_room(table, &mut reservation, true, weight, guard) {
+                    if !self.make_room(
+                        table,
+                        table.home(hash),
+                        &mut reservation,
+                        true,
+                        weight,
+                        guard,
+                    ) {
                         return Err(node);
                     }
                     let nslots = table.nslots();
-                    table.publish(
+                    match table.publish(
                         hash,
                         node,
                         |slot| self.hand.starts_marked(slot, nslots),
                         guard,
-                    );
-                    reservation.commit();
-                    return Ok(());
+                    ) {
+                        Ok(_) => {
+                            reservation.commit();
+                            return Ok(());
+                        }
+                        // The key's neighbourhood is full. A growable table that is at
+                        // least a quarter full grows; otherwise one of the neighbourhood's
+                        // entries is evicted (which also gives back budget) and we try again.
+                        // A quarter: a good hash almost never fills 28 slots below that load,
+                        // and a degenerate one must not make the table grow without end.
+                        Err(back) => {
+                            node = back;
+                            let max_len = self.budget.max_len();
+                            if self.can_grow() && self.budget.len() >= max_len / 4 {
+                                return Err(node);
+                            }
+                            if let Some(victim) = self.hand.evict_near(table, hash, guard) {
+                                self.retire_unlinked(victim, guard);
+                            }
+                        }
+                    }
                 }
             }
             spin_wait(step);
@@ -264,9 +302,11 @@ where
 
     /// Brings `reservation` to one entry (if `entry`) and exactly `weight`, evicting as needed.
     /// Returns false, having reserved nothing, when the table should grow instead of evicting.
+    /// `held` is the home bucket whose lock the caller holds.
     fn make_room(
         &self,
         table: &RawTable<K, V>,
+        held: usize,
         reservation: &mut Reservation<'_>,
         entry: bool,
         weight: u64,
@@ -275,29 +315,31 @@ where
         let mut step = 0;
         if entry && !reservation.has_entry() {
             while !self.budget.try_reserve_entry() {
-                if self
-                    .grow_limit
-                    .is_some_and(|limit| self.budget.max_len() < limit)
-                {
+                if self.can_grow() {
                     return false;
                 }
-                self.evict_one(table, &mut step, guard);
+                self.evict_one(table, held, &mut step, guard);
             }
             reservation.set_entry();
         }
         reservation.set_weight(weight, |w| {
             while !self.budget.try_reserve_weight(w) {
-                self.evict_one(table, &mut step, guard);
+                self.evict_one(table, held, &mut step, guard);
             }
         });
         true
     }
 
+    /// True if the table may still grow.
+    fn can_grow(&self) -> bool {
+        self.grow_limit
+            .is_some_and(|limit| self.budget.max_len() < limit)
+    }
+
     /// Lets the hand evict one entry; if it found none (every slot empty or in flight), waits a
     /// little for the writers that hold the budget.
-    fn evict_one(&self, table: &RawTable<K, V>, step: &mut u32, guard: &Guard) {
-        let rehash = |k: &K| self.hash(k);
-        match self.hand.evict(table, &rehash, guard) {
+    fn evict_one(&self, table: &RawTable<K, V>, held: usize, step: &mut u32, guard: &Guard) {
+        match self.hand.evict(table, Some(held), guard) {
             Some(node) => self.retire_unlinked(node, guard),
             None => {
                 spin_wait(*step);
@@ -339,12 +381,15 @@ where
         };
         // A panic in the user's `Hash` leaves `old` current and untouched; `new` holds copies
         // of pointers only, and a table never frees its nodes on drop.
+        let mut homeless = Vec::new();
         let copied = catch_unwind(AssertUnwindSafe(|| {
             for s in 0..old.nslots() {
                 let p = old.load_slot(s, guard);
                 // SAFETY: loaded under `guard`; nodes are retired through epoch.
                 if let Some(node) = unsafe { p.as_ref() } {
-                    new.place(self.hash(&node.kv().0), p);
+                    if !new.place(self.hash(&node.kv().0), p) {
+                        homeless.push(p);
+                    }
                 }
             }
         }));
@@ -364,6 +409,11 @@ where
         // are pinned, and epoch frees it (bucket array only: tables never free nodes on drop)
         // after they unpin.
         unsafe { guard.defer_destroy(old_ptr) };
+        // Nodes whose neighbourhood in the new table was full (a degenerate hasher) are
+        // evicted: they are in no current table, and this thread alone could unlink them.
+        for node in homeless {
+            self.retire_unlinked(node, guard);
+        }
     }
 
     /// Gives back the budget of a node this thread unlinked and retires it.
@@ -389,7 +439,13 @@ where
                 continue;
             };
             let found = table.find(hash, |k| key.equivalent(k), guard)?;
-            if table.unlink(found.bucket, found.slot, found.node, |_| hash, guard) {
+            if table.unlink(
+                found.bucket,
+                found.slot,
+                found.node,
+                Some(table.home(hash)),
+                guard,
+            ) {
                 let node = found.node();
                 self.retire_unlinked(found.node, guard);
                 return Some(node);
@@ -414,7 +470,6 @@ where
     /// Removes every entry. Inserts that run concurrently with `clear` may survive it.
     pub fn clear(&self) {
         let guard = epoch::pin();
-        let rehash = |k: &K| self.hash(k);
         'restart: loop {
             let table = self.table(&guard);
             for b in 0..table.nbuckets() {
@@ -424,7 +479,7 @@ where
                 };
                 for i in 0..SLOTS {
                     let p = table.load_slot(b * SLOTS + i, &guard);
-                    if !p.is_null() && table.unlink(b, i, p, rehash, &guard) {
+                    if !p.is_null() && table.unlink(b, i, p, Some(b), &guard) {
                         self.retire_unlinked(p, &guard);
                     }
                 }
@@ -469,6 +524,17 @@ impl<K, V, S> Cache<K, V, S> {
     #[doc(hidden)]
     pub fn hand_position(&self) -> usize {
         self.hand.position()
+    }
+
+    /// (entries, total distance from home in buckets, buckets with displaced keys, buckets):
+    /// a diagnostic of probe lengths.
+    #[doc(hidden)]
+    pub fn probe_stats(&self) -> [usize; 4] {
+        let guard = epoch::pin();
+        // SAFETY: never null; retired tables outlive the guard.
+        let table = unsafe { self.table.load(Ordering::Acquire, &guard).deref() };
+        let [a, b, c] = table.probe_stats(&guard);
+        [a, b, c, table.nbuckets()]
     }
 
     /// Checks the table's invariants without concurrent writers: every published entry is

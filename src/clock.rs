@@ -1,7 +1,8 @@
-//! CLOCK eviction: a hand sweeps the table's slots in order and evicts the first entry whose
-//! reference bit is clear, clearing the bits it passes.
+//! CLOCK eviction: a hand sweeps the table's slots and evicts the first entry whose reference
+//! bit is clear, clearing the bits it passes.
 //!
-//! The clock order is the table's slot order. New entries start with their bit set (they may
+//! The clock order is a fixed scattered order of the table's buckets (see
+//! `RawTable::hand_slot`), all seven slots of a bucket together. New entries start with their bit set (they may
 //! land just ahead of the hand), reads set the bit only when it is clear, and the hand is the only
 //! writer that clears it. The hand is one `CachePadded` counter advanced with `fetch_add`; it is
 //! touched only by inserts that must make room, never by reads.
@@ -34,14 +35,18 @@ impl Hand {
         self.pos.load(Ordering::Relaxed)
     }
 
-    /// Whether a new entry in flat slot `slot` starts referenced. Classic CLOCK puts a new page
-    /// right behind the hand, which gives it one full turn before the hand considers it. Here a
-    /// node lands where its hash puts it, so it gets the same grace on average: a node ahead of
-    /// the hand starts marked (the hand clears it this turn and considers it the next), a node
-    /// behind the hand starts clear (the hand considers it when it next comes round).
-    pub(crate) fn starts_marked(&self, slot: usize, nslots: usize) -> bool {
+    /// Whether a new entry at position `pos` of the hand's turn starts referenced.
+    ///
+    /// Classic CLOCK puts a new page right behind the hand, which gives it exactly one turn
+    /// (`nslots` steps) before the hand considers it. Here a node lands where its hash puts it,
+    /// `t` steps ahead of the hand. Starting clear, it is considered after `t` steps; starting
+    /// marked, after `t + nslots`. Marking it when `t < nslots / 2` gives a grace between half
+    /// a turn and one and a half, one turn on average, as in classic CLOCK.
+    pub(crate) fn starts_marked(&self, pos: usize, nslots: usize) -> bool {
         // Relaxed: a hint; an out-of-date position only moves the grace by a few slots.
-        slot >= self.pos.load(Ordering::Relaxed) % nslots
+        let hand = self.pos.load(Ordering::Relaxed) % nslots;
+        let ahead = (pos + nslots - hand) % nslots;
+        ahead < nslots / 2
     }
 
     /// Sweeps until it unlinks one entry and returns it; the caller owns it and must release
@@ -50,14 +55,15 @@ impl Hand {
     pub(crate) fn evict<'g, K, V>(
         &self,
         table: &RawTable<K, V>,
-        rehash: &dyn Fn(&K) -> u64,
+        held: Option<usize>,
         guard: &'g Guard,
     ) -> Option<Shared<'g, Node<K, V>>> {
         let nslots = table.nslots();
         for _ in 0..2 * nslots + 1 {
             // Relaxed: see `# Orderings`.
-            let s = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
-            let p = table.load_slot(s, guard);
+            let pos = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
+            let (b, i) = table.hand_slot(pos);
+            let p = table.load(b, i, guard);
             // SAFETY: loaded under `guard`; nodes are retired through epoch.
             let Some(node) = (unsafe { p.as_ref() }) else {
                 continue;
@@ -65,9 +71,45 @@ impl Hand {
             if node.take_ref() {
                 continue;
             }
-            let (b, i) = (s / crate::table::SLOTS, s % crate::table::SLOTS);
-            if table.unlink(b, i, p, rehash, guard) {
+            if table.unlink(b, i, p, held, guard) {
                 return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Evicts one entry of the neighbourhood of `hash`, whose buckets are all full, so that a
+    /// new key of that neighbourhood has a slot. The CLOCK rule, applied to the neighbourhood:
+    /// the first unmarked entry goes; if every entry is marked, all are cleared and the first
+    /// goes. Returns `None` if nothing could be unlinked (every slot in flight).
+    ///
+    /// This is rare at the table's load (at most 0.8) with a good hash, and it is the price of
+    /// bounded probes; with a degenerate hash it is how the cache stays correct, and small.
+    pub(crate) fn evict_near<'g, K, V>(
+        &self,
+        table: &RawTable<K, V>,
+        hash: u64,
+        guard: &'g Guard,
+    ) -> Option<Shared<'g, Node<K, V>>> {
+        let held = Some(table.home(hash));
+        for clear in [false, true] {
+            for b in table.neighbourhood(hash) {
+                for i in 0..crate::table::SLOTS {
+                    let p = table.load(b, i, guard);
+                    // SAFETY: loaded under `guard`; nodes are retired through epoch.
+                    let Some(node) = (unsafe { p.as_ref() }) else {
+                        continue;
+                    };
+                    let marked = if clear {
+                        node.take_ref();
+                        false
+                    } else {
+                        node.is_marked()
+                    };
+                    if !marked && table.unlink(b, i, p, held, guard) {
+                        return Some(p);
+                    }
+                }
             }
         }
         None

@@ -8,8 +8,8 @@
 //!
 //! ctrl (one AtomicU64):
 //!   bits  0..56  seven tag bytes; byte i is the tag of slot i, 0 when the slot is free
-//!   bits 56..63  overflow count: keys whose home is this bucket or an earlier one that live
-//!                in a later bucket (saturates, then stays, at 127)
+//!   bits 56..63  spill bits: bit d-1 set when a key whose home is this bucket may live in the
+//!                bucket d places further on (d = 1..7, the rest of its neighbourhood)
 //!   bit  63      writer lock for keys whose home bucket is this one
 //! ```
 //!
@@ -34,9 +34,8 @@ const HI: u64 = 0x8080_8080_8080_8080;
 const TAG_BYTES: u64 = (1u64 << (8 * SLOTS)) - 1;
 
 pub(crate) const LOCK: u64 = 1 << 63;
-const OVF_SHIFT: u32 = 56;
-const OVF_MAX: u64 = 0x7f;
-const OVF_MASK: u64 = OVF_MAX << OVF_SHIFT;
+const SPILL_SHIFT: u32 = 56;
+const SPILL_MASK: u64 = 0x7f << SPILL_SHIFT;
 
 /// A slot: one epoch pointer to a node.
 #[cfg(not(clockline_padded_slots))]
@@ -59,7 +58,9 @@ pub(crate) struct Bucket<K, V> {
 impl<K, V> Bucket<K, V> {
     pub(crate) fn new() -> Self {
         Self {
+            #[allow(clippy::useless_conversion)] // a conversion only under the padded cfg
             ctrl: AtomicU64::new(0).into(),
+            #[allow(clippy::useless_conversion)]
             slots: std::array::from_fn(|_| Atomic::null().into()),
         }
     }
@@ -100,51 +101,38 @@ pub(crate) fn lowest(mask: u64) -> usize {
     (mask.trailing_zeros() / 8) as usize
 }
 
+/// The spill bits of a control word: bit `d - 1` set when a key homed in this bucket may live
+/// `d` buckets further on.
 #[inline(always)]
-pub(crate) fn overflow(ctrl: u64) -> u64 {
-    (ctrl & OVF_MASK) >> OVF_SHIFT
+pub(crate) fn spill_mask(ctrl: u64) -> u64 {
+    (ctrl & SPILL_MASK) >> SPILL_SHIFT
 }
 
 impl<K, V> Bucket<K, V> {
-    /// Records that one more key passed this bucket on its probe. Saturates at `OVF_MAX` and
-    /// then stays there for good: a count that is too high only makes lookups probe further.
-    pub(crate) fn overflow_inc(&self) {
-        // Relaxed loads and AcqRel CAS: the count is ordered with the slot publish that follows
-        // by that publish's Release store (see the table's `# Orderings`).
-        let mut cur = self.ctrl.load(Ordering::Relaxed);
-        loop {
-            if overflow(cur) == OVF_MAX {
-                return;
-            }
-            let new = cur + (1 << OVF_SHIFT);
-            match self
-                .ctrl
-                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(actual) => cur = actual,
-            }
-        }
+    /// Records that a key homed here was claimed a slot `d` buckets further on. Runs under this
+    /// (home) bucket's lock, after the claim and before the publish.
+    pub(crate) fn spill_set(&self, d: usize) {
+        debug_assert!((1..=7).contains(&d));
+        // Relaxed: readers treat the bit as a hint; the key's publish (Release) follows.
+        self.ctrl
+            .fetch_or(1 << (SPILL_SHIFT + d as u32 - 1), Ordering::Relaxed);
     }
 
-    /// Undoes one `overflow_inc` once the displaced key is gone. A saturated count stays.
-    pub(crate) fn overflow_dec(&self) {
-        let mut cur = self.ctrl.load(Ordering::Relaxed);
-        loop {
-            let n = overflow(cur);
-            debug_assert!(n > 0, "overflow count underflow");
-            if n == OVF_MAX || n == 0 {
-                return;
-            }
-            let new = cur - (1 << OVF_SHIFT);
-            match self
-                .ctrl
-                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(actual) => cur = actual,
-            }
-        }
+    /// Clears spill bit `d`. Only under this (home) bucket's lock, which excludes every claim
+    /// of a slot for a key of this home, after checking that no key of this home lives `d`
+    /// buckets on.
+    pub(crate) fn spill_clear(&self, d: usize) {
+        // Relaxed: the lock orders this with the claims that set the bit.
+        self.ctrl
+            .fetch_and(!(1 << (SPILL_SHIFT + d as u32 - 1)), Ordering::Relaxed);
+    }
+
+    /// The tag bytes of the slots in use (claimed, published, or being unlinked).
+    #[inline]
+    pub(crate) fn used(&self) -> u64 {
+        // Relaxed: the caller validates each slot through its pointer.
+        let ctrl = self.ctrl.load(Ordering::Relaxed);
+        !match_free(ctrl) & HI & TAG_BYTES
     }
 
     /// Claims a free slot for `tag`, or returns `None` when the bucket is full.
@@ -175,7 +163,8 @@ impl<K, V> Bucket<K, V> {
         // Release: pairs with the Acquire in `claim`, so the next claimant sees the null
         // pointer this thread stored before. Only the owner touches this byte, so a single
         // `fetch_and` is exact.
-        self.ctrl.fetch_and(!(0xffu64 << (8 * i)), Ordering::Release);
+        self.ctrl
+            .fetch_and(!(0xffu64 << (8 * i)), Ordering::Release);
     }
 
     /// Takes the writer lock of this bucket, or gives up and returns `None` as soon as
@@ -198,6 +187,15 @@ impl<K, V> Bucket<K, V> {
                 step = step.saturating_add(1);
             }
         }
+    }
+}
+
+impl<K, V> Bucket<K, V> {
+    /// Takes the writer lock if it is free, without waiting.
+    pub(crate) fn try_lock(&self) -> Option<LockGuard<'_, K, V>> {
+        // Acquire: as in `lock`.
+        let cur = self.ctrl.fetch_or(LOCK, Ordering::Acquire);
+        (cur & LOCK == 0).then_some(LockGuard { bucket: self })
     }
 }
 
@@ -236,9 +234,13 @@ mod tests {
     fn match_tag_finds_every_true_match() {
         for tag in [0x80u8, 0x81, 0xff, 0xa5] {
             for pattern in 0u32..(1 << SLOTS) {
-                let mut ctrl = LOCK | (5 << OVF_SHIFT);
+                let mut ctrl = LOCK | (5 << SPILL_SHIFT);
                 for i in 0..SLOTS {
-                    let t = if pattern >> i & 1 == 1 { tag } else { tag ^ 0x01 };
+                    let t = if pattern >> i & 1 == 1 {
+                        tag
+                    } else {
+                        tag ^ 0x01
+                    };
                     ctrl |= (t as u64) << (8 * i);
                 }
                 let m = match_tag(ctrl, tag);
@@ -260,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn claim_release_and_overflow() {
+    fn claim_release_and_spill_bits() {
         let b = Bucket::<u64, u64>::new();
         let mut got = vec![];
         while let Some(i) = b.claim(0x9a) {
@@ -269,17 +271,18 @@ mod tests {
         assert_eq!(got, (0..SLOTS).collect::<Vec<_>>());
         b.release(3 % SLOTS);
         assert_eq!(b.claim(0x9b), Some(3 % SLOTS));
-        for _ in 0..200 {
-            b.overflow_inc();
+        b.spill_set(1);
+        b.spill_set(7);
+        assert_eq!(spill_mask(b.ctrl.load(Ordering::Relaxed)), 0b100_0001);
+        b.spill_clear(7);
+        assert_eq!(spill_mask(b.ctrl.load(Ordering::Relaxed)), 0b000_0001);
+        {
+            let _g = b.try_lock().unwrap();
+            assert!(b.try_lock().is_none());
         }
-        assert_eq!(overflow(b.ctrl.load(Ordering::Relaxed)), OVF_MAX);
-        b.overflow_dec();
-        assert_eq!(overflow(b.ctrl.load(Ordering::Relaxed)), OVF_MAX, "saturated count stays");
-        let b = Bucket::<u64, u64>::new();
-        b.overflow_inc();
-        b.overflow_inc();
-        b.overflow_dec();
-        assert_eq!(overflow(b.ctrl.load(Ordering::Relaxed)), 1);
+        assert!(b.try_lock().is_some());
+        assert_eq!(b.claim(0x9c), None, "spill bits do not free a slot");
+        assert_eq!(b.used().count_ones() as usize, SLOTS);
         {
             let _g = b.lock(|| false).unwrap();
             assert_ne!(b.ctrl.load(Ordering::Relaxed) & LOCK, 0);

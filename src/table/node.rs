@@ -4,8 +4,8 @@
 //! Node<u64, u64> (24 bytes):
 //!   meta: AtomicU64   bit 0       CLOCK reference bit (set by reads, cleared by the hand)
 //!                     bit 1       reserved
-//!                     bits 2..18  probe distance: buckets between the home bucket and this
-//!                                 node's bucket (saturates at DIST_MAX; then rehash)
+//!                     bits 2..18  distance: buckets between the home bucket and this node's
+//!                                 bucket (below `NEIGHBOURHOOD`)
 //!                     bits 18..64 weight (at most MAX_WEIGHT)
 //!   kv:   (K, V)      immutable after publication; replaced as a whole by a new node
 //! ```
@@ -14,7 +14,7 @@ use crate::sync::{AtomicU64, Ordering, UnsafeCell};
 
 const REF: u64 = 1;
 const DIST_SHIFT: u32 = 2;
-pub(crate) const DIST_MAX: u64 = 0xffff;
+const DIST_MAX: u64 = 0xffff;
 const WEIGHT_SHIFT: u32 = 18;
 /// The largest weight one entry, and so the whole cache, can have: 2^46 - 1.
 pub const MAX_WEIGHT: u64 = (1 << (64 - WEIGHT_SHIFT)) - 1;
@@ -55,12 +55,12 @@ impl<K, V> Node<K, V> {
         self.meta.load(Ordering::Relaxed) >> WEIGHT_SHIFT
     }
 
-    /// Probe distance recorded at publication, or `None` if it saturated.
+    /// Distance from the home bucket recorded at publication.
     #[inline(always)]
-    pub(crate) fn dist(&self) -> Option<usize> {
-        // Relaxed: written before the Release publish, never changed after.
-        let d = (self.meta.load(Ordering::Relaxed) >> DIST_SHIFT) & DIST_MAX;
-        (d != DIST_MAX).then_some(d as usize)
+    pub(crate) fn dist(&self) -> usize {
+        // Relaxed: written before the Release publish (or the grown table's), and read only by
+        // writers, which are ordered after it.
+        ((self.meta.load(Ordering::Relaxed) >> DIST_SHIFT) & DIST_MAX) as usize
     }
 
     /// Sets the reference bit of a node that is not yet published.
@@ -72,7 +72,8 @@ impl<K, V> Node<K, V> {
     /// Records the probe distance: before the node is published, or while a table grows (with
     /// every writer locked out, but readers may set the reference bit meanwhile).
     pub(crate) fn set_dist(&self, dist: usize) {
-        let d = (dist as u64).min(DIST_MAX);
+        debug_assert!(dist as u64 <= DIST_MAX);
+        let d = dist as u64 & DIST_MAX;
         // Relaxed: the distance is read only by writers, which are ordered after this by the
         // Release publish of the node or of the grown table. A CAS, because a concurrent reader
         // may set the reference bit in the same word.
@@ -97,6 +98,13 @@ impl<K, V> Node<K, V> {
         if self.meta.load(Ordering::Relaxed) & REF == 0 {
             self.meta.fetch_or(REF, Ordering::Relaxed);
         }
+    }
+
+    /// True if the reference bit is set.
+    #[inline]
+    pub(crate) fn is_marked(&self) -> bool {
+        // Relaxed: a hint, as in `touch`.
+        self.meta.load(Ordering::Relaxed) & REF != 0
     }
 
     /// The hand's test-and-clear: true if the node was referenced since the last pass.
@@ -128,11 +136,11 @@ mod tests {
         assert!(!n.take_ref(), "new nodes start unreferenced");
         n.touch();
         assert_eq!(n.weight(), MAX_WEIGHT);
-        assert_eq!(n.dist(), Some(12345));
+        assert_eq!(n.dist(), 12345);
         assert!(n.take_ref());
         assert!(!n.take_ref());
-        n.set_dist(usize::MAX);
-        assert_eq!(n.dist(), None);
+        n.set_dist(3);
+        assert_eq!(n.dist(), 3);
         assert_eq!(n.weight(), MAX_WEIGHT);
         assert_eq!(n.kv(), &(1, 2));
     }
