@@ -1,0 +1,774 @@
+//! Hostile user code: degenerate hashers, and panics in every hook the cache calls.
+//!
+//! The crate promises (lib.rs, "User code") that a panic in `Hash`, `Eq`, `Clone`, the weigher or
+//! `Drop` leaves the cache consistent, locks nothing for good and leaks nothing. Each test below
+//! arms one hook, checks that the panic reaches the caller (or, for a `Drop` run by epoch
+//! reclamation, is contained), then disarms it and checks:
+//!
+//! * `check_invariants()` is `Ok` and agrees with `len()`, and the entries are the expected ones;
+//! * the key's bucket still works: inserts, gets and removes of the same key, on this thread and
+//!   on another one (a leaked bucket lock shows up as a timeout, not a hung test);
+//! * every value created is dropped exactly once, after the cache is dropped and epoch garbage
+//!   is flushed.
+//!
+//! Intentional panics say "intentional:"; a panic hook keeps them out of the test output.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Once};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clockline::{Cache, INITIAL_WEIGHTED_ENTRIES};
+
+/// Longest wait for work on another thread before calling it a deadlock.
+const DEADLOCK: Duration = Duration::from_secs(60);
+
+/// Keeps the "intentional:" panics out of the output; every other panic is reported as usual.
+fn quiet_intentional_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let msg = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("");
+            if !msg.starts_with("intentional:") {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// No key has this id.
+const NO_KEY: u64 = u64::MAX;
+
+/// Which hooks panic. Shared by the keys and values of one test.
+struct Hooks {
+    /// `Hash` of the key with this id panics (`NO_KEY`: none).
+    hash_panics_for: AtomicU64,
+    eq_panics: AtomicBool,
+    clone_panics: AtomicBool,
+    created: AtomicUsize,
+    dropped: AtomicUsize,
+}
+
+impl Hooks {
+    fn new() -> Arc<Self> {
+        quiet_intentional_panics();
+        Arc::new(Self {
+            hash_panics_for: AtomicU64::new(NO_KEY),
+            eq_panics: AtomicBool::new(false),
+            clone_panics: AtomicBool::new(false),
+            created: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+        })
+    }
+
+    fn key(self: &Arc<Self>, id: u64) -> Key {
+        Key {
+            id,
+            hooks: self.clone(),
+        }
+    }
+
+    fn val(self: &Arc<Self>, key: u64, n: u64) -> Val {
+        self.created.fetch_add(1, Ordering::SeqCst);
+        Val {
+            key,
+            n,
+            weight: 1,
+            bomb: false,
+            weigher_panics: false,
+            hooks: self.clone(),
+        }
+    }
+
+    /// A value whose `Drop` panics.
+    fn bomb(self: &Arc<Self>, key: u64, n: u64) -> Val {
+        let mut v = self.val(key, n);
+        v.bomb = true;
+        v
+    }
+
+    fn created(&self) -> usize {
+        self.created.load(Ordering::SeqCst)
+    }
+
+    fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Flushes epoch garbage until `dropped() == n`, then checks it is exactly `n`.
+    #[track_caller]
+    fn assert_dropped(&self, n: usize) {
+        settle(|| self.dropped() >= n);
+        assert_eq!(self.dropped(), n, "values dropped");
+    }
+
+    /// Everything created was dropped exactly once.
+    #[track_caller]
+    fn assert_all_dropped(&self) {
+        self.assert_dropped(self.created());
+    }
+}
+
+/// A key whose `Hash` and `Eq` panic when the test says so.
+struct Key {
+    id: u64,
+    hooks: Arc<Hooks>,
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        if self.hooks.hash_panics_for.load(Ordering::SeqCst) == self.id {
+            panic!("intentional: Hash of key {}", self.id);
+        }
+        self.id.hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        if self.hooks.eq_panics.load(Ordering::SeqCst) {
+            panic!("intentional: Eq of keys {} and {}", self.id, other.id);
+        }
+        self.id == other.id
+    }
+}
+
+impl Eq for Key {}
+
+/// A value that counts its clones and drops; its `Clone`, `Drop` and weigher can panic.
+struct Val {
+    key: u64,
+    n: u64,
+    weight: u64,
+    /// `Drop` panics (after counting the drop).
+    bomb: bool,
+    /// The weigher panics on this value.
+    weigher_panics: bool,
+    hooks: Arc<Hooks>,
+}
+
+impl Clone for Val {
+    fn clone(&self) -> Self {
+        if self.hooks.clone_panics.load(Ordering::SeqCst) {
+            panic!("intentional: Clone of the value of key {}", self.key);
+        }
+        self.hooks.created.fetch_add(1, Ordering::SeqCst);
+        Val {
+            key: self.key,
+            n: self.n,
+            weight: self.weight,
+            bomb: false,
+            weigher_panics: self.weigher_panics,
+            hooks: self.hooks.clone(),
+        }
+    }
+}
+
+impl Drop for Val {
+    fn drop(&mut self) {
+        self.hooks.dropped.fetch_add(1, Ordering::SeqCst);
+        if self.bomb && !thread::panicking() {
+            panic!("intentional: Drop of the value of key {}", self.key);
+        }
+    }
+}
+
+impl std::fmt::Debug for Val {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Val({}, #{})", self.key, self.n)
+    }
+}
+
+/// Deferred drops run when the global epoch advances, which other tests' pinned threads can hold
+/// back for a moment: flush until `done` or a minute has passed.
+fn settle(done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() && start.elapsed() < Duration::from_secs(60) {
+        crossbeam_epoch::pin().flush();
+        thread::yield_now();
+    }
+}
+
+/// SipHash with fixed keys.
+type Fixed = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
+/// Every key gets the same hash: one home bucket, one tag, every lookup compares every key.
+#[derive(Clone, Copy, Default)]
+struct ConstantHash;
+
+impl BuildHasher for ConstantHash {
+    type Hasher = ConstantHasher;
+    fn build_hasher(&self) -> ConstantHasher {
+        ConstantHasher
+    }
+}
+
+struct ConstantHasher;
+
+impl Hasher for ConstantHasher {
+    fn finish(&self) -> u64 {
+        0x1234_5678_9abc_def0
+    }
+    fn write(&mut self, _: &[u8]) {}
+}
+
+/// Four distinct hashes in all.
+#[derive(Clone, Copy, Default)]
+struct FourHashes;
+
+impl BuildHasher for FourHashes {
+    type Hasher = FourHasher;
+    fn build_hasher(&self) -> FourHasher {
+        FourHasher(0)
+    }
+}
+
+struct FourHasher(u64);
+
+impl Hasher for FourHasher {
+    fn finish(&self) -> u64 {
+        [
+            0x0000_0000_0000_0001,
+            0x4000_0000_0000_0082,
+            0x8000_0000_0000_0103,
+            0xffff_ffff_ffff_ff84,
+        ][(self.0 % 4) as usize]
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.wrapping_mul(31).wrapping_add(u64::from(b));
+        }
+    }
+}
+
+/// Runs `f` on another thread and waits for it, failing the test if it takes longer than
+/// `DEADLOCK` (a bucket lock left held, a spin that never ends). A panic in `f` is re-raised.
+#[track_caller]
+fn on_other_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        let r = catch_unwind(AssertUnwindSafe(f));
+        let _ = tx.send(());
+        r
+    });
+    match rx.recv_timeout(DEADLOCK) {
+        Ok(()) => match handle.join().expect("caught above") {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = e
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| e.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(no message)");
+                panic!("{what}: panicked: {msg}")
+            }
+        },
+        Err(_) => panic!("{what}: no answer after {DEADLOCK:?}: deadlock"),
+    }
+}
+
+/// Checks the table and the counters without concurrent writers; all hooks must be disarmed.
+#[track_caller]
+fn assert_consistent<S: BuildHasher>(cache: &Cache<Key, Val, S>, len: usize) {
+    assert_eq!(cache.check_invariants(), Ok(len), "check_invariants");
+    assert_eq!(cache.len(), len, "len()");
+    let pinned = cache.pin();
+    let mut n = 0;
+    for (k, v) in pinned.iter() {
+        assert_eq!(k.id, v.key, "{v:?} under key {}", k.id);
+        n += 1;
+    }
+    assert_eq!(n, len, "entries seen by iter()");
+    if let Some(max) = cache.max_weight() {
+        let w: u64 = pinned.iter().map(|(_, v)| v.weight).sum();
+        assert_eq!(cache.weight(), w, "weight()");
+        assert!(w <= max);
+    }
+}
+
+/// Inserts, reads back and removes `id` (then puts it back), here and on another thread: the
+/// key's bucket is usable.
+#[track_caller]
+fn assert_key_usable<S>(cache: &Arc<Cache<Key, Val, S>>, hooks: &Arc<Hooks>, id: u64)
+where
+    S: BuildHasher + Send + Sync + 'static,
+{
+    let check = move |cache: &Cache<Key, Val, S>, hooks: &Arc<Hooks>, n: u64| {
+        cache.insert(hooks.key(id), hooks.val(id, n)).unwrap();
+        assert_eq!(cache.get(&hooks.key(id)).map(|v| v.n), Some(n));
+        assert_eq!(cache.remove(&hooks.key(id)).map(|v| v.n), Some(n));
+        assert!(!cache.contains_key(&hooks.key(id)));
+        cache.insert(hooks.key(id), hooks.val(id, n + 1)).unwrap();
+        assert_eq!(cache.pin().get(&hooks.key(id)).map(|v| v.n), Some(n + 1));
+    };
+    check(cache, hooks, 1000);
+    let (c, h) = (cache.clone(), hooks.clone());
+    on_other_thread("the key's bucket from another thread", move || {
+        check(&c, &h, 2000)
+    });
+}
+
+/// Drops the last handle to the cache and checks that every value was dropped once.
+#[track_caller]
+fn drop_and_check<S>(cache: Arc<Cache<Key, Val, S>>, hooks: &Hooks) {
+    drop(Arc::try_unwrap(cache).unwrap_or_else(|_| panic!("cache still shared")));
+    hooks.assert_all_dropped();
+}
+
+#[track_caller]
+fn assert_panics<R>(what: &str, f: impl FnOnce() -> R) {
+    assert!(
+        catch_unwind(AssertUnwindSafe(f)).is_err(),
+        "{what} did not panic"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Degenerate hashers
+
+/// A few thousand mixed operations over more keys than the capacity, checked against the last
+/// value written per key: a hit returns that value, never an older one. Runs on another thread,
+/// so that a hang fails the test.
+fn degenerate_hasher<S>(hasher: S, weighted: bool)
+where
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    let hooks = Hooks::new();
+    let b = Cache::builder().max_capacity(150);
+    let cache = Arc::new(if weighted {
+        b.max_weight(200)
+            .weigher(|_, v: &Val| v.weight)
+            .hasher(hasher)
+            .build()
+            .unwrap()
+    } else {
+        b.hasher(hasher).build().unwrap()
+    });
+    let (c, h) = (cache.clone(), hooks.clone());
+    on_other_thread("single-threaded operations", move || {
+        let mut last: HashMap<u64, u64> = HashMap::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for n in 0..4_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let id = x % 300;
+            match x >> 60 {
+                0..=8 => {
+                    let mut v = h.val(id, n);
+                    v.weight = (x >> 20) % 4;
+                    c.insert(h.key(id), v).unwrap();
+                    last.insert(id, n);
+                }
+                9..=12 => {
+                    if let Some(v) = c.get(&h.key(id)) {
+                        assert_eq!((v.key, Some(&v.n)), (id, last.get(&id)));
+                    }
+                }
+                _ => {
+                    if let Some(v) = c.remove(&h.key(id)) {
+                        assert_eq!((v.key, Some(&v.n)), (id, last.get(&id)));
+                    }
+                    last.remove(&id);
+                    assert!(!c.contains_key(&h.key(id)));
+                }
+            }
+            if n % 1_000 == 999 {
+                c.clear();
+                last.clear();
+                assert!(c.is_empty());
+            }
+            assert!(c.len() <= 150);
+        }
+        let n = c.check_invariants().unwrap();
+        assert_eq!(n, c.len());
+        for (k, v) in c.pin().iter() {
+            assert_eq!(last.get(&k.id), Some(&v.n));
+        }
+    });
+    // The same from four threads at once, each on its own keys.
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (c, h) = (cache.clone(), hooks.clone());
+            thread::spawn(move || {
+                for n in 0..1_000u64 {
+                    let id = 1_000 + t * 100 + n % 100;
+                    c.insert(h.key(id), h.val(id, n)).unwrap();
+                    if let Some(v) = c.get(&h.key(id)) {
+                        assert_eq!((v.key, v.n), (id, n), "read back own insert");
+                    }
+                    if n % 7 == 0 {
+                        if let Some(v) = c.remove(&h.key(id)) {
+                            assert_eq!(v.key, id);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    on_other_thread("four threads", move || {
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    let n = cache.check_invariants().unwrap();
+    assert_eq!(n, cache.len());
+    drop_and_check(cache, &hooks);
+}
+
+#[test]
+fn constant_hash_stays_correct() {
+    degenerate_hasher(ConstantHash, false);
+    degenerate_hasher(ConstantHash, true);
+}
+
+#[test]
+fn four_hashes_stay_correct() {
+    degenerate_hasher(FourHashes, false);
+    degenerate_hasher(FourHashes, true);
+}
+
+/// With one hash for every key, a growable (weight-bounded) cache stays correct and does not
+/// grow without end: every key has the same 56-slot neighbourhood (8 buckets of 7), so the cache
+/// holds at most 56 entries, evicting within the neighbourhood, and the table stays at its
+/// initial size.
+#[test]
+fn constant_hash_does_not_grow_the_table() {
+    let hooks = Hooks::new();
+    let cache: Arc<Cache<Key, Val, ConstantHash>> = Arc::new(
+        Cache::builder()
+            .max_weight(1 << 20)
+            .weigher(|_, v: &Val| v.weight)
+            .hasher(ConstantHash)
+            .build()
+            .unwrap(),
+    );
+    let entries = INITIAL_WEIGHTED_ENTRIES as u64 + 100;
+    let (c, h) = (cache.clone(), hooks.clone());
+    on_other_thread("inserts with one hash", move || {
+        for id in 1..=entries {
+            c.insert(h.key(id), h.val(id, 0)).unwrap();
+            assert!(
+                c.contains_key(&h.key(id)),
+                "key {id} missing right after its insert"
+            );
+        }
+    });
+    assert_eq!(cache.capacity(), INITIAL_WEIGHTED_ENTRIES);
+    let held = cache.check_invariants().unwrap();
+    assert!((1..=56).contains(&held), "{held} entries");
+    assert_consistent(&cache, held);
+    assert!(
+        cache.contains_key(&hooks.key(entries)),
+        "the last insert stays"
+    );
+    drop_and_check(cache, &hooks);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panics in user code, one test per hook
+
+fn filled<S: BuildHasher>(hooks: &Arc<Hooks>, hasher: S, n: u64) -> Arc<Cache<Key, Val, S>> {
+    let cache = Cache::builder()
+        .max_capacity(64)
+        .hasher(hasher)
+        .build()
+        .unwrap();
+    for id in 1..=n {
+        cache.insert(hooks.key(id), hooks.val(id, 0)).unwrap();
+    }
+    Arc::new(cache)
+}
+
+#[test]
+fn panic_in_hash() {
+    let hooks = Hooks::new();
+    let cache = filled(&hooks, Fixed::default(), 10);
+    hooks.hash_panics_for.store(5, Ordering::SeqCst);
+    let k = || hooks.key(5);
+    assert_panics("insert", || cache.insert(k(), hooks.val(5, 1)));
+    assert_panics("pinned insert", || cache.pin().insert(k(), hooks.val(5, 2)));
+    assert_panics("get", || cache.get(&k()));
+    assert_panics("peek", || cache.peek(&k()));
+    assert_panics("contains_key", || cache.contains_key(&k()));
+    assert_panics("remove", || cache.remove(&k()));
+    assert_panics("pinned get", || cache.pin().get(&k()).is_some());
+    assert_panics("pinned remove", || cache.pin().remove(&k()).is_some());
+    // The two values that were never inserted are dropped by the unwinding inserts.
+    hooks.assert_dropped(2);
+    // Other keys are unaffected while the hook is armed.
+    assert_eq!(cache.get(&hooks.key(6)).map(|v| v.n), Some(0));
+    hooks.hash_panics_for.store(NO_KEY, Ordering::SeqCst);
+    assert_consistent(&cache, 10);
+    assert_eq!(
+        cache.get(&k()).map(|v| v.n),
+        Some(0),
+        "the old value is intact"
+    );
+    assert_key_usable(&cache, &hooks, 5);
+    drop_and_check(cache, &hooks);
+}
+
+/// A growing table rehashes every key it holds; a panic there leaves the old table current and
+/// every lock released.
+#[test]
+fn panic_in_hash_while_growing() {
+    let hooks = Hooks::new();
+    let cache: Arc<Cache<Key, Val>> = Arc::new(
+        Cache::builder()
+            .max_weight(1 << 20)
+            .weigher(|_, v: &Val| v.weight)
+            .build()
+            .unwrap(),
+    );
+    let initial = cache.capacity();
+    for id in 1..=10 {
+        cache.insert(hooks.key(id), hooks.val(id, 0)).unwrap();
+    }
+    // From now on only a rehash of every key (growth) touches key 7's hash.
+    hooks.hash_panics_for.store(7, Ordering::SeqCst);
+    let mut id = 10;
+    let panicked = loop {
+        id += 1;
+        assert!(id < 10 * initial as u64, "the table never grew");
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            cache.insert(hooks.key(id), hooks.val(id, 0))
+        }));
+        match r {
+            Ok(r) => r.unwrap(),
+            Err(_) => break id,
+        }
+    };
+    assert_eq!(cache.capacity(), initial, "the table did not grow");
+    hooks.hash_panics_for.store(NO_KEY, Ordering::SeqCst);
+    let held = cache.check_invariants().unwrap();
+    assert_consistent(&cache, held);
+    assert!(!cache.contains_key(&hooks.key(panicked)));
+    assert!(cache.contains_key(&hooks.key(7)), "key 7 intact");
+    // Growing works now, from another thread (every lock of the old table was released).
+    let (c, h) = (cache.clone(), hooks.clone());
+    on_other_thread("grow after a panic", move || {
+        c.insert(h.key(panicked), h.val(panicked, 1)).unwrap();
+    });
+    assert!(cache.capacity() > initial);
+    assert_consistent(&cache, held + 1);
+    assert_key_usable(&cache, &hooks, 7);
+    assert_key_usable(&cache, &hooks, panicked);
+    drop_and_check(cache, &hooks);
+}
+
+#[test]
+fn panic_in_eq() {
+    let hooks = Hooks::new();
+    // One hash for all keys, so every operation compares keys, also inserts of new keys.
+    let cache = filled(&hooks, ConstantHash, 10);
+    hooks.eq_panics.store(true, Ordering::SeqCst);
+    assert_panics("insert (replace)", || {
+        cache.insert(hooks.key(3), hooks.val(3, 1))
+    });
+    assert_panics("insert (new key)", || {
+        cache.insert(hooks.key(30), hooks.val(30, 1))
+    });
+    assert_panics("pinned insert", || {
+        cache.pin().insert(hooks.key(3), hooks.val(3, 2))
+    });
+    assert_panics("get", || cache.get(&hooks.key(3)));
+    assert_panics("peek", || cache.peek(&hooks.key(3)));
+    assert_panics("contains_key", || cache.contains_key(&hooks.key(3)));
+    assert_panics("remove", || cache.remove(&hooks.key(3)));
+    assert_panics("pinned remove", || {
+        cache.pin().remove(&hooks.key(3)).is_some()
+    });
+    hooks.assert_dropped(3);
+    hooks.eq_panics.store(false, Ordering::SeqCst);
+    assert_consistent(&cache, 10);
+    assert_eq!(
+        cache.get(&hooks.key(3)).map(|v| v.n),
+        Some(0),
+        "the old value is intact"
+    );
+    assert!(!cache.contains_key(&hooks.key(30)));
+    // Inserts and removes took the (only) home bucket's lock before they panicked.
+    assert_key_usable(&cache, &hooks, 3);
+    assert_key_usable(&cache, &hooks, 30);
+    let c = cache.clone();
+    on_other_thread("clear", move || c.clear());
+    assert_consistent(&cache, 0);
+    drop_and_check(cache, &hooks);
+}
+
+#[test]
+fn panic_in_clone() {
+    let hooks = Hooks::new();
+    let cache = filled(&hooks, Fixed::default(), 10);
+    hooks.clone_panics.store(true, Ordering::SeqCst);
+    assert_panics("get", || cache.get(&hooks.key(4)));
+    assert_panics("peek", || cache.peek(&hooks.key(4)));
+    // Borrowing lookups do not clone.
+    assert_eq!(cache.pin().get(&hooks.key(4)).map(|v| v.n), Some(0));
+    assert_consistent(&cache, 10);
+    // `remove` removes, then clones the value it returns: the entry is gone, and its value is
+    // reclaimed like any removed value.
+    assert_panics("remove", || cache.remove(&hooks.key(4)));
+    hooks.clone_panics.store(false, Ordering::SeqCst);
+    assert!(!cache.contains_key(&hooks.key(4)));
+    assert_consistent(&cache, 9);
+    hooks.assert_dropped(1);
+    assert_key_usable(&cache, &hooks, 4);
+    drop_and_check(cache, &hooks);
+}
+
+#[test]
+fn panic_in_weigher() {
+    let hooks = Hooks::new();
+    let cache: Arc<Cache<Key, Val>> = Arc::new(
+        Cache::builder()
+            .max_capacity(16)
+            .max_weight(10)
+            .weigher(|_, v: &Val| {
+                if v.weigher_panics {
+                    panic!("intentional: weigher on the value of key {}", v.key);
+                }
+                v.weight
+            })
+            .build()
+            .unwrap(),
+    );
+    for id in 1..=10 {
+        cache.insert(hooks.key(id), hooks.val(id, 0)).unwrap();
+    }
+    let poisoned = |id| {
+        let mut v = hooks.val(id, 1);
+        v.weigher_panics = true;
+        v
+    };
+    // A full cache (by weight): a new key, a replace, and a pinned insert.
+    assert_panics("insert (new key)", || {
+        cache.insert(hooks.key(11), poisoned(11))
+    });
+    assert_panics("insert (replace)", || {
+        cache.insert(hooks.key(3), poisoned(3))
+    });
+    assert_panics("pinned insert", || {
+        cache.pin().insert(hooks.key(3), poisoned(3))
+    });
+    hooks.assert_dropped(3);
+    assert_consistent(&cache, 10);
+    assert_eq!(cache.weight(), 10, "nothing reserved or evicted");
+    assert_eq!(
+        cache.get(&hooks.key(3)).map(|v| v.n),
+        Some(0),
+        "the old value is intact"
+    );
+    assert!(!cache.contains_key(&hooks.key(11)));
+    assert_key_usable(&cache, &hooks, 3);
+    assert_key_usable(&cache, &hooks, 11);
+    drop_and_check(cache, &hooks);
+}
+
+/// Values whose `Drop` panics, reclaimed by epoch after remove, replace, eviction and clear: the
+/// panic is contained on the collecting thread, and the allocation and every other value are
+/// still freed.
+#[test]
+fn panic_in_drop_during_reclamation() {
+    let hooks = Hooks::new();
+    let cache: Arc<Cache<Key, Val>> = Arc::new(Cache::new(8));
+    let mut dropped = 0;
+    let mut check = |cache: &Arc<Cache<Key, Val>>, newly_dropped: usize, len: usize| {
+        dropped += newly_dropped;
+        hooks.assert_dropped(dropped);
+        assert_consistent(cache, len);
+    };
+
+    // remove: the removed bomb is returned as a clone (not a bomb) and reclaimed later.
+    cache.insert(hooks.key(1), hooks.bomb(1, 0)).unwrap();
+    let v = cache.remove(&hooks.key(1)).unwrap();
+    drop(v);
+    check(&cache, 2, 0);
+    // pinned remove: lent while pinned, reclaimed after.
+    cache.insert(hooks.key(1), hooks.bomb(1, 1)).unwrap();
+    {
+        let pinned = cache.pin();
+        assert_eq!(pinned.remove(&hooks.key(1)).map(|v| v.n), Some(1));
+    }
+    check(&cache, 1, 0);
+    // replace
+    cache.insert(hooks.key(2), hooks.bomb(2, 0)).unwrap();
+    cache.insert(hooks.key(2), hooks.val(2, 1)).unwrap();
+    check(&cache, 1, 1);
+    // eviction: eight bombs, then eight plain values push them all out.
+    for id in 10..18 {
+        cache.insert(hooks.key(id), hooks.bomb(id, 0)).unwrap();
+    }
+    let len = cache.len();
+    assert_eq!(len, 8);
+    for id in 20..28 {
+        cache.insert(hooks.key(id), hooks.val(id, 0)).unwrap();
+    }
+    // Seventeen entries went in, eight are left.
+    check(&cache, 9, 8);
+    // clear
+    for id in 30..38 {
+        cache.insert(hooks.key(id), hooks.bomb(id, 0)).unwrap();
+    }
+    check(&cache, 8, 8);
+    cache.clear();
+    check(&cache, 8, 0);
+
+    assert_key_usable(&cache, &hooks, 1);
+    assert_key_usable(&cache, &hooks, 2);
+    drop_and_check(cache, &hooks);
+}
+
+/// Values whose `Drop` panics, freed by the cache's own `Drop`: the first panic reaches the
+/// caller after every node was freed.
+#[test]
+fn panic_in_drop_of_the_cache() {
+    let hooks = Hooks::new();
+    let cache: Cache<Key, Val> = Cache::new(100);
+    for id in 1..=40 {
+        let v = if id % 10 == 0 {
+            hooks.bomb(id, 0)
+        } else {
+            hooks.val(id, 0)
+        };
+        cache.insert(hooks.key(id), v).unwrap();
+    }
+    // Some garbage in flight too: replaced values wait for epoch.
+    for id in 1..=5 {
+        cache.insert(hooks.key(id), hooks.val(id, 1)).unwrap();
+    }
+    assert_consistent(&cache, 40);
+    assert_panics("drop of a cache holding panicking values", move || {
+        drop(cache)
+    });
+    hooks.assert_all_dropped();
+
+    // A growing weighted cache too.
+    let hooks = Hooks::new();
+    let cache: Cache<Key, Val> = Cache::builder()
+        .max_weight(1 << 20)
+        .weigher(|_, v: &Val| v.weight)
+        .build()
+        .unwrap();
+    let n = INITIAL_WEIGHTED_ENTRIES as u64 + 10;
+    for id in 1..=n {
+        let v = if id % 500 == 0 {
+            hooks.bomb(id, 0)
+        } else {
+            hooks.val(id, 0)
+        };
+        cache.insert(hooks.key(id), v).unwrap();
+    }
+    assert_panics("drop of a grown cache", move || drop(cache));
+    hooks.assert_all_dropped();
+}
