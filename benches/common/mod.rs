@@ -1,0 +1,476 @@
+//! Workloads and contenders shared by `benches/throughput.rs` and `examples/showdown`.
+//!
+//! * Key arrays are pre-generated and deterministic: Zipf over ranks by inverse CDF, driven by
+//!   splitmix64 with a fixed seed, and ranks scattered over the `u64` key space by a fixed
+//!   bijection, so hot keys are not neighbours. Threads walk the array from their own offsets;
+//!   no random number is drawn inside a measured loop.
+//! * Every contender is built with the same [`hasher`] (ahash with fixed seeds), holds at most
+//!   `capacity` entries (except papaya, which never evicts: the ceiling), and stores `u64 -> u64`.
+//!
+//! Included with `mod common;` from the bench and `#[path = ...] mod common;` from the example;
+//! each uses only part of it, hence the `allow(dead_code)` on those declarations.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+/// The hasher every contender gets: ahash with fixed seeds, so all of them hash alike and runs
+/// repeat.
+pub fn hasher() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic key generation
+// ---------------------------------------------------------------------------------------------
+
+/// splitmix64: a tiny, fast, well-mixed generator; fine for building workloads.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+
+    /// Uniform in [0, 1), 53 bits.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// splitmix64's finalizer: a bijection on `u64` (every step is invertible).
+#[inline]
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The key of popularity rank `rank` (0 = hottest): a fixed permutation of `u64`, so distinct
+/// ranks give distinct keys and hot keys are scattered over the key space.
+#[inline]
+pub fn key_of_rank(rank: usize) -> u64 {
+    mix64(rank as u64 ^ 0x5851_f42d_4c95_7f2d)
+}
+
+/// Zipf(`s`) over ranks `0..n`, sampled by inverse CDF (binary search in a table of `n` f64).
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    pub fn new(n: usize, s: f64) -> Self {
+        assert!(n > 0);
+        let mut cdf = Vec::with_capacity(n);
+        let mut sum = 0.0;
+        for r in 0..n {
+            sum += 1.0 / ((r + 1) as f64).powf(s);
+            cdf.push(sum);
+        }
+        for c in &mut cdf {
+            *c /= sum;
+        }
+        Self { cdf }
+    }
+
+    /// A rank; 0 is the most popular.
+    pub fn sample(&self, rng: &mut SplitMix64) -> usize {
+        let u = rng.next_f64();
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
+    }
+}
+
+/// `len` keys drawn from Zipf(`s`) over `key_space` ranks, each mapped by [`key_of_rank`].
+pub fn zipf_keys(key_space: usize, s: f64, len: usize, seed: u64) -> Vec<u64> {
+    let zipf = Zipf::new(key_space, s);
+    let mut rng = SplitMix64::new(seed);
+    (0..len)
+        .map(|_| key_of_rank(zipf.sample(&mut rng)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads
+// ---------------------------------------------------------------------------------------------
+
+/// What each access does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `get` only.
+    Get,
+    /// `get`; on a miss, `insert` (mokabench's cache-aside).
+    CacheAside,
+    /// `insert` for `write_percent` of the accesses, spread evenly, `get` for the rest.
+    Mixed { write_percent: u32 },
+}
+
+/// Sizes of the standard workloads; [`Sizes::FULL`] for measurements, [`Sizes::QUICK`] for
+/// smoke runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Accesses in each pre-generated key array (a power of two).
+    pub accesses: usize,
+    /// read-hit: distinct keys, all resident.
+    pub read_keys: usize,
+    /// cache-aside: key space and capacity.
+    pub aside_keys: usize,
+    pub aside_capacity: usize,
+    /// write-50: key space (= capacity).
+    pub write_keys: usize,
+}
+
+impl Sizes {
+    pub const FULL: Sizes = Sizes {
+        accesses: 1 << 20,
+        read_keys: 1 << 16,
+        aside_keys: 1 << 20,
+        aside_capacity: 1 << 17,
+        write_keys: 1 << 16,
+    };
+    pub const QUICK: Sizes = Sizes {
+        accesses: 1 << 14,
+        read_keys: 1 << 10,
+        aside_keys: 1 << 14,
+        aside_capacity: 1 << 11,
+        write_keys: 1 << 10,
+    };
+}
+
+/// Zipf exponent of every standard workload.
+pub const ZIPF_S: f64 = 0.99;
+
+/// A workload: a pre-generated key array, what to do with each key, and how to fill the cache
+/// before measuring.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub name: &'static str,
+    /// One line for reports.
+    pub description: String,
+    pub capacity: usize,
+    pub op: Op,
+    /// Keys of ranks `0..prefill` are inserted before measuring.
+    pub prefill: usize,
+    /// The accesses; the length is a power of two.
+    pub keys: Vec<u64>,
+}
+
+impl Workload {
+    /// 100 % `get` over keys that are all resident. The capacity is twice the key count so that
+    /// no contender evicts any of them (quick_cache's shards fill unevenly, moka's admission is
+    /// lazy); [`Workload::check_resident`] verifies it.
+    pub fn read_hit(sz: Sizes) -> Self {
+        let n = sz.read_keys;
+        Self {
+            name: "read-hit",
+            description: format!(
+                "100% get, {n} keys all resident (capacity {}), Zipf {ZIPF_S}",
+                2 * n
+            ),
+            capacity: 2 * n,
+            op: Op::Get,
+            prefill: n,
+            keys: zipf_keys(n, ZIPF_S, sz.accesses, 1),
+        }
+    }
+
+    /// get, insert on a miss; the capacity is a fraction of the key space. Pre-filled with the
+    /// hottest `capacity` keys (the steady state of an ideal policy).
+    pub fn cache_aside(sz: Sizes) -> Self {
+        let (n, cap) = (sz.aside_keys, sz.aside_capacity);
+        Self {
+            name: "cache-aside",
+            description: format!("get, insert on miss, {n} keys, capacity {cap}, Zipf {ZIPF_S}"),
+            capacity: cap,
+            op: Op::CacheAside,
+            prefill: cap,
+            keys: zipf_keys(n, ZIPF_S, sz.accesses, 2),
+        }
+    }
+
+    /// Half `insert`, half `get`, over a key space the size of the capacity, pre-filled full.
+    pub fn write_50(sz: Sizes) -> Self {
+        let n = sz.write_keys;
+        Self {
+            name: "write-50",
+            description: format!("50% insert / 50% get, {n} keys, capacity {n}, Zipf {ZIPF_S}"),
+            capacity: n,
+            op: Op::Mixed { write_percent: 50 },
+            prefill: n,
+            keys: zipf_keys(n, ZIPF_S, sz.accesses, 3),
+        }
+    }
+
+    /// The three standard workloads, in report order.
+    pub fn standard(sz: Sizes) -> Vec<Self> {
+        vec![
+            Self::read_hit(sz),
+            Self::cache_aside(sz),
+            Self::write_50(sz),
+        ]
+    }
+
+    /// Where thread `t` of `threads` starts walking the key array.
+    pub fn offset(&self, t: usize, threads: usize) -> usize {
+        t * (self.keys.len() / threads.max(1))
+    }
+
+    /// Inserts the keys of ranks `0..prefill` and lets the contender settle.
+    pub fn fill<C: Contender>(&self, cache: &C) {
+        for rank in 0..self.prefill {
+            let k = key_of_rank(rank);
+            cache.insert(k, k);
+        }
+        cache.settle();
+    }
+
+    /// For read-hit: how many of the pre-filled keys are missing (0 means all resident).
+    pub fn check_resident<C: Contender>(&self, cache: &C) -> usize {
+        (0..self.prefill)
+            .filter(|&rank| !cache.get(&key_of_rank(rank)))
+            .count()
+    }
+}
+
+/// Runs `n` accesses of `w` on `cache`, from index `start` of the key array (wrapping), and
+/// returns how many `get`s hit.
+#[inline(never)]
+pub fn run_ops<C: Contender>(cache: &C, w: &Workload, start: usize, n: usize) -> u64 {
+    let keys = &w.keys[..];
+    let mask = keys.len() - 1;
+    debug_assert!(keys.len().is_power_of_two());
+    let mut hits = 0u64;
+    match w.op {
+        Op::Get => {
+            for i in start..start + n {
+                hits += cache.get(&keys[i & mask]) as u64;
+            }
+        }
+        Op::CacheAside => {
+            for i in start..start + n {
+                let k = keys[i & mask];
+                if cache.get(&k) {
+                    hits += 1;
+                } else {
+                    cache.insert(k, k);
+                }
+            }
+        }
+        Op::Mixed { write_percent } => {
+            // Bresenham: exactly `write_percent` of every 100 accesses write, evenly spread,
+            // and the pattern does not depend on the key.
+            let mut acc = (start as u64 * write_percent as u64 % 100) as u32;
+            for i in start..start + n {
+                let k = keys[i & mask];
+                acc += write_percent;
+                if acc >= 100 {
+                    acc -= 100;
+                    cache.insert(k, k);
+                } else {
+                    hits += cache.get(&k) as u64;
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// Accesses in `n` that are `get`s under `op` (the denominator of a hit ratio).
+pub fn gets_in(op: Op, n: u64) -> u64 {
+    match op {
+        Op::Get | Op::CacheAside => n,
+        Op::Mixed { write_percent } => n - n * write_percent as u64 / 100,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contenders
+// ---------------------------------------------------------------------------------------------
+
+/// A `u64 -> u64` cache under test.
+pub trait Contender: Send + Sync + Sized + 'static {
+    /// Short name for reports.
+    const NAME: &'static str;
+    /// A cache that holds at most `capacity` entries, hashing with `hasher`.
+    fn new(capacity: usize, hasher: ahash::RandomState) -> Self;
+    /// Looks `key` up the way a user would (clone-on-get where that is the API); true on a hit.
+    fn get(&self, key: &u64) -> bool;
+    fn insert(&self, key: u64, value: u64);
+    /// Finishes deferred work after pre-filling (moka's pending tasks); nothing for most.
+    fn settle(&self) {}
+}
+
+pub type Clockline = clockline::Cache<u64, u64, ahash::RandomState>;
+pub type QuickCache = quick_cache::sync::Cache<
+    u64,
+    u64,
+    quick_cache::UnitWeighter,
+    ahash::RandomState,
+    quick_cache::sync::DefaultLifecycle<u64, u64>,
+>;
+pub type Moka = moka::sync::Cache<u64, u64, ahash::RandomState>;
+pub type MutexLru = Mutex<lru::LruCache<u64, u64, ahash::RandomState>>;
+pub type Papaya = papaya::HashMap<u64, u64, ahash::RandomState>;
+
+impl Contender for Clockline {
+    const NAME: &'static str = "clockline";
+
+    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
+        clockline::Cache::builder()
+            .max_capacity(capacity)
+            .hasher(hasher)
+            .build()
+            .expect("clockline cache")
+    }
+
+    #[inline]
+    fn get(&self, key: &u64) -> bool {
+        clockline::Cache::get(self, key).is_some()
+    }
+
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        // Never refused: the cache has no weigher.
+        let r = clockline::Cache::insert(self, key, value);
+        debug_assert!(r.is_ok());
+    }
+}
+
+impl Contender for QuickCache {
+    const NAME: &'static str = "quick_cache";
+
+    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
+        // Weight capacity = item capacity with the unit weighter. quick_cache splits it into
+        // power-of-two shards, rounding each shard up: exact for power-of-two capacities.
+        quick_cache::sync::Cache::with(
+            capacity,
+            capacity as u64,
+            quick_cache::UnitWeighter,
+            hasher,
+            Default::default(),
+        )
+    }
+
+    #[inline]
+    fn get(&self, key: &u64) -> bool {
+        quick_cache::sync::Cache::get(self, key).is_some()
+    }
+
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        quick_cache::sync::Cache::insert(self, key, value);
+    }
+}
+
+impl Contender for Moka {
+    const NAME: &'static str = "moka";
+
+    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
+        moka::sync::Cache::builder()
+            .max_capacity(capacity as u64)
+            .build_with_hasher(hasher)
+    }
+
+    #[inline]
+    fn get(&self, key: &u64) -> bool {
+        moka::sync::Cache::get(self, key).is_some()
+    }
+
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        moka::sync::Cache::insert(self, key, value);
+    }
+
+    fn settle(&self) {
+        self.run_pending_tasks();
+    }
+}
+
+impl Contender for MutexLru {
+    const NAME: &'static str = "lru+mutex";
+
+    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
+        let cap = NonZeroUsize::new(capacity).expect("capacity > 0");
+        Mutex::new(lru::LruCache::with_hasher(cap, hasher))
+    }
+
+    #[inline]
+    fn get(&self, key: &u64) -> bool {
+        lock(self).get(key).is_some()
+    }
+
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        lock(self).put(key, value);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Contender for Papaya {
+    const NAME: &'static str = "papaya";
+
+    /// No eviction: `capacity` only pre-sizes the table. In cache-aside it grows to the key
+    /// space and hits more than any cache can; it is the ceiling, not a cache.
+    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
+        papaya::HashMap::with_capacity_and_hasher(capacity, hasher)
+    }
+
+    #[inline]
+    fn get(&self, key: &u64) -> bool {
+        self.pin().get(key).is_some()
+    }
+
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        self.pin().insert(key, value);
+    }
+}
+
+/// Something to do once per contender type; see [`for_each_contender`].
+pub trait Visit {
+    fn visit<C: Contender>(&mut self);
+}
+
+/// Calls `v.visit::<C>()` for every contender, in report order. The one list of contenders.
+pub fn for_each_contender(v: &mut impl Visit) {
+    v.visit::<Clockline>();
+    v.visit::<QuickCache>();
+    v.visit::<Moka>();
+    v.visit::<MutexLru>();
+    v.visit::<Papaya>();
+}
+
+/// Names in the order of [`for_each_contender`].
+pub fn contender_names() -> Vec<&'static str> {
+    struct Names(Vec<&'static str>);
+    impl Visit for Names {
+        fn visit<C: Contender>(&mut self) {
+            self.0.push(C::NAME);
+        }
+    }
+    let mut n = Names(Vec::new());
+    for_each_contender(&mut n);
+    n.0
+}
+
+/// Thread counts from a list like "1,2,4,8,16"; `None` if any entry is not a positive number.
+pub fn parse_threads(s: &str) -> Option<Vec<usize>> {
+    s.split(',')
+        .map(|t| t.trim().parse::<usize>().ok().filter(|&n| n > 0))
+        .collect()
+}

@@ -1,0 +1,256 @@
+//! Throughput side by side: every contender on every standard workload, in interleaved rounds.
+//!
+//! For each workload and thread count, every contender gets one cache, built and pre-filled
+//! once, and kept for all its rounds, so the numbers are for the steady state the workload
+//! drives the cache into, not for a freshly filled one. Then an untimed warm-up round each,
+//! then `rounds` rounds in which the contenders take turns (the starting contender rotates from
+//! round to round). In a round, `threads` threads walk the workload's key array for a fixed
+//! time, each from where it stopped in the previous round. A contender's number is the median of
+//! its rounds, so a burst of noise on a shared machine lands in one round of one contender, not
+//! in one contender's whole result. Absolute numbers move from run to run; ratios inside one
+//! run are what to read.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use crate::common::{
+    for_each_contender, gets_in, hasher, run_ops, Clockline, Contender, Op, Papaya, QuickCache,
+    Sizes, Visit, Workload,
+};
+
+/// Accesses between two looks at the stop flag.
+const CHUNK: usize = 1024;
+
+/// How the throughput section runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sizes: Sizes,
+    pub threads: Vec<usize>,
+    pub rounds: usize,
+    pub round_time: Duration,
+    /// Only these contenders (by name); all when `None`.
+    pub contenders: Option<Vec<String>>,
+}
+
+/// One contender, one round.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    ops_per_sec: f64,
+    /// Hits over `get`s.
+    hit_ratio: f64,
+}
+
+/// A contender's cache and the threads' positions in the key array, kept across rounds.
+trait Runner {
+    /// Runs the workload on the cache for about `time`.
+    fn round(&mut self, w: &Workload, time: Duration) -> Sample;
+    /// read-hit only: pre-filled keys the contender did not keep.
+    fn missing(&self) -> usize;
+}
+
+struct State<C> {
+    cache: C,
+    cursors: Vec<usize>,
+    missing: usize,
+}
+
+type Start = fn(&Workload, usize) -> Box<dyn Runner>;
+
+/// Builds and pre-fills a cache of contender `C` for `threads` threads.
+fn start<C: Contender>(w: &Workload, threads: usize) -> Box<dyn Runner> {
+    let cache = C::new(w.capacity, hasher());
+    w.fill(&cache);
+    let missing = if w.op == Op::Get {
+        w.check_resident(&cache)
+    } else {
+        0
+    };
+    Box::new(State {
+        cache,
+        cursors: (0..threads).map(|t| w.offset(t, threads)).collect(),
+        missing,
+    })
+}
+
+impl<C: Contender> Runner for State<C> {
+    fn round(&mut self, w: &Workload, time: Duration) -> Sample {
+        let mask = w.keys.len() - 1;
+        let stop = AtomicBool::new(false);
+        let barrier = Barrier::new(self.cursors.len() + 1);
+        let cache = &self.cache;
+        let per_thread: Vec<(u64, u64, Duration)> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .cursors
+                .iter_mut()
+                .map(|at| {
+                    let (stop, barrier) = (&stop, &barrier);
+                    s.spawn(move || {
+                        let (mut ops, mut hits) = (0u64, 0u64);
+                        barrier.wait();
+                        let start = Instant::now();
+                        while !stop.load(Ordering::Relaxed) {
+                            hits += run_ops(cache, w, *at, CHUNK);
+                            *at = (*at + CHUNK) & mask;
+                            ops += CHUNK as u64;
+                        }
+                        (ops, hits, start.elapsed())
+                    })
+                })
+                .collect();
+            barrier.wait();
+            std::thread::sleep(time);
+            stop.store(true, Ordering::Relaxed);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("benchmark thread panicked"))
+                .collect()
+        });
+        let ops: u64 = per_thread.iter().map(|r| r.0).sum();
+        let hits: u64 = per_thread.iter().map(|r| r.1).sum();
+        let elapsed = per_thread.iter().map(|r| r.2).max().unwrap_or_default();
+        Sample {
+            ops_per_sec: ops as f64 / elapsed.as_secs_f64(),
+            hit_ratio: hits as f64 / gets_in(w.op, ops).max(1) as f64,
+        }
+    }
+
+    fn missing(&self) -> usize {
+        self.missing
+    }
+}
+
+fn contenders() -> Vec<(&'static str, Start)> {
+    struct Collect(Vec<(&'static str, Start)>);
+    impl Visit for Collect {
+        fn visit<C: Contender>(&mut self) {
+            self.0.push((C::NAME, start::<C> as Start));
+        }
+    }
+    let mut c = Collect(Vec::new());
+    for_each_contender(&mut c);
+    c.0
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Runs the throughput section and prints its tables.
+pub fn run(cfg: &Config) {
+    let mut list = contenders();
+    if let Some(only) = &cfg.contenders {
+        list.retain(|c| only.iter().any(|o| o == c.0));
+    }
+    let index = |name: &str| list.iter().position(|c| c.0 == name);
+    let (cl, qc, pa) = (
+        index(Clockline::NAME),
+        index(QuickCache::NAME),
+        index(Papaya::NAME),
+    );
+    let ratio = |a: Option<usize>, b: Option<usize>, ops: &[f64]| match (a, b) {
+        (Some(a), Some(b)) => format!("{:>7.2}x", ops[a] / ops[b]),
+        _ => format!("{:>8}", "-"),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("== Throughput (Mops/s: millions of operations per second, all threads together)");
+    println!(
+        "   median of {} interleaved rounds of {} ms after one warm-up round, one cache per \
+         contender kept across rounds; ahash with fixed seeds for all; {cores} cores here",
+        cfg.rounds,
+        cfg.round_time.as_millis()
+    );
+    println!("   papaya is a map that never evicts: the ceiling, not a cache");
+    if cfg!(clockline_padded_slots) {
+        println!("   clockline built with --cfg clockline_padded_slots (control word and every slot CachePadded)");
+    }
+    if cfg.threads.iter().any(|&t| t > cores) {
+        println!("   note: more threads than cores; those rows measure time slicing");
+    }
+    let t0 = Instant::now();
+    let workloads = Workload::standard(cfg.sizes);
+    println!(
+        "   ({} accesses per key array, generated in {:.1} s)",
+        cfg.sizes.accesses,
+        t0.elapsed().as_secs_f64()
+    );
+    for w in &workloads {
+        println!();
+        println!("{}: {}", w.name, w.description);
+        let mut header = format!("{:>7}", "threads");
+        for (name, _) in &list {
+            header += &format!(" {name:>11}");
+        }
+        header += &format!(" {:>8} {:>10} {:>7}", "cl/qc", "cl/papaya", "spread");
+        println!("{header}");
+        let mut hit_rows = Vec::new();
+        for &threads in &cfg.threads {
+            let mut runners: Vec<Box<dyn Runner>> =
+                list.iter().map(|(_, start)| start(w, threads)).collect();
+            for r in &mut runners {
+                r.round(w, cfg.round_time); // warm-up, not counted
+            }
+            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); list.len()];
+            for round in 0..cfg.rounds {
+                for i in 0..list.len() {
+                    let c = (round + i) % list.len();
+                    samples[c].push(runners[c].round(w, cfg.round_time));
+                }
+            }
+            let mut ops = Vec::new();
+            let mut hits = Vec::new();
+            let mut spread = 0.0f64;
+            for s in &samples {
+                let mut xs: Vec<f64> = s.iter().map(|x| x.ops_per_sec).collect();
+                let m = median(&mut xs);
+                spread = spread.max((xs[xs.len() - 1] - xs[0]) / m);
+                ops.push(m);
+                let mut hs: Vec<f64> = s.iter().map(|x| x.hit_ratio).collect();
+                hits.push(median(&mut hs));
+            }
+            let mut row = format!("{threads:>7}");
+            for o in &ops {
+                row += &format!(" {:>11.2}", o / 1e6);
+            }
+            row += &format!(
+                " {} {:>10} {:>6.0}%",
+                ratio(cl, qc, &ops),
+                ratio(cl, pa, &ops),
+                spread * 100.0
+            );
+            println!("{row}");
+            for (r, (name, _)) in runners.iter().zip(&list) {
+                let missing = r.missing();
+                if missing > 0 {
+                    println!(
+                        "        warning: {name} lost {missing} of {} keys",
+                        w.prefill
+                    );
+                }
+            }
+            hit_rows.push((threads, hits));
+        }
+        if w.op != Op::Get {
+            println!("  hit ratio of the gets (median round):");
+            for (threads, hits) in hit_rows {
+                let mut row = format!("{threads:>7}");
+                for h in hits {
+                    row += &format!(" {:>10.1}%", h * 100.0);
+                }
+                println!("{row}");
+            }
+        }
+    }
+    println!();
+    println!(
+        "   cl/qc = clockline / quick_cache, cl/papaya = clockline / papaya; spread = widest \
+         (max - min) / median of any contender in the row. Throughput section took {:.0} s.",
+        t0.elapsed().as_secs_f64()
+    );
+}
