@@ -133,15 +133,22 @@ impl<'a> Reservation<'a> {
         self.entry = true;
     }
 
-    /// Brings the reserved weight to exactly `target`: `reserve(d)` must take `d` more from the
-    /// budget (evicting as needed) before returning; an excess is given back at once.
-    pub(crate) fn set_weight(&mut self, target: u64, reserve: impl FnOnce(u64)) {
-        if target > self.weight {
-            reserve(target - self.weight);
-        } else {
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    /// Adds `w` that is already counted in the budget's weight: reserved just now, or the
+    /// weight of a victim this thread evicted, passed on without going through the counter.
+    pub(crate) fn take_weight(&mut self, w: u64) {
+        self.weight += w;
+    }
+
+    /// Gives back whatever is reserved beyond `target`.
+    pub(crate) fn give_back_weight_above(&mut self, target: u64) {
+        if self.weight > target {
             self.budget.release_weight(self.weight - target);
+            self.weight = target;
         }
-        self.weight = target;
     }
 
     /// Keeps what was reserved: it now belongs to a published node.

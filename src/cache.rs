@@ -192,6 +192,12 @@ where
             });
         }
         let mut node = Owned::new(Node::new(key, value, weight));
+        if self.grow_limit.is_none() {
+            match self.replace_unlocked(hash, node, guard) {
+                Ok(()) => return Ok(()),
+                Err(back) => node = back,
+            }
+        }
         loop {
             let table = self.table(guard);
             // Inserts of one key serialize on its home bucket's lock, so they leave one entry;
@@ -208,6 +214,39 @@ where
                 }
             }
         }
+    }
+
+    /// The fast path of an insert that replaces a present key with one no heavier: a single CAS
+    /// of the slot, no lock. Gives the node back if the key is absent, the new value is
+    /// heavier (it needs a reservation), or the CAS lost to a concurrent unlink or replace.
+    ///
+    /// Only for tables that never grow: a grower relies on every writer holding a lock. Without
+    /// the lock this is still linearizable: a concurrent insert of the same key under the lock
+    /// also replaces with a CAS on the same slot (one wins, the other retries), and a concurrent
+    /// remove or eviction unlinks with a CAS on it (if the unlink wins, we retry under the lock
+    /// and find the key absent). The slot, its tag and the home's spill bits do not change.
+    #[inline]
+    fn replace_unlocked(
+        &self,
+        hash: u64,
+        node: Owned<Node<K, V>>,
+        guard: &Guard,
+    ) -> Result<(), Owned<Node<K, V>>> {
+        let table = self.table(guard);
+        let new_key = &node.kv().0;
+        let Some(found) = table.find(hash, |k| k == new_key, guard) else {
+            return Err(node);
+        };
+        let old_weight = found.node().weight();
+        let weight = node.weight();
+        if weight > old_weight {
+            return Err(node);
+        }
+        table.replace(&found, node, guard)?;
+        // SAFETY: our CAS replaced it, so we alone retire it.
+        unsafe { retire(found.node, guard) };
+        self.budget.release_weight(old_weight - weight);
+        Ok(())
     }
 
     /// The body of an insert, under the home bucket's lock. `Err` gives the node back when the
@@ -251,7 +290,7 @@ where
                         // forever (tests/stress.rs, weighted_replaces_...).
                         Err(back) => {
                             node = back;
-                            reservation.set_weight(0, |_| {});
+                            reservation.give_back_weight_above(0);
                         }
                     }
                 }
@@ -314,19 +353,35 @@ where
     ) -> bool {
         let mut step = 0;
         if entry && !reservation.has_entry() {
-            while !self.budget.try_reserve_entry() {
+            loop {
+                if self.budget.try_reserve_entry() {
+                    reservation.set_entry();
+                    break;
+                }
                 if self.can_grow() {
                     return false;
                 }
-                self.evict_one(table, held, &mut step, guard);
+                // The victim's entry and weight pass straight to this reservation: the shared
+                // counters are not written twice (release, then reserve) per eviction.
+                if let Some(victim) = self.evict_one(table, held, &mut step, guard) {
+                    reservation.set_entry();
+                    reservation.take_weight(victim);
+                    break;
+                }
             }
-            reservation.set_entry();
         }
-        reservation.set_weight(weight, |w| {
-            while !self.budget.try_reserve_weight(w) {
-                self.evict_one(table, held, &mut step, guard);
+        while reservation.weight() < weight {
+            let more = weight - reservation.weight();
+            if self.budget.try_reserve_weight(more) {
+                reservation.take_weight(more);
+                break;
             }
-        });
+            if let Some(victim) = self.evict_one(table, held, &mut step, guard) {
+                self.budget.release_entry();
+                reservation.take_weight(victim);
+            }
+        }
+        reservation.give_back_weight_above(weight);
         true
     }
 
@@ -336,14 +391,28 @@ where
             .is_some_and(|limit| self.budget.max_len() < limit)
     }
 
-    /// Lets the hand evict one entry; if it found none (every slot empty or in flight), waits a
-    /// little for the writers that hold the budget.
-    fn evict_one(&self, table: &RawTable<K, V>, held: usize, step: &mut u32, guard: &Guard) {
+    /// Lets the hand evict one entry and returns its weight: the caller now holds the victim's
+    /// entry and weight in the budget. If the hand found none (every slot empty or in flight),
+    /// waits a little for the writers that hold the budget and returns `None`.
+    fn evict_one(
+        &self,
+        table: &RawTable<K, V>,
+        held: usize,
+        step: &mut u32,
+        guard: &Guard,
+    ) -> Option<u64> {
         match self.hand.evict(table, Some(held), guard) {
-            Some(node) => self.retire_unlinked(node, guard),
+            Some(node) => {
+                // SAFETY: non-null: it was just unlinked from a slot.
+                let weight = unsafe { node.deref() }.weight();
+                // SAFETY: this thread's CAS unlinked it.
+                unsafe { retire(node, guard) };
+                Some(weight)
+            }
             None => {
                 spin_wait(*step);
                 *step = step.saturating_add(1);
+                None
             }
         }
     }
