@@ -154,6 +154,9 @@ fn measure<C>(
 
 /// Measures every contender and prints the table. See the module docs.
 pub fn run() {
+    // Start far from zero, so frees of blocks allocated before counting began cannot wrap the
+    // count below the base that the measurements subtract.
+    LIVE.store(1 << 62, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     run_counted();
     ENABLED.store(false, Ordering::Relaxed);
