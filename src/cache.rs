@@ -590,12 +590,7 @@ impl<K, V, S> Cache<K, V, S> {
         &self.hasher
     }
 
-    #[doc(hidden)]
-    pub fn hand_position(&self) -> usize {
-        self.hand.position()
-    }
-
-    /// (entries, total distance from home in buckets, buckets with displaced keys, buckets):
+    /// (entries, total distance from home in buckets, spill bits set, buckets):
     /// a diagnostic of probe lengths.
     #[doc(hidden)]
     pub fn probe_stats(&self) -> [usize; 4] {

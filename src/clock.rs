@@ -30,11 +30,6 @@ impl Hand {
         }
     }
 
-    #[allow(dead_code)]
-    pub(crate) fn position(&self) -> usize {
-        self.pos.load(Ordering::Relaxed)
-    }
-
     /// Whether a new entry at position `pos` of the hand's turn starts referenced.
     ///
     /// Classic CLOCK puts a new page right behind the hand, which gives it exactly one turn
