@@ -121,15 +121,13 @@ impl<K, V> RawTable<K, V> {
     #[inline]
     pub(crate) fn hand_slot(&self, pos: usize) -> (usize, usize) {
         let k = pos / SLOTS;
-        let b = ((k as u128 * self.stride as u128) % self.buckets.len() as u128) as usize;
-        (b, pos % SLOTS)
+        (mul_mod(k, self.stride, self.buckets.len()), pos % SLOTS)
     }
 
     /// The position of slot (`b`, `i`) in the hand's turn: the inverse of [`Self::hand_slot`].
     #[inline]
     pub(crate) fn hand_pos(&self, b: usize, i: usize) -> usize {
-        let k = ((b as u128 * self.stride_inv as u128) % self.buckets.len() as u128) as usize;
-        k * SLOTS + i
+        mul_mod(b, self.stride_inv, self.buckets.len()) * SLOTS + i
     }
 
     /// Buckets for `entries` entries at a load factor of at most 0.8.
@@ -439,6 +437,17 @@ impl<K, V> RawTable<K, V> {
     pub(crate) fn load<'g>(&self, b: usize, i: usize, guard: &'g Guard) -> Shared<'g, Node<K, V>> {
         // Acquire: as in `find`; callers read the node and may unlink it.
         self.buckets[b].slots[i].load(Ordering::Acquire, guard)
+    }
+}
+
+/// `a * b mod n` for `a, b < n`: one hardware division while the product fits in 64 bits (any
+/// table below 2^32 buckets), instead of the software 128-bit remainder.
+#[inline(always)]
+fn mul_mod(a: usize, b: usize, n: usize) -> usize {
+    let (a, b, n) = (a as u64, b as u64, n as u64);
+    match a.checked_mul(b) {
+        Some(p) => (p % n) as usize,
+        None => ((a as u128 * b as u128) % n as u128) as usize,
     }
 }
 
