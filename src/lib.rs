@@ -2,8 +2,10 @@
 //!
 //! * **Reads are lock-free and write nothing shared.** A lookup hashes the key, reads its home
 //!   bucket (one 64-byte line: a control word of tags plus seven slot pointers), any neighbour
-//!   the home's spill bits name, and one node; it takes no lock, does no CAS, and writes the
-//!   node's CLOCK reference bit only when it is clear.
+//!   the home's spill bits name, and one node; it takes no lock, does no CAS on shared memory,
+//!   and writes the node's CLOCK reference bit only when it is clear. (Its epoch pin writes this
+//!   thread's own epoch word, with a locked instruction as the fence on x86: about half the cost
+//!   of a hit. A [`Pinned`] handle pays it once for many lookups.)
 //! * **Bounded, strictly.** `len()` never exceeds `max_capacity`, and the total weight never
 //!   exceeds `max_weight`, also while many threads insert: room is reserved before an entry is
 //!   published and given back after one is unlinked. A key lives within eight buckets (56
