@@ -25,7 +25,10 @@ fn main() {
     let qc = <QuickCache as Contender>::new(w.capacity, common::hasher());
     w.fill(&qc);
     let n = w.keys.len();
-    println!("ns per lookup, {n} Zipf 0.99 lookups over {} resident keys", w.prefill);
+    println!(
+        "ns per lookup, {n} Zipf 0.99 lookups over {} resident keys",
+        w.prefill
+    );
     println!("round  clockline get  clockline pinned get  quick_cache get");
     for round in 0..5 {
         let get = per_lookup(n, || w.keys.iter().filter(|k| cl.get(*k).is_some()).count());
@@ -33,7 +36,9 @@ fn main() {
             let p = cl.pin();
             w.keys.iter().filter(|k| p.get(*k).is_some()).count()
         });
-        let quick = per_lookup(n, || w.keys.iter().filter(|k| Contender::get(&qc, k)).count());
+        let quick = per_lookup(n, || {
+            w.keys.iter().filter(|k| Contender::get(&qc, k)).count()
+        });
         println!("{round:>5}  {get:>13.1}  {pinned:>20.1}  {quick:>15.1}");
     }
 }

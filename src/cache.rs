@@ -12,7 +12,7 @@ use crate::budget::{Budget, Reservation};
 use crate::builder::{Builder, Weigher};
 use crate::clock::Hand;
 use crate::error::{BuildError, InsertError, InsertErrorKind};
-use crate::sync::{spin_wait, Ordering};
+use crate::sync::{spin_wait, AtomicBool, Ordering};
 use crate::table::{retire, Node, RawTable, MAX_WEIGHT, SLOTS};
 
 /// The default hasher: [ahash](https://docs.rs/ahash) with random keys.
@@ -32,6 +32,9 @@ pub struct Cache<K, V, S = DefaultHashBuilder> {
     weigher: Option<Weigher<K, V>>,
     /// The most entries a growable table may grow to; `None` for a fixed table.
     grow_limit: Option<usize>,
+    /// Set when allocating a grown table failed: the table stays as it is and evicts instead,
+    /// rather than retrying the allocation forever.
+    grow_failed: AtomicBool,
 }
 
 // SAFETY: the table shares keys and values between threads (readers get `&K`/`&V`, and any
@@ -88,6 +91,7 @@ where
             hasher,
             weigher,
             grow_limit,
+            grow_failed: AtomicBool::new(false),
         })
     }
 
@@ -319,7 +323,7 @@ where
                         // The key's neighbourhood is full. A growable table that is at
                         // least a quarter full grows; otherwise one of the neighbourhood's
                         // entries is evicted (which also gives back budget) and we try again.
-                        // A quarter: a good hash almost never fills 28 slots below that load,
+                        // A quarter: a good hash almost never fills 56 slots below that load,
                         // and a degenerate one must not make the table grow without end.
                         Err(back) => {
                             node = back;
@@ -387,8 +391,10 @@ where
 
     /// True if the table may still grow.
     fn can_grow(&self) -> bool {
+        // Relaxed: a flag that only ever turns on; a stale read costs one more failed attempt.
         self.grow_limit
             .is_some_and(|limit| self.budget.max_len() < limit)
+            && !self.grow_failed.load(Ordering::Relaxed)
     }
 
     /// Lets the hand evict one entry and returns its weight: the caller now holds the victim's
@@ -446,6 +452,8 @@ where
             return;
         }
         let Some(new) = RawTable::try_with_entries(entries) else {
+            // Relaxed: see `can_grow`.
+            self.grow_failed.store(true, Ordering::Relaxed);
             return;
         };
         // A panic in the user's `Hash` leaves `old` current and untouched; `new` holds copies
