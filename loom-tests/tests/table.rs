@@ -161,10 +161,10 @@ fn remove_vs_insert_same_key() {
 }
 
 /// Spill bits: an unlink of a displaced key ∥ an insert of another key of the same home that
-/// lands in the same bucket. Capacity 4 gives three buckets of two slots (visited by the hand
-/// in memory order); a neighbourhood under loom is two buckets. Key 3 (home 0) lives in bucket 1,
-/// slot 1, as the only unmarked entry, so when thread A inserts key W (home 2) into the full
-/// cache, its hand evicts key 3 without holding home 0's lock. Meanwhile the main thread inserts
+/// lands in the same bucket. Capacity 4 gives two buckets of two slots under loom (visited by
+/// the hand in memory order), and a neighbourhood is two buckets. Key 3 (home 0) lives in bucket
+/// 1, slot 1, so when thread A inserts key W (home 1) into the full cache, its hand may evict
+/// key 3 without holding home 0's lock. Meanwhile the main thread inserts
 /// key 5 (home 0, bucket 0 full), which needs a slot in bucket 1 (the one key 3 frees, or one it
 /// makes itself by evicting there). The unlinker of key 3 must not clear home 0's spill bit once
 /// key 5 may live in bucket 1: afterwards every published key is reachable from its home

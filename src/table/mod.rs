@@ -132,7 +132,7 @@ impl<K, V> RawTable<K, V> {
 
     /// Buckets for `entries` entries at a load factor of at most 0.8.
     pub(crate) fn buckets_for(entries: usize) -> usize {
-        let slots = entries.saturating_add(entries / 4).max(1);
+        let slots = entries.saturating_add(entries / 5 * 2).max(1);
         slots.div_ceil(SLOTS)
     }
 
