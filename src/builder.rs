@@ -51,7 +51,7 @@ impl<K, V> Builder<K, V> {
 
 impl<K, V, S> Builder<K, V, S> {
     /// The most entries the cache holds at any instant; it also sizes the table, which is
-    /// allocated once, up front (about 11.4 bytes per entry of capacity).
+    /// allocated once, up front (about 12.8 bytes per entry of capacity).
     ///
     /// A weight-bounded cache does not need it: without it the table starts with room for
     /// [`INITIAL_WEIGHTED_ENTRIES`] entries and doubles whenever it is full by count but not

@@ -80,7 +80,7 @@ impl Hand {
     /// the first unmarked entry goes; if every entry is marked, all are cleared and the first
     /// goes. Returns `None` if nothing could be unlinked (every slot in flight).
     ///
-    /// This is rare at the table's load (at most 0.8) with a good hash, and it is the price of
+    /// This is rare at the table's load (at most 0.71) with a good hash, and it is the price of
     /// bounded probes; with a degenerate hash it is how the cache stays correct, and small.
     pub(crate) fn evict_near<'g, K, V>(
         &self,

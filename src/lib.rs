@@ -10,7 +10,7 @@
 //!   exceeds `max_weight`, also while many threads insert: room is reserved before an entry is
 //!   published and given back after one is unlinked. A key lives within eight buckets (56
 //!   slots) of its home; an insert that finds them all taken evicts one of them even below
-//!   capacity (about 0.1-0.2 % of keys when a cache is filled to capacity).
+//!   capacity (about 0.02 % of keys when a cache is filled to capacity).
 //! * **CLOCK eviction.** A hand sweeps the table's slots, clears reference bits and evicts the
 //!   first entry it finds unmarked: an approximation of LRU whose hits cost no write.
 //! * **Epoch reclamation.** Removed, replaced and evicted entries are freed by crossbeam-epoch
@@ -39,9 +39,9 @@
 //! # Memory
 //!
 //! Per entry: one node (`K`, `V` and an 8-byte metadata word, padded to the alignment of `K`
-//! and `V`; 24 bytes for `u64 -> u64`) plus table slots: 64 bytes per 7 slots, with 1.25 slots
-//! per entry of capacity, so about 11.4 bytes per entry of capacity. `u64 -> u64` at capacity
-//! costs about 36 bytes per entry; see `docs/benchmarks.md` for the measurement.
+//! and `V`; 24 bytes for `u64 -> u64`) plus table slots: 64 bytes per 7 slots, with 1.4 slots
+//! per entry of capacity, so about 12.8 bytes per entry of capacity. `u64 -> u64` at capacity
+//! costs about 37 bytes per entry (36.8 measured); see `docs/benchmarks.md`.
 //!
 //! # User code
 //!
