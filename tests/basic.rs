@@ -156,10 +156,10 @@ impl Drop for Counted {
 }
 
 /// Deferred drops run when the global epoch advances, which other tests' pinned threads can
-/// hold back for a moment: flush until `done` or ten seconds have passed.
+/// hold back for a moment: flush until `done` or a minute has passed.
 fn settle(done: impl Fn() -> bool) {
     let start = std::time::Instant::now();
-    while !done() && start.elapsed() < std::time::Duration::from_secs(10) {
+    while !done() && start.elapsed() < std::time::Duration::from_secs(60) {
         crossbeam_epoch::pin().flush();
         std::thread::yield_now();
     }
