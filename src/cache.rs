@@ -13,7 +13,7 @@ use crate::builder::{Builder, Weigher};
 use crate::clock::Hand;
 use crate::error::{BuildError, InsertError, InsertErrorKind};
 use crate::sync::{spin_wait, AtomicBool, Ordering};
-use crate::table::{retire, Node, RawTable, MAX_WEIGHT, SLOTS};
+use crate::table::{retire, Found, Node, RawTable, MAX_WEIGHT, SLOTS};
 
 /// The default hasher: [ahash](https://docs.rs/ahash) with random keys.
 pub type DefaultHashBuilder = ahash::RandomState;
@@ -98,16 +98,6 @@ where
     #[inline(always)]
     fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
         self.hasher.hash_one(key)
-    }
-
-    /// The current table.
-    #[inline(always)]
-    fn table<'g>(&self, guard: &'g Guard) -> &'g RawTable<K, V> {
-        // Acquire: pairs with the Release store of a grown table, so its contents are visible.
-        let t = self.table.load(Ordering::Acquire, guard);
-        // SAFETY: never null (set in `from_parts`, swapped only for another table), and a
-        // replaced table is retired through epoch, so it outlives `guard`.
-        unsafe { t.deref() }
     }
 
     /// True once `table` is no longer the current table (a grower replaced it).
@@ -241,15 +231,28 @@ where
         let Some(found) = table.find(hash, |k| k == new_key, guard) else {
             return Err(node);
         };
-        let old_weight = found.node().weight();
-        let weight = node.weight();
-        if weight > old_weight {
+        if node.weight() > found.node().weight() {
             return Err(node);
         }
-        table.replace(&found, node, guard)?;
+        self.swap_in(table, &found, node, guard)
+    }
+
+    /// Replaces the node at `found` by `node` with one CAS; on success retires the old node and
+    /// gives back any weight the new one does not use. Any extra weight the new node needs must
+    /// already be reserved (and is then committed by the caller).
+    fn swap_in(
+        &self,
+        table: &RawTable<K, V>,
+        found: &Found<'_, K, V>,
+        node: Owned<Node<K, V>>,
+        guard: &Guard,
+    ) -> Result<(), Owned<Node<K, V>>> {
+        let (old_weight, weight) = (found.node().weight(), node.weight());
+        table.replace(found, node, guard)?;
         // SAFETY: our CAS replaced it, so we alone retire it.
         unsafe { retire(found.node, guard) };
-        self.budget.release_weight(old_weight - weight);
+        self.budget
+            .release_weight(old_weight.saturating_sub(weight));
         Ok(())
     }
 
@@ -269,8 +272,7 @@ where
             let new_key = &node.kv().0;
             match table.find(hash, |k| k == new_key, guard) {
                 Some(found) => {
-                    let old_weight = found.node().weight();
-                    let extra = weight.saturating_sub(old_weight);
+                    let extra = weight.saturating_sub(found.node().weight());
                     self.make_room(
                         table,
                         table.home(hash),
@@ -279,13 +281,9 @@ where
                         extra,
                         guard,
                     );
-                    match table.replace(&found, node, guard) {
-                        Ok(_) => {
-                            // SAFETY: our CAS replaced it, so we alone retire it.
-                            unsafe { retire(found.node, guard) };
+                    match self.swap_in(table, &found, node, guard) {
+                        Ok(()) => {
                             reservation.commit();
-                            self.budget
-                                .release_weight(old_weight.saturating_sub(weight));
                             return Ok(());
                         }
                         // Evicted meanwhile (removals take this lock): look again. Give the
@@ -408,13 +406,7 @@ where
         guard: &Guard,
     ) -> Option<u64> {
         match self.hand.evict(table, Some(held), guard) {
-            Some(node) => {
-                // SAFETY: non-null: it was just unlinked from a slot.
-                let weight = unsafe { node.deref() }.weight();
-                // SAFETY: this thread's CAS unlinked it.
-                unsafe { retire(node, guard) };
-                Some(weight)
-            }
+            Some(node) => Some(self.retire_owned(node, guard)),
             None => {
                 spin_wait(*step);
                 *step = step.saturating_add(1);
@@ -493,12 +485,19 @@ where
         }
     }
 
-    /// Gives back the budget of a node this thread unlinked and retires it.
-    fn retire_unlinked(&self, node: Shared<'_, Node<K, V>>, guard: &Guard) {
+    /// Retires a node this thread unlinked and returns its weight; its entry and weight stay
+    /// counted in the budget, for the caller to pass on or give back.
+    fn retire_owned(&self, node: Shared<'_, Node<K, V>>, guard: &Guard) -> u64 {
         // SAFETY: non-null: it was just unlinked from a slot.
         let weight = unsafe { node.deref() }.weight();
         // SAFETY: this thread's CAS unlinked it.
         unsafe { retire(node, guard) };
+        weight
+    }
+
+    /// Gives back the budget of a node this thread unlinked and retires it.
+    fn retire_unlinked(&self, node: Shared<'_, Node<K, V>>, guard: &Guard) {
+        let weight = self.retire_owned(node, guard);
         self.budget.release_entry();
         self.budget.release_weight(weight);
     }
@@ -567,6 +566,16 @@ where
 }
 
 impl<K, V, S> Cache<K, V, S> {
+    /// The current table.
+    #[inline(always)]
+    fn table<'g>(&self, guard: &'g Guard) -> &'g RawTable<K, V> {
+        // Acquire: pairs with the Release store of a grown table, so its contents are visible.
+        let t = self.table.load(Ordering::Acquire, guard);
+        // SAFETY: never null (set in `from_parts`, swapped only for another table), and a
+        // replaced table is retired through epoch, so it outlives `guard`.
+        unsafe { t.deref() }
+    }
+
     /// Entries in the cache now (including inserts in flight that already reserved room).
     pub fn len(&self) -> usize {
         self.budget.len()
@@ -603,8 +612,7 @@ impl<K, V, S> Cache<K, V, S> {
     #[doc(hidden)]
     pub fn probe_stats(&self) -> [usize; 4] {
         let guard = epoch::pin();
-        // SAFETY: never null; retired tables outlive the guard.
-        let table = unsafe { self.table.load(Ordering::Acquire, &guard).deref() };
+        let table = self.table(&guard);
         let [a, b, c] = table.probe_stats(&guard);
         [a, b, c, table.nbuckets()]
     }
@@ -619,9 +627,7 @@ impl<K, V, S> Cache<K, V, S> {
         S: BuildHasher,
     {
         let guard = epoch::pin();
-        // Acquire: as in `table`.
-        // SAFETY: never null; retired tables outlive the guard.
-        let table = unsafe { self.table.load(Ordering::Acquire, &guard).deref() };
+        let table = self.table(&guard);
         let mut count = 0usize;
         let mut weight = 0u64;
         for s in 0..table.nslots() {

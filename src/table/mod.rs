@@ -151,15 +151,6 @@ impl<K, V> RawTable<K, V> {
         ((hash as u128 * self.buckets.len() as u128) >> 64) as usize
     }
 
-    #[inline(always)]
-    fn next(&self, b: usize) -> usize {
-        if b + 1 == self.buckets.len() {
-            0
-        } else {
-            b + 1
-        }
-    }
-
     /// Buckets in a neighbourhood: fewer than `NEIGHBOURHOOD` in a tiny table.
     #[inline(always)]
     fn reach(&self) -> usize {
@@ -235,7 +226,7 @@ impl<K, V> RawTable<K, V> {
         hash: u64,
         abandon: impl Fn() -> bool,
     ) -> Option<LockGuard<'_, K, V>> {
-        self.buckets[self.home(hash)].lock(abandon)
+        self.lock_bucket(self.home(hash), abandon)
     }
 
     /// Takes the writer lock of bucket `b` (see [`Bucket::lock`]).
@@ -272,15 +263,13 @@ impl<K, V> RawTable<K, V> {
     fn claim(&self, hash: u64) -> Option<(usize, usize, usize)> {
         let tag = tag_of(hash);
         let home = self.home(hash);
-        let mut b = home;
-        for dist in 0..self.reach() {
+        for (dist, b) in self.neighbourhood(hash).enumerate() {
             if let Some(i) = self.buckets[b].claim(tag) {
                 if dist > 0 {
                     self.buckets[home].spill_set(dist);
                 }
                 return Some((b, i, dist));
             }
-            b = self.next(b);
         }
         None
     }
