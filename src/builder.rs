@@ -3,9 +3,15 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::cache::Features;
 use crate::error::BuildError;
-use crate::{Cache, DefaultHashBuilder, MAX_WEIGHT};
+use crate::expiry::{ClockSource, CoarseClock, Expiry, ExtLayout};
+use crate::listener::{Listener, RemovalCause};
+use crate::versions::Tombstones;
+use crate::{Cache, Clock, DefaultHashBuilder, MAX_WEIGHT};
 
 pub(crate) type Weigher<K, V> = Box<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 
@@ -34,7 +40,21 @@ pub struct Builder<K, V, S = DefaultHashBuilder> {
     max_weight: Option<u64>,
     weigher: Option<Weigher<K, V>>,
     hasher: S,
+    more: More<K, V>,
     _marker: PhantomData<fn(K, V)>,
+}
+
+/// The feature settings, kept apart so that `hasher` can move them to a new builder type.
+struct More<K, V> {
+    expiry: bool,
+    ttl: Option<Duration>,
+    tti: Option<Duration>,
+    clock: Option<Arc<dyn Clock>>,
+    listener: Option<Listener<K, V>>,
+    stats: bool,
+    janitor: Option<Duration>,
+    versioned: Option<fn(&K) -> K>,
+    max_tombstones: Option<usize>,
 }
 
 impl<K, V> Builder<K, V> {
@@ -44,6 +64,17 @@ impl<K, V> Builder<K, V> {
             max_weight: None,
             weigher: None,
             hasher: DefaultHashBuilder::default(),
+            more: More {
+                expiry: false,
+                ttl: None,
+                tti: None,
+                clock: None,
+                listener: None,
+                stats: false,
+                janitor: None,
+                versioned: None,
+                max_tombstones: None,
+            },
             _marker: PhantomData,
         }
     }
@@ -85,8 +116,125 @@ impl<K, V, S> Builder<K, V, S> {
             max_weight: self.max_weight,
             weigher: self.weigher,
             hasher,
+            more: self.more,
             _marker: PhantomData,
         }
+    }
+
+    /// Every entry expires this long after it was inserted (unless
+    /// [`insert_with_ttl`](Cache::insert_with_ttl) gives it its own TTL). Adds one 8-byte
+    /// deadline word to each entry. Zero is refused ([`BuildError::ZeroTimeToLive`]); a TTL too
+    /// long for the clock means "never". Precision: see [`CoarseClock`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache: clockline::Cache<u64, u64> = clockline::Cache::builder()
+    ///     .max_capacity(1000)
+    ///     .time_to_live(Duration::from_secs(300))
+    ///     .build()
+    ///     .unwrap();
+    /// cache.insert(1, 1).unwrap();
+    /// assert_eq!(cache.get(&1), Some(1));
+    /// ```
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.more.ttl = Some(ttl);
+        self
+    }
+
+    /// Every entry expires when it has not been read (`get`, a loader's hit) for this long.
+    /// Adds one 8-byte word to each entry, which a hit rewrites at most a few times per TTI
+    /// (when it would move by more than a sixteenth of it). Zero is refused.
+    pub fn time_to_idle(mut self, tti: Duration) -> Self {
+        self.more.tti = Some(tti);
+        self
+    }
+
+    /// Per-entry expiry without a default TTL: entries from [`insert`](Cache::insert) never
+    /// expire, those from [`insert_with_ttl`](Cache::insert_with_ttl) do. Adds the deadline
+    /// word; [`time_to_live`](Self::time_to_live) implies it.
+    pub fn expiry(mut self) -> Self {
+        self.more.expiry = true;
+        self
+    }
+
+    /// The clock expiry and warm-up's rate limit are measured with (default: [`CoarseClock`]).
+    /// Inject one to move time in tests.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.more.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Called once for every entry that leaves the cache, with its key, value and
+    /// [`RemovalCause`]; after the entry is unlinked and with no lock held, so it may call
+    /// back into the cache. Entries still cached when the cache is dropped are not reported.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use clockline::RemovalCause;
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = log.clone();
+    /// let cache: clockline::Cache<u32, u32> = clockline::Cache::builder()
+    ///     .max_capacity(10)
+    ///     .eviction_listener(move |k: &u32, _v: &u32, cause| seen.lock().unwrap().push((*k, cause)))
+    ///     .build()
+    ///     .unwrap();
+    /// cache.insert(1, 10).unwrap();
+    /// cache.insert(1, 11).unwrap();
+    /// cache.remove(&1);
+    /// assert_eq!(*log.lock().unwrap(), [(1, RemovalCause::Replaced), (1, RemovalCause::Explicit)]);
+    /// ```
+    pub fn eviction_listener(
+        mut self,
+        listener: impl Fn(&K, &V, RemovalCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.more.listener = Some(Box::new(listener));
+        self
+    }
+
+    /// Keep [statistics](Cache::stats): striped, cache-padded counters; a hit adds one to its
+    /// thread's stripe.
+    ///
+    /// ```
+    /// let cache: clockline::Cache<u32, u32> =
+    ///     clockline::Cache::builder().max_capacity(10).record_stats().build().unwrap();
+    /// cache.insert(1, 1).unwrap();
+    /// cache.get(&1);
+    /// cache.get(&2);
+    /// let s = cache.stats().unwrap();
+    /// assert_eq!((s.hits, s.misses, s.inserts), (1, 1, 1));
+    /// assert_eq!(s.hit_ratio(), 0.5);
+    /// ```
+    pub fn record_stats(mut self) -> Self {
+        self.more.stats = true;
+        self
+    }
+
+    /// A background thread that purges expired entries every `interval` (wall time), stopped
+    /// and joined when the cache is dropped. Needs expiry; zero is refused. Without it,
+    /// expired entries are removed by the CLOCK hand, by writes of their key, or by
+    /// [`purge_expired`](Cache::purge_expired).
+    pub fn janitor(mut self, interval: Duration) -> Self {
+        self.more.janitor = Some(interval);
+        self
+    }
+
+    /// Keep a version per entry for [`insert_versioned`](Cache::insert_versioned) and
+    /// [`invalidate_versioned`](Cache::invalidate_versioned): one 8-byte word per entry, plus
+    /// the tombstones.
+    pub fn versioned(mut self) -> Self
+    where
+        K: Clone,
+    {
+        self.more.versioned = Some(K::clone);
+        self
+    }
+
+    /// The most tombstones a versioned cache keeps (default: an eighth of `max_capacity`,
+    /// between 64 and 65,536; 4,096 for a cache bounded by weight alone). The oldest goes
+    /// first when it is full.
+    pub fn max_tombstones(mut self, n: usize) -> Self {
+        self.more.max_tombstones = Some(n);
+        self
     }
 
     /// Checks the configuration and allocates the table.
@@ -94,7 +242,7 @@ impl<K, V, S> Builder<K, V, S> {
     where
         K: Hash + Eq + Send + Sync + 'static,
         V: Send + Sync + 'static,
-        S: BuildHasher,
+        S: BuildHasher + Send + Sync + 'static,
     {
         if self.max_capacity == Some(0) {
             return Err(BuildError::ZeroCapacity);
@@ -116,12 +264,54 @@ impl<K, V, S> Builder<K, V, S> {
             }
             (None, None) => unreachable!("checked above"),
         };
+        let more = self.more;
+        if more.ttl == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroTimeToLive);
+        }
+        if more.tti == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroTimeToIdle);
+        }
+        let deadline = more.expiry || more.ttl.is_some();
+        let expiry = (deadline || more.tti.is_some()).then(|| Expiry {
+            ttl: more.ttl,
+            tti: more.tti,
+            layout: ExtLayout::new(deadline, more.tti.is_some(), false),
+        });
+        match more.janitor {
+            Some(d) if d.is_zero() => return Err(BuildError::ZeroJanitorInterval),
+            Some(_) if expiry.is_none() => return Err(BuildError::JanitorWithoutExpiry),
+            _ => {}
+        }
+        let versioned = match (more.versioned, more.max_tombstones) {
+            (None, Some(_)) => return Err(BuildError::TombstonesWithoutVersions),
+            (Some(_), Some(0)) => return Err(BuildError::ZeroTombstones),
+            (Some(clone_key), n) => {
+                let default = match self.max_capacity {
+                    Some(c) => (c / 8).clamp(64, 1 << 16),
+                    None => 4096,
+                };
+                Some(Tombstones::new(n.unwrap_or(default), clone_key))
+            }
+            (None, None) => None,
+        };
+        let clock = match more.clock {
+            Some(c) => ClockSource::Custom(c),
+            None => ClockSource::Coarse(CoarseClock::default()),
+        };
         Cache::from_parts(
             entries,
             grow_limit,
             self.max_weight,
             self.weigher,
             self.hasher,
+            Features {
+                expiry,
+                clock,
+                versioned,
+                listener: more.listener,
+                stats: more.stats,
+                janitor: more.janitor,
+            },
         )
     }
 }
@@ -132,6 +322,13 @@ impl<K, V, S> fmt::Debug for Builder<K, V, S> {
             .field("max_capacity", &self.max_capacity)
             .field("max_weight", &self.max_weight)
             .field("weigher", &self.weigher.is_some())
+            .field("time_to_live", &self.more.ttl)
+            .field("time_to_idle", &self.more.tti)
+            .field("expiry", &self.more.expiry)
+            .field("eviction_listener", &self.more.listener.is_some())
+            .field("record_stats", &self.more.stats)
+            .field("janitor", &self.more.janitor)
+            .field("versioned", &self.more.versioned.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,12 @@
 //! The public cache: lookups, inserts, removal and eviction over the raw table.
+//!
+//! [`Cache`] is a thin handle over a boxed [`Inner`], which holds the table and everything the
+//! features need; the box gives the optional janitor thread a stable address to sweep, and
+//! `Cache`'s `Drop` stops and joins that thread before the box is freed.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::time::Duration;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
@@ -12,8 +17,14 @@ use crate::budget::{Budget, Reservation};
 use crate::builder::{Builder, Weigher};
 use crate::clock::Hand;
 use crate::error::{BuildError, InsertError, InsertErrorKind};
+use crate::expiry::{ClockSource, Expiry, ExtLayout};
+use crate::janitor::Janitor;
+use crate::listener::{Listener, Notes, RemovalCause};
+use crate::loader::Flights;
+use crate::stats::{CacheStats, Counter, Stats};
 use crate::sync::{spin_wait, AtomicBool, Ordering};
-use crate::table::{retire, Found, Node, RawTable, MAX_WEIGHT, SLOTS};
+use crate::table::{retire, Found, Node, NodeBox, RawTable, MAX_WEIGHT, SLOTS};
+use crate::versions::Tombstones;
 
 /// The default hasher: [ahash](https://docs.rs/ahash) with random keys.
 pub type DefaultHashBuilder = ahash::RandomState;
@@ -23,6 +34,13 @@ pub type DefaultHashBuilder = ahash::RandomState;
 /// Reads take no lock, do no CAS and write no shared cache line once an entry is marked as
 /// recently used. Writes never block reads. See the [crate docs](crate) for the guarantees.
 pub struct Cache<K, V, S = DefaultHashBuilder> {
+    pub(crate) inner: Box<Inner<K, V, S>>,
+    /// Stopped and joined first on drop, while `inner` is still alive.
+    janitor: Option<Janitor>,
+}
+
+/// Everything a cache is; see [`Cache`].
+pub(crate) struct Inner<K, V, S> {
     /// The current table. Replaced only when a growable (weight-bounded, no `max_capacity`)
     /// cache grows; the old one is retired through epoch.
     table: Atomic<RawTable<K, V>>,
@@ -35,14 +53,45 @@ pub struct Cache<K, V, S = DefaultHashBuilder> {
     /// Set when allocating a grown table failed: the table stays as it is and evicts instead,
     /// rather than retrying the allocation forever.
     grow_failed: AtomicBool,
+    /// Which extension words each node carries (none for a plain cache).
+    pub(crate) ext: ExtLayout,
+    pub(crate) expiry: Option<Expiry>,
+    /// The clock for expiry and warm-up's rate limit.
+    pub(crate) clock: ClockSource,
+    listener: Option<Listener<K, V>>,
+    pub(crate) stats: Option<Stats>,
+    pub(crate) flights: Flights<K, V>,
+    pub(crate) tombstones: Option<Tombstones<K>>,
+}
+
+/// The features a builder asks for, beyond bounds and hasher.
+pub(crate) struct Features<K, V> {
+    pub(crate) expiry: Option<Expiry>,
+    pub(crate) clock: ClockSource,
+    pub(crate) versioned: Option<Tombstones<K>>,
+    pub(crate) listener: Option<Listener<K, V>>,
+    pub(crate) stats: bool,
+    pub(crate) janitor: Option<Duration>,
+}
+
+/// What an insert under the home lock did.
+enum Locked<K, V> {
+    Done,
+    /// The table should grow first; the node comes back.
+    Grow(NodeBox<K, V>),
+    /// A versioned insert older than (or as old as) what the cache knows.
+    Stale(NodeBox<K, V>, u64),
 }
 
 // SAFETY: the table shares keys and values between threads (readers get `&K`/`&V`, and any
 // thread may drop them during reclamation), which is sound exactly when both are Send + Sync.
-// Everything else is atomics, or `S` and the weigher, which are shared by reference.
+// Everything else is atomics, locks, or `S`, the weigher and the listener, which are shared by
+// reference (the boxed closures are `Send + Sync`).
 unsafe impl<K: Send + Sync, V: Send + Sync, S: Send> Send for Cache<K, V, S> {}
 // SAFETY: as above; `&Cache` hands out `&S`, hence `S: Sync`.
 unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync> Sync for Cache<K, V, S> {}
+// SAFETY: as for `Cache`; the janitor thread uses an `Inner` through a shared reference.
+unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync> Sync for Inner<K, V, S> {}
 
 impl<K, V> Cache<K, V>
 where
@@ -71,7 +120,7 @@ impl<K, V, S> Cache<K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Send + Sync + 'static,
-    S: BuildHasher,
+    S: BuildHasher + Send + Sync + 'static,
 {
     /// `grow_limit`: `Some(most entries)` makes the table start at `entries` and double when
     /// the entry count, not the weight, is what binds.
@@ -81,10 +130,26 @@ where
         max_weight: Option<u64>,
         weigher: Option<Weigher<K, V>>,
         hasher: S,
+        features: Features<K, V>,
     ) -> Result<Self, BuildError> {
         let table = RawTable::try_with_entries(entries)
             .ok_or(BuildError::CapacityTooLarge { requested: entries })?;
-        Ok(Self {
+        let ext = ExtLayout::new(
+            features
+                .expiry
+                .as_ref()
+                .is_some_and(|e| e.layout.deadline.is_some()),
+            features
+                .expiry
+                .as_ref()
+                .is_some_and(|e| e.layout.idle.is_some()),
+            features.versioned.is_some(),
+        );
+        let mut expiry = features.expiry;
+        if let Some(e) = &mut expiry {
+            e.layout = ext;
+        }
+        let inner = Box::new(Inner {
             table: Atomic::new(table),
             hand: Hand::new(),
             budget: Budget::new(entries, max_weight.unwrap_or(MAX_WEIGHT)),
@@ -92,11 +157,30 @@ where
             weigher,
             grow_limit,
             grow_failed: AtomicBool::new(false),
-        })
+            ext,
+            expiry,
+            clock: features.clock,
+            listener: features.listener,
+            stats: features.stats.then(Stats::new),
+            flights: Flights::new(),
+            tombstones: features.versioned,
+        });
+        let janitor = match features.janitor {
+            Some(every) => Some(Janitor::start(&inner, every)?),
+            None => None,
+        };
+        Ok(Self { inner, janitor })
     }
+}
 
+impl<K, V, S> Inner<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
     #[inline(always)]
-    fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
+    pub(crate) fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
         self.hasher.hash_one(key)
     }
 
@@ -106,16 +190,24 @@ where
         !std::ptr::eq(self.table.load(Ordering::Relaxed, guard).as_raw(), table)
     }
 
-    /// Pins the current thread and returns a handle whose lookups lend references instead of
-    /// cloning. Entries stay alive (not necessarily in the cache) while the handle lives, so keep
-    /// it short-lived: a long-lived handle delays the reclamation of everything removed meanwhile.
-    pub fn pin(&self) -> Pinned<'_, K, V, S> {
-        Pinned {
-            cache: self,
-            guard: epoch::pin(),
+    /// Now on the expiry clock, or 0 (unused) in a cache without expiry.
+    #[inline(always)]
+    pub(crate) fn now(&self) -> u64 {
+        match &self.expiry {
+            Some(_) => self.clock.now(),
+            None => 0,
         }
     }
 
+    #[inline(always)]
+    fn expired(&self, node: &Node<K, V>, now: u64) -> bool {
+        match &self.expiry {
+            Some(e) => e.is_expired(node, now),
+            None => false,
+        }
+    }
+
+    /// The node for `key`, expired or not.
     #[inline]
     fn find<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
     where
@@ -127,67 +219,103 @@ where
             .map(|f| f.node())
     }
 
-    /// Returns a clone of the value for `key` and marks the entry as recently used.
-    #[inline]
-    pub fn get<Q>(&self, key: &Q) -> Option<V>
-    where
-        Q: ?Sized + Hash + Equivalent<K>,
-        V: Clone,
-    {
-        let guard = epoch::pin();
-        let node = self.find(key, &guard)?;
-        node.touch();
-        Some(node.read(|_, v| v.clone()))
-    }
-
-    /// Like [`get`](Self::get), but leaves the entry's recency alone.
-    pub fn peek<Q>(&self, key: &Q) -> Option<V>
-    where
-        Q: ?Sized + Hash + Equivalent<K>,
-        V: Clone,
-    {
-        let guard = epoch::pin();
-        self.find(key, &guard).map(|n| n.read(|_, v| v.clone()))
-    }
-
-    /// True if `key` is cached. Leaves recency alone.
-    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    /// The live node for `key` at `now`: `None` if absent or expired. `touch` marks it as used
+    /// (reference bit, idle deadline) and counts the hit or miss.
+    #[inline(always)]
+    pub(crate) fn lookup<'g, Q>(
+        &self,
+        key: &Q,
+        now: u64,
+        touch: bool,
+        guard: &'g Guard,
+    ) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let guard = epoch::pin();
-        self.find(key, &guard).is_some()
+        let found = match self.find(key, guard) {
+            Some(node) => match &self.expiry {
+                Some(e) if e.is_expired(node, now) => None,
+                Some(e) => {
+                    if touch {
+                        e.touch(node, now);
+                    }
+                    Some(node)
+                }
+                None => Some(node),
+            },
+            None => None,
+        };
+        if touch {
+            if let Some(node) = found {
+                node.touch();
+            }
+            if let Some(st) = &self.stats {
+                st.add(
+                    if found.is_some() {
+                        Counter::Hit
+                    } else {
+                        Counter::Miss
+                    },
+                    1,
+                );
+            }
+        }
+        found
     }
 
-    /// Inserts or replaces the entry for `key`, evicting others if the cache is full.
-    ///
-    /// The only refusal is an entry heavier than `max_weight` in a weighted cache
-    /// ([`InsertErrorKind::TooHeavy`]); it evicts nothing and hands the pair back. In a cache
-    /// without a weigher `insert` always succeeds.
-    pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
-        let guard = epoch::pin();
-        self.insert_with_guard(key, value, &guard)
+    /// Inserts or replaces; `ttl` overrides the default time-to-live, `version` makes it a
+    /// version-guarded insert (stored only if newer than what the cache knows of the key).
+    pub(crate) fn insert_full(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        version: Option<u64>,
+        guard: &Guard,
+    ) -> Result<(), InsertError<K, V>> {
+        let mut notes = Notes::new(self.listener.is_some());
+        let result = self.insert_noted(key, value, ttl, version, &mut notes, guard);
+        notes.deliver(self.listener.as_ref());
+        result
     }
 
-    fn insert_with_guard(&self, key: K, value: V, guard: &Guard) -> Result<(), InsertError<K, V>> {
+    fn insert_noted<'g>(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        version: Option<u64>,
+        notes: &mut Notes<'g, K, V>,
+        guard: &'g Guard,
+    ) -> Result<(), InsertError<K, V>> {
         let hash = self.hash(&key);
         let weight = match &self.weigher {
             Some(weigher) => weigher(&key, &value),
             None => 0,
         };
+        let refuse = |key, value, kind| Err(InsertError { key, value, kind });
         if weight > self.budget.max_weight() {
-            return Err(InsertError {
-                key,
-                value,
-                kind: InsertErrorKind::TooHeavy {
-                    weight,
-                    max_weight: self.budget.max_weight(),
-                },
-            });
+            let max_weight = self.budget.max_weight();
+            return refuse(key, value, InsertErrorKind::TooHeavy { weight, max_weight });
         }
-        let mut node = Owned::new(Node::new(key, value, weight));
-        if self.grow_limit.is_none() {
-            match self.replace_unlocked(hash, node, guard) {
+        if ttl.is_some() && self.ext.deadline.is_none() {
+            return refuse(key, value, InsertErrorKind::ExpiryDisabled);
+        }
+        if version.is_some() && self.ext.version.is_none() {
+            return refuse(key, value, InsertErrorKind::NotVersioned);
+        }
+        let now = self.now();
+        let mut words = [0u64; 3];
+        if let Some(e) = &self.expiry {
+            e.fill(&mut words, now, ttl);
+        }
+        if let Some(i) = self.ext.version {
+            // An unversioned insert stores version 0: any versioned insert may replace it.
+            words[i] = version.unwrap_or(0);
+        }
+        let mut node = NodeBox::new(key, value, weight, &words[..self.ext.len]);
+        if self.grow_limit.is_none() && version.is_none() {
+            match self.replace_unlocked(hash, node, now, notes, guard) {
                 Ok(()) => return Ok(()),
                 Err(back) => node = back,
             }
@@ -199,12 +327,18 @@ where
             let Some(lock) = table.lock(hash, || self.replaced(table, guard)) else {
                 continue;
             };
-            match self.insert_locked(table, hash, node, weight, guard) {
-                Ok(()) => return Ok(()),
-                Err(back) => {
+            match self.insert_locked(table, hash, node, weight, version, now, notes, guard) {
+                Locked::Done => return Ok(()),
+                Locked::Stale(back, current) => {
+                    drop(lock);
+                    let (key, value) = back.into_kv();
+                    let version = version.unwrap_or(0);
+                    return refuse(key, value, InsertErrorKind::Stale { version, current });
+                }
+                Locked::Grow(back) => {
                     node = back;
                     drop(lock);
-                    self.grow(table, guard);
+                    self.grow(table, notes, guard);
                 }
             }
         }
@@ -219,13 +353,16 @@ where
     /// also replaces with a CAS on the same slot (one wins, the other retries), and a concurrent
     /// remove or eviction unlinks with a CAS on it (if the unlink wins, we retry under the lock
     /// and find the key absent). The slot, its tag and the home's spill bits do not change.
+    /// Versioned inserts never take it: their check of the stored version needs the lock.
     #[inline]
-    fn replace_unlocked(
+    fn replace_unlocked<'g>(
         &self,
         hash: u64,
-        node: Owned<Node<K, V>>,
-        guard: &Guard,
-    ) -> Result<(), Owned<Node<K, V>>> {
+        node: NodeBox<K, V>,
+        now: u64,
+        notes: &mut Notes<'g, K, V>,
+        guard: &'g Guard,
+    ) -> Result<(), NodeBox<K, V>> {
         let table = self.table(guard);
         let new_key = &node.kv().0;
         let Some(found) = table.find(hash, |k| k == new_key, guard) else {
@@ -234,21 +371,33 @@ where
         if node.weight() > found.node().weight() {
             return Err(node);
         }
-        self.swap_in(table, &found, node, guard)
+        self.swap_in(table, &found, node, now, notes, guard)
     }
 
     /// Replaces the node at `found` by `node` with one CAS; on success retires the old node and
     /// gives back any weight the new one does not use. Any extra weight the new node needs must
     /// already be reserved (and is then committed by the caller).
-    fn swap_in(
+    fn swap_in<'g>(
         &self,
         table: &RawTable<K, V>,
-        found: &Found<'_, K, V>,
-        node: Owned<Node<K, V>>,
-        guard: &Guard,
-    ) -> Result<(), Owned<Node<K, V>>> {
+        found: &Found<'g, K, V>,
+        node: NodeBox<K, V>,
+        now: u64,
+        notes: &mut Notes<'g, K, V>,
+        guard: &'g Guard,
+    ) -> Result<(), NodeBox<K, V>> {
         let (old_weight, weight) = (found.node().weight(), node.weight());
         table.replace(found, node, guard)?;
+        let cause = if self.expired(found.node(), now) {
+            RemovalCause::Expired
+        } else {
+            RemovalCause::Replaced
+        };
+        if let Some(st) = &self.stats {
+            st.add(Counter::Update, 1);
+        }
+        // The old node's budget passes to the new one; only the weight difference goes back.
+        self.note(found.node, cause, notes, guard);
         // SAFETY: our CAS replaced it, so we alone retire it.
         unsafe { retire(found.node, guard) };
         self.budget
@@ -256,22 +405,38 @@ where
         Ok(())
     }
 
-    /// The body of an insert, under the home bucket's lock. `Err` gives the node back when the
-    /// table should grow first.
-    fn insert_locked(
+    /// The body of an insert, under the home bucket's lock.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_locked<'g>(
         &self,
         table: &RawTable<K, V>,
         hash: u64,
-        mut node: Owned<Node<K, V>>,
+        mut node: NodeBox<K, V>,
         weight: u64,
-        guard: &Guard,
-    ) -> Result<(), Owned<Node<K, V>>> {
+        version: Option<u64>,
+        now: u64,
+        notes: &mut Notes<'g, K, V>,
+        guard: &'g Guard,
+    ) -> Locked<K, V> {
+        if let (Some(v), Some(tombs)) = (version, &self.tombstones) {
+            if let Some(t) = tombs.get(hash, &node.kv().0) {
+                if v <= t {
+                    return Locked::Stale(node, t);
+                }
+            }
+        }
         let mut reservation = Reservation::new(&self.budget);
         let mut step = 0;
         loop {
             let new_key = &node.kv().0;
             match table.find(hash, |k| k == new_key, guard) {
                 Some(found) => {
+                    if let Some(v) = version {
+                        let current = self.ext.version(found.node()).unwrap_or(0);
+                        if v <= current {
+                            return Locked::Stale(node, current);
+                        }
+                    }
                     let extra = weight.saturating_sub(found.node().weight());
                     self.make_room(
                         table,
@@ -279,12 +444,13 @@ where
                         &mut reservation,
                         false,
                         extra,
+                        notes,
                         guard,
                     );
-                    match self.swap_in(table, &found, node, guard) {
+                    match self.swap_in(table, &found, node, now, notes, guard) {
                         Ok(()) => {
                             reservation.commit();
-                            return Ok(());
+                            return Locked::Done;
                         }
                         // Evicted meanwhile (removals take this lock): look again. Give the
                         // extra weight back first: an insert must never wait for budget while
@@ -303,20 +469,19 @@ where
                         &mut reservation,
                         true,
                         weight,
+                        notes,
                         guard,
                     ) {
-                        return Err(node);
+                        return Locked::Grow(node);
                     }
                     let nslots = table.nslots();
-                    match table.publish(
-                        hash,
-                        node,
-                        |slot| self.hand.starts_marked(slot, nslots),
-                        guard,
-                    ) {
-                        Ok(_) => {
+                    match table.publish(hash, node, |slot| self.hand.starts_marked(slot, nslots)) {
+                        Ok(()) => {
                             reservation.commit();
-                            return Ok(());
+                            if let Some(st) = &self.stats {
+                                st.add(Counter::Insert, 1);
+                            }
+                            return Locked::Done;
                         }
                         // The key's neighbourhood is full. A growable table that is at
                         // least a quarter full grows; otherwise one of the neighbourhood's
@@ -327,10 +492,19 @@ where
                             node = back;
                             let max_len = self.budget.max_len();
                             if self.can_grow() && self.budget.len() >= max_len / 4 {
-                                return Err(node);
+                                return Locked::Grow(node);
                             }
                             if let Some(victim) = self.hand.evict_near(table, hash, guard) {
-                                self.retire_unlinked(victim, guard);
+                                let cause = if self.expired(
+                                    // SAFETY: just unlinked by us; alive under `guard`.
+                                    unsafe { victim.deref() },
+                                    now,
+                                ) {
+                                    RemovalCause::Expired
+                                } else {
+                                    RemovalCause::Capacity
+                                };
+                                self.retire_unlinked(victim, cause, notes, guard);
                             }
                         }
                     }
@@ -344,14 +518,16 @@ where
     /// Brings `reservation` to one entry (if `entry`) and exactly `weight`, evicting as needed.
     /// Returns false, having reserved nothing, when the table should grow instead of evicting.
     /// `held` is the home bucket whose lock the caller holds.
-    fn make_room(
+    #[allow(clippy::too_many_arguments)]
+    fn make_room<'g>(
         &self,
         table: &RawTable<K, V>,
         held: usize,
         reservation: &mut Reservation<'_>,
         entry: bool,
         weight: u64,
-        guard: &Guard,
+        notes: &mut Notes<'g, K, V>,
+        guard: &'g Guard,
     ) -> bool {
         let mut step = 0;
         if entry && !reservation.has_entry() {
@@ -365,7 +541,7 @@ where
                 }
                 // The victim's entry and weight pass straight to this reservation: the shared
                 // counters are not written twice (release, then reserve) per eviction.
-                if let Some(victim) = self.evict_one(table, held, &mut step, guard) {
+                if let Some(victim) = self.evict_one(table, held, &mut step, notes, guard) {
                     reservation.set_entry();
                     reservation.take_weight(victim);
                     break;
@@ -378,7 +554,7 @@ where
                 reservation.take_weight(more);
                 break;
             }
-            if let Some(victim) = self.evict_one(table, held, &mut step, guard) {
+            if let Some(victim) = self.evict_one(table, held, &mut step, notes, guard) {
                 self.budget.release_entry();
                 reservation.take_weight(victim);
             }
@@ -395,18 +571,28 @@ where
             && !self.grow_failed.load(Ordering::Relaxed)
     }
 
-    /// Lets the hand evict one entry and returns its weight: the caller now holds the victim's
-    /// entry and weight in the budget. If the hand found none (every slot empty or in flight),
-    /// waits a little for the writers that hold the budget and returns `None`.
-    fn evict_one(
+    /// Lets the hand evict one entry (an expired one first) and returns its weight: the caller
+    /// now holds the victim's entry and weight in the budget. If the hand found none (every
+    /// slot empty or in flight), waits a little for the writers that hold the budget and
+    /// returns `None`.
+    fn evict_one<'g>(
         &self,
         table: &RawTable<K, V>,
         held: usize,
         step: &mut u32,
-        guard: &Guard,
+        notes: &mut Notes<'g, K, V>,
+        guard: &'g Guard,
     ) -> Option<u64> {
-        match self.hand.evict(table, Some(held), guard) {
-            Some(node) => Some(self.retire_owned(node, guard)),
+        let victim = match &self.expiry {
+            Some(e) => {
+                let now = self.clock.now();
+                self.hand
+                    .evict(table, Some(held), |n| e.is_expired(n, now), guard)
+            }
+            None => self.hand.evict(table, Some(held), |_| false, guard),
+        };
+        match victim {
+            Some((node, cause)) => Some(self.retire_owned(node, cause, notes, guard)),
             None => {
                 spin_wait(*step);
                 *step = step.saturating_add(1);
@@ -419,14 +605,14 @@ where
     /// `old` first.
     ///
     /// The grower takes every bucket lock of `old` in index order. Every writer (insert,
-    /// remove, clear, and eviction, which only runs inside an insert) holds a lock of the table
-    /// it writes and never waits for a second lock while holding one, so once the grower holds
-    /// them all, `old` is frozen: it copies the node pointers into a new table, publishes it
-    /// (Release), and retires `old` with its locks still held, so writers waiting on them give
-    /// up and retry on the new table. Readers are never blocked: they see `old` (frozen, valid)
-    /// or the new table.
+    /// remove, clear, purge, and eviction, which only runs inside an insert) holds a lock of
+    /// the table it writes and never waits for a second lock while holding one, so once the
+    /// grower holds them all, `old` is frozen: it copies the node pointers into a new table,
+    /// publishes it (Release), and retires `old` with its locks still held, so writers waiting
+    /// on them give up and retry on the new table. Readers are never blocked: they see `old`
+    /// (frozen, valid) or the new table.
     #[cold]
-    fn grow(&self, old: &RawTable<K, V>, guard: &Guard) {
+    fn grow<'g>(&self, old: &RawTable<K, V>, notes: &mut Notes<'g, K, V>, guard: &'g Guard) {
         let Some(limit) = self.grow_limit else { return };
         let mut locks = Vec::with_capacity(old.nbuckets());
         for b in 0..old.nbuckets() {
@@ -481,40 +667,94 @@ where
         // Nodes whose neighbourhood in the new table was full (a degenerate hasher) are
         // evicted: they are in no current table, and this thread alone could unlink them.
         for node in homeless {
-            self.retire_unlinked(node, guard);
+            self.retire_unlinked(node, RemovalCause::Capacity, notes, guard);
         }
+    }
+
+    /// Records a departing node that this thread unlinked or replaced: counts it, owes the
+    /// listener a call, and for a versioned entry the cache chose to drop (capacity, expiry),
+    /// keeps its version as a tombstone, so that a late, older update is still refused.
+    fn note<'g>(
+        &self,
+        node: Shared<'g, Node<K, V>>,
+        cause: RemovalCause,
+        notes: &mut Notes<'g, K, V>,
+        _guard: &'g Guard,
+    ) {
+        if let Some(st) = &self.stats {
+            st.removed(cause);
+        }
+        if let (Some(tombs), true) = (&self.tombstones, cause.was_evicted()) {
+            // SAFETY: unlinked by this thread under `_guard`, not yet freed.
+            let n = unsafe { node.deref() };
+            if let Some(v) = self.ext.version(n) {
+                if v > 0 {
+                    let key = &n.kv().0;
+                    tombs.record(self.hash(key), key, v);
+                }
+            }
+        }
+        notes.push(node, cause);
     }
 
     /// Retires a node this thread unlinked and returns its weight; its entry and weight stay
     /// counted in the budget, for the caller to pass on or give back.
-    fn retire_owned(&self, node: Shared<'_, Node<K, V>>, guard: &Guard) -> u64 {
+    fn retire_owned<'g>(
+        &self,
+        node: Shared<'g, Node<K, V>>,
+        cause: RemovalCause,
+        notes: &mut Notes<'g, K, V>,
+        guard: &'g Guard,
+    ) -> u64 {
         // SAFETY: non-null: it was just unlinked from a slot.
         let weight = unsafe { node.deref() }.weight();
+        self.note(node, cause, notes, guard);
         // SAFETY: this thread's CAS unlinked it.
         unsafe { retire(node, guard) };
         weight
     }
 
     /// Gives back the budget of a node this thread unlinked and retires it.
-    fn retire_unlinked(&self, node: Shared<'_, Node<K, V>>, guard: &Guard) {
-        let weight = self.retire_owned(node, guard);
+    fn retire_unlinked<'g>(
+        &self,
+        node: Shared<'g, Node<K, V>>,
+        cause: RemovalCause,
+        notes: &mut Notes<'g, K, V>,
+        guard: &'g Guard,
+    ) {
+        let weight = self.retire_owned(node, cause, notes, guard);
         self.budget.release_entry();
         self.budget.release_weight(weight);
     }
 
-    fn remove_with_guard<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
+    /// Removes `key` under its home lock if `pick` agrees (it sees the node and returns the
+    /// removal's cause, or `None` to keep the node). Returns the node, alive under `guard`.
+    pub(crate) fn remove_if<'g, Q>(
+        &self,
+        key: &Q,
+        mut pick: impl FnMut(&Node<K, V>) -> Option<RemovalCause>,
+        on_locked: impl FnOnce(u64, bool),
+        notes: &mut Notes<'g, K, V>,
+        guard: &'g Guard,
+    ) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let hash = self.hash(key);
         let mut step = 0;
+        let mut on_locked = Some(on_locked);
         loop {
             let table = self.table(guard);
             // Writers hold a lock of the table they write (see `grow`).
             let Some(_lock) = table.lock(hash, || self.replaced(table, guard)) else {
                 continue;
             };
-            let found = table.find(hash, |k| key.equivalent(k), guard)?;
+            let found = table.find(hash, |k| key.equivalent(k), guard);
+            let cause = found.as_ref().and_then(|f| pick(f.node()));
+            if let Some(f) = on_locked.take() {
+                f(hash, cause.is_some());
+            }
+            let (found, cause) = (found?, cause?);
             if table.unlink(
                 found.bucket,
                 found.slot,
@@ -523,7 +763,7 @@ where
                 guard,
             ) {
                 let node = found.node();
-                self.retire_unlinked(found.node, guard);
+                self.retire_unlinked(found.node, cause, notes, guard);
                 return Some(node);
             }
             // Evicted by another thread meanwhile: look again.
@@ -532,40 +772,73 @@ where
         }
     }
 
-    /// Removes the entry for `key` and returns a clone of its value.
-    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    fn remove_with_guard<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
-        V: Clone,
     {
-        let guard = epoch::pin();
-        self.remove_with_guard(key, &guard)
-            .map(|n| n.read(|_, v| v.clone()))
+        let mut notes = Notes::new(self.listener.is_some());
+        let now = self.now();
+        let node = self.remove_if(
+            key,
+            |_| Some(RemovalCause::Explicit),
+            |_, _| {},
+            &mut notes,
+            guard,
+        );
+        notes.deliver(self.listener.as_ref());
+        node.filter(|n| !self.expired(n, now))
     }
 
-    /// Removes every entry. Inserts that run concurrently with `clear` may survive it.
-    pub fn clear(&self) {
+    /// Unlinks, bucket by bucket under each bucket's lock, every entry `pick` names a cause
+    /// for; returns how many. Inserts that run concurrently may survive.
+    fn sweep(&self, pick: impl Fn(&Node<K, V>) -> Option<RemovalCause>) -> usize {
         let guard = epoch::pin();
+        let mut removed = 0;
         'restart: loop {
             let table = self.table(&guard);
             for b in 0..table.nbuckets() {
-                // Writers hold a lock of the table they write (see `grow`).
-                let Some(_lock) = table.lock_bucket(b, || self.replaced(table, &guard)) else {
-                    continue 'restart;
-                };
-                for i in 0..SLOTS {
-                    let p = table.load_slot(b * SLOTS + i, &guard);
-                    if !p.is_null() && table.unlink(b, i, p, Some(b), &guard) {
-                        self.retire_unlinked(p, &guard);
+                let mut notes = Notes::new(self.listener.is_some());
+                {
+                    // Writers hold a lock of the table they write (see `grow`).
+                    let Some(_lock) = table.lock_bucket(b, || self.replaced(table, &guard)) else {
+                        continue 'restart;
+                    };
+                    for i in 0..SLOTS {
+                        let p = table.load_slot(b * SLOTS + i, &guard);
+                        // SAFETY: loaded under `guard`.
+                        let Some(cause) = (unsafe { p.as_ref() }).and_then(&pick) else {
+                            continue;
+                        };
+                        if table.unlink(b, i, p, Some(b), &guard) {
+                            self.retire_unlinked(p, cause, &mut notes, &guard);
+                            removed += 1;
+                        }
                     }
                 }
+                notes.deliver(self.listener.as_ref());
             }
-            return;
+            return removed;
         }
+    }
+
+    pub(crate) fn clear(&self) {
+        self.sweep(|_| Some(RemovalCause::Cleared));
+    }
+
+    pub(crate) fn purge_expired(&self) -> usize {
+        if self.expiry.is_none() {
+            return 0;
+        }
+        let now = self.now();
+        self.sweep(|n| self.expired(n, now).then_some(RemovalCause::Expired))
+    }
+
+    pub(crate) fn listener(&self) -> Option<&Listener<K, V>> {
+        self.listener.as_ref()
     }
 }
 
-impl<K, V, S> Cache<K, V, S> {
+impl<K, V, S> Inner<K, V, S> {
     /// The current table.
     #[inline(always)]
     fn table<'g>(&self, guard: &'g Guard) -> &'g RawTable<K, V> {
@@ -575,10 +848,154 @@ impl<K, V, S> Cache<K, V, S> {
         // replaced table is retired through epoch, so it outlives `guard`.
         unsafe { t.deref() }
     }
+}
 
-    /// Entries in the cache now (including inserts in flight that already reserved room).
+impl<K, V, S> Drop for Inner<K, V, S> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no thread is inside the cache (the janitor was joined by
+        // `Cache::drop`), so the unprotected guard is sound. The current table owns every live
+        // node (retired tables never free nodes and only hold copies of pointers that are also
+        // here or already retired).
+        unsafe {
+            let guard = epoch::unprotected();
+            let table = self.table.load(Ordering::Relaxed, guard);
+            let mut table = table.into_owned();
+            table.drop_nodes();
+        }
+    }
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Pins the current thread and returns a handle whose lookups lend references instead of
+    /// cloning. Entries stay alive (not necessarily in the cache) while the handle lives, so keep
+    /// it short-lived: a long-lived handle delays the reclamation of everything removed meanwhile.
+    /// In a cache with expiry the handle reads the clock once: its lookups judge expiry at
+    /// the instant it was created.
+    pub fn pin(&self) -> Pinned<'_, K, V, S> {
+        Pinned {
+            cache: self,
+            guard: epoch::pin(),
+            now: self.inner.now(),
+        }
+    }
+
+    /// Returns a clone of the value for `key` and marks the entry as recently used. An expired
+    /// entry is never returned.
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        let guard = epoch::pin();
+        let now = self.inner.now();
+        let node = self.inner.lookup(key, now, true, &guard)?;
+        Some(node.read(|_, v| v.clone()))
+    }
+
+    /// Like [`get`](Self::get), but leaves the entry's recency (and statistics) alone.
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        let guard = epoch::pin();
+        let now = self.inner.now();
+        self.inner
+            .lookup(key, now, false, &guard)
+            .map(|n| n.read(|_, v| v.clone()))
+    }
+
+    /// True if `key` is cached and not expired. Leaves recency alone.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        let guard = epoch::pin();
+        let now = self.inner.now();
+        self.inner.lookup(key, now, false, &guard).is_some()
+    }
+
+    /// Inserts or replaces the entry for `key`, evicting others if the cache is full. In a cache
+    /// with a default [time-to-live](Builder::time_to_live), the entry gets it.
+    ///
+    /// The only refusal is an entry heavier than `max_weight` in a weighted cache
+    /// ([`InsertErrorKind::TooHeavy`]); it evicts nothing and hands the pair back. In a cache
+    /// without a weigher `insert` always succeeds.
+    pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
+        let guard = epoch::pin();
+        self.inner.insert_full(key, value, None, None, &guard)
+    }
+
+    /// Inserts or replaces the entry for `key` with its own time-to-live, which overrides the
+    /// cache's default.
+    ///
+    /// Needs a cache built with [`Builder::time_to_live`] or [`Builder::expiry`]; otherwise
+    /// (its nodes have no deadline word) the pair comes back with
+    /// [`InsertErrorKind::ExpiryDisabled`]. A zero `ttl` stores an entry that is already
+    /// expired: no lookup returns it and the hand removes it first (with
+    /// [`RemovalCause::Expired`]). A `ttl` too large for the clock means "never expires".
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache: clockline::Cache<&str, u32> =
+    ///     clockline::Cache::builder().max_capacity(10).expiry().build().unwrap();
+    /// cache.insert_with_ttl("session", 7, Duration::from_secs(30)).unwrap();
+    /// assert_eq!(cache.get("session"), Some(7));
+    /// ```
+    pub fn insert_with_ttl(
+        &self,
+        key: K,
+        value: V,
+        ttl: Duration,
+    ) -> Result<(), InsertError<K, V>> {
+        let guard = epoch::pin();
+        self.inner.insert_full(key, value, Some(ttl), None, &guard)
+    }
+
+    /// Removes the entry for `key` and returns a clone of its value (`None` if it was absent
+    /// or had expired; an expired entry is still removed, with [`RemovalCause::Explicit`]).
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        let guard = epoch::pin();
+        self.inner
+            .remove_with_guard(key, &guard)
+            .map(|n| n.read(|_, v| v.clone()))
+    }
+
+    /// Removes every entry. Inserts that run concurrently with `clear` may survive it.
+    pub fn clear(&self) {
+        self.inner.clear();
+    }
+
+    /// Removes every expired entry now, bucket by bucket; returns how many. Without it, expired
+    /// entries are removed by the hand as it passes (first, before any live entry), by the
+    /// [janitor](Builder::janitor), or when their key is written. Until then they still count in
+    /// [`len`](Self::len), but no lookup returns them.
+    pub fn purge_expired(&self) -> usize {
+        self.inner.purge_expired()
+    }
+
+    /// A snapshot of the statistics, or `None` if the cache was built without
+    /// [`Builder::record_stats`].
+    pub fn stats(&self) -> Option<CacheStats> {
+        self.inner.stats.as_ref().map(Stats::snapshot)
+    }
+}
+
+impl<K, V, S> Cache<K, V, S> {
+    /// Entries in the cache now (including inserts in flight that already reserved room, and
+    /// expired entries not yet removed).
     pub fn len(&self) -> usize {
-        self.budget.len()
+        self.inner.budget.len()
     }
 
     /// True if [`len`](Self::len) is 0.
@@ -589,22 +1006,25 @@ impl<K, V, S> Cache<K, V, S> {
     /// The most entries the cache holds now. Fixed, except in a weight-bounded cache built
     /// without `max_capacity`, whose table grows (and this bound with it) as entries arrive.
     pub fn capacity(&self) -> usize {
-        self.budget.max_len()
+        self.inner.budget.max_len()
     }
 
     /// Total weight of the entries now; 0 in a cache without a weigher.
     pub fn weight(&self) -> u64 {
-        self.budget.weight()
+        self.inner.budget.weight()
     }
 
     /// The weight budget, if the cache has a weigher.
     pub fn max_weight(&self) -> Option<u64> {
-        self.weigher.as_ref().map(|_| self.budget.max_weight())
+        self.inner
+            .weigher
+            .as_ref()
+            .map(|_| self.inner.budget.max_weight())
     }
 
     /// The key hasher.
     pub fn hasher(&self) -> &S {
-        &self.hasher
+        &self.inner.hasher
     }
 
     /// (entries, total distance from home in buckets, spill bits set, buckets):
@@ -612,7 +1032,7 @@ impl<K, V, S> Cache<K, V, S> {
     #[doc(hidden)]
     pub fn probe_stats(&self) -> [usize; 4] {
         let guard = epoch::pin();
-        let table = self.table(&guard);
+        let table = self.inner.table(&guard);
         let [a, b, c] = table.probe_stats(&guard);
         [a, b, c, table.nbuckets()]
     }
@@ -626,8 +1046,9 @@ impl<K, V, S> Cache<K, V, S> {
         K: Hash + Eq,
         S: BuildHasher,
     {
+        let inner = &*self.inner;
         let guard = epoch::pin();
-        let table = self.table(&guard);
+        let table = inner.table(&guard);
         let mut count = 0usize;
         let mut weight = 0u64;
         for s in 0..table.nslots() {
@@ -637,7 +1058,7 @@ impl<K, V, S> Cache<K, V, S> {
                 count += 1;
                 weight += node.weight();
                 let key = &node.kv().0;
-                let hash = self.hasher.hash_one(key);
+                let hash = inner.hasher.hash_one(key);
                 match table.find(hash, |k| k == key, &guard) {
                     Some(f) if f.node == p => {}
                     Some(_) => return Err(format!("slot {s}: key found twice")),
@@ -645,11 +1066,14 @@ impl<K, V, S> Cache<K, V, S> {
                 }
             }
         }
-        if count > self.budget.len() || count > self.budget.max_len() {
-            return Err(format!("{count} entries, len {}", self.budget.len()));
+        if count > inner.budget.len() || count > inner.budget.max_len() {
+            return Err(format!("{count} entries, len {}", inner.budget.len()));
         }
-        if weight > self.budget.weight() || weight > self.budget.max_weight() {
-            return Err(format!("weight {weight}, counter {}", self.budget.weight()));
+        if weight > inner.budget.weight() || weight > inner.budget.max_weight() {
+            return Err(format!(
+                "weight {weight}, counter {}",
+                inner.budget.weight()
+            ));
         }
         Ok(count)
     }
@@ -657,14 +1081,9 @@ impl<K, V, S> Cache<K, V, S> {
 
 impl<K, V, S> Drop for Cache<K, V, S> {
     fn drop(&mut self) {
-        // SAFETY: `&mut self`: no thread is inside the cache, so the unprotected guard is
-        // sound. The current table owns every live node (retired tables never free nodes and
-        // only hold copies of pointers that are also here or already retired).
-        unsafe {
-            let guard = epoch::unprotected();
-            let table = self.table.load(Ordering::Relaxed, guard);
-            let mut table = table.into_owned();
-            table.drop_nodes();
+        // The janitor sweeps `inner`: stop and join it before `inner` is dropped.
+        if let Some(j) = self.janitor.take() {
+            j.stop();
         }
     }
 }
@@ -676,6 +1095,10 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
             .field("capacity", &self.capacity())
             .field("weight", &self.weight())
             .field("max_weight", &self.max_weight())
+            .field("expiry", &self.inner.expiry.is_some())
+            .field("versioned", &self.inner.tombstones.is_some())
+            .field("stats", &self.inner.stats.is_some())
+            .field("janitor", &self.janitor.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -687,6 +1110,8 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
 pub struct Pinned<'c, K, V, S = DefaultHashBuilder> {
     cache: &'c Cache<K, V, S>,
     guard: Guard,
+    /// The expiry clock when the handle was made (0 without expiry).
+    now: u64,
 }
 
 impl<'c, K, V, S> Pinned<'c, K, V, S>
@@ -701,8 +1126,7 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let node = self.cache.find(key, &self.guard)?;
-        node.touch();
+        let node = self.cache.inner.lookup(key, self.now, true, &self.guard)?;
         Some(&node.kv().1)
     }
 
@@ -711,20 +1135,28 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        self.cache.find(key, &self.guard).map(|n| &n.kv().1)
+        self.cache
+            .inner
+            .lookup(key, self.now, false, &self.guard)
+            .map(|n| &n.kv().1)
     }
 
-    /// True if `key` is cached.
+    /// True if `key` is cached and not expired.
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        self.cache.find(key, &self.guard).is_some()
+        self.cache
+            .inner
+            .lookup(key, self.now, false, &self.guard)
+            .is_some()
     }
 
     /// [`Cache::insert`] under this handle's guard.
     pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
-        self.cache.insert_with_guard(key, value, &self.guard)
+        self.cache
+            .inner
+            .insert_full(key, value, None, None, &self.guard)
     }
 
     /// Removes the entry for `key` and lends its value for the life of this handle.
@@ -733,17 +1165,20 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
+            .inner
             .remove_with_guard(key, &self.guard)
             .map(|n| &n.kv().1)
     }
 
-    /// Iterates over the entries in table order. Concurrent writes may or may not be seen; no
-    /// entry is seen twice unless it was re-inserted during the walk.
+    /// Iterates over the live entries in table order. Concurrent writes may or may not be seen;
+    /// no entry is seen twice unless it was re-inserted during the walk.
     pub fn iter(&self) -> Iter<'_, K, V> {
         Iter {
-            table: self.cache.table(&self.guard),
+            table: self.cache.inner.table(&self.guard),
             guard: &self.guard,
             slot: 0,
+            expiry: self.cache.inner.expiry.as_ref(),
+            now: self.now,
         }
     }
 
@@ -759,11 +1194,13 @@ impl<K, V, S> fmt::Debug for Pinned<'_, K, V, S> {
     }
 }
 
-/// Iterator over a [`Pinned`] cache's entries.
+/// Iterator over a [`Pinned`] cache's live entries.
 pub struct Iter<'g, K, V> {
     table: &'g RawTable<K, V>,
     guard: &'g Guard,
     slot: usize,
+    expiry: Option<&'g Expiry>,
+    now: u64,
 }
 
 impl<'g, K, V> Iterator for Iter<'g, K, V> {
@@ -775,6 +1212,9 @@ impl<'g, K, V> Iterator for Iter<'g, K, V> {
             self.slot += 1;
             // SAFETY: loaded under the handle's guard, which outlives `'g`.
             if let Some(node) = unsafe { p.as_ref() } {
+                if self.expiry.is_some_and(|e| e.is_expired(node, self.now)) {
+                    continue;
+                }
                 let (k, v) = node.kv();
                 return Some((k, v));
             }

@@ -14,6 +14,7 @@
 //! (see the table's `# Orderings`). Reference bits are Relaxed hints: a read that races with the
 //! hand may lose its mark, which costs the entry one round, never memory safety.
 
+use crate::listener::RemovalCause;
 use crate::sync::{AtomicUsize, Ordering};
 use crate::table::{Node, RawTable};
 use crossbeam_epoch::{Guard, Shared};
@@ -46,15 +47,17 @@ impl Hand {
         ahead * 5 < nslots * 2
     }
 
-    /// Sweeps until it unlinks one entry and returns it; the caller owns it and must release
-    /// its budget and retire it. Returns `None` after two full turns found nothing to evict
+    /// Sweeps until it unlinks one entry and returns it, with why; the caller owns it and must
+    /// release its budget and retire it. An entry that `expired` says has expired goes first,
+    /// whatever its reference bit. Returns `None` after two full turns found nothing to evict
     /// (every slot empty or being written), so a caller never spins here forever.
     pub(crate) fn evict<'g, K, V>(
         &self,
         table: &RawTable<K, V>,
         held: Option<usize>,
+        expired: impl Fn(&Node<K, V>) -> bool,
         guard: &'g Guard,
-    ) -> Option<Shared<'g, Node<K, V>>> {
+    ) -> Option<(Shared<'g, Node<K, V>>, RemovalCause)> {
         let nslots = table.nslots();
         for _ in 0..2 * nslots + 1 {
             // Relaxed: see `# Orderings`.
@@ -65,11 +68,15 @@ impl Hand {
             let Some(node) = (unsafe { p.as_ref() }) else {
                 continue;
             };
-            if node.take_ref() {
+            let cause = if expired(node) {
+                RemovalCause::Expired
+            } else if node.take_ref() {
                 continue;
-            }
+            } else {
+                RemovalCause::Capacity
+            };
             if table.unlink(b, i, p, held, guard) {
-                return Some(p);
+                return Some((p, cause));
             }
         }
         None

@@ -25,6 +25,21 @@ pub enum BuildError {
         /// What was asked for.
         requested: usize,
     },
+    /// `time_to_live(Duration::ZERO)`: every entry would be born expired. (A zero TTL on one
+    /// entry, through `insert_with_ttl`, is allowed: that entry is stored already expired.)
+    ZeroTimeToLive,
+    /// `time_to_idle(Duration::ZERO)`: as above.
+    ZeroTimeToIdle,
+    /// `janitor(Duration::ZERO)`: a janitor that never sleeps would spin a core.
+    ZeroJanitorInterval,
+    /// A janitor on a cache without expiry would have nothing to do.
+    JanitorWithoutExpiry,
+    /// `max_tombstones(0)`: a versioned cache needs room for at least one tombstone.
+    ZeroTombstones,
+    /// `max_tombstones` without `versioned`.
+    TombstonesWithoutVersions,
+    /// The janitor thread could not be started.
+    JanitorSpawn(String),
 }
 
 impl fmt::Display for BuildError {
@@ -44,6 +59,18 @@ impl fmt::Display for BuildError {
             Self::CapacityTooLarge { requested } => {
                 write!(f, "cannot allocate a table for {requested} entries")
             }
+            Self::ZeroTimeToLive => write!(f, "time_to_live must be longer than zero"),
+            Self::ZeroTimeToIdle => write!(f, "time_to_idle must be longer than zero"),
+            Self::ZeroJanitorInterval => write!(f, "the janitor interval must be longer than zero"),
+            Self::JanitorWithoutExpiry => write!(
+                f,
+                "a janitor needs expiry (time_to_live, time_to_idle or expiry)"
+            ),
+            Self::ZeroTombstones => write!(f, "max_tombstones must be at least 1"),
+            Self::TombstonesWithoutVersions => {
+                write!(f, "max_tombstones needs a versioned cache")
+            }
+            Self::JanitorSpawn(e) => write!(f, "cannot start the janitor thread: {e}"),
         }
     }
 }
@@ -71,6 +98,18 @@ pub enum InsertErrorKind {
         /// The cache's `max_weight`.
         max_weight: u64,
     },
+    /// `insert_with_ttl` on a cache built without expiry: its entries have no deadline word.
+    ExpiryDisabled,
+    /// `insert_versioned` on a cache built without `versioned()`: its entries have no version.
+    NotVersioned,
+    /// A versioned insert no newer than what the cache knows of the key (its entry's or its
+    /// tombstone's version). Nothing changed.
+    Stale {
+        /// The version offered.
+        version: u64,
+        /// The version the cache knows.
+        current: u64,
+    },
 }
 
 impl<K, V> fmt::Debug for InsertError<K, V> {
@@ -87,6 +126,16 @@ impl<K, V> fmt::Display for InsertError<K, V> {
             InsertErrorKind::TooHeavy { weight, max_weight } => write!(
                 f,
                 "entry of weight {weight} exceeds the cache's max_weight {max_weight}"
+            ),
+            InsertErrorKind::ExpiryDisabled => {
+                write!(f, "insert_with_ttl needs a cache built with expiry")
+            }
+            InsertErrorKind::NotVersioned => {
+                write!(f, "insert_versioned needs a cache built with versioned()")
+            }
+            InsertErrorKind::Stale { version, current } => write!(
+                f,
+                "stale write: version {version} is not newer than the known version {current}"
             ),
         }
     }

@@ -59,14 +59,26 @@ mod builder;
 mod cache;
 mod clock;
 mod error;
+pub mod expiry;
+mod janitor;
+mod listener;
+pub mod loader;
+mod stats;
 mod sync;
 mod table;
+pub mod versions;
+mod warmup;
 
 pub use builder::{Builder, INITIAL_WEIGHTED_ENTRIES};
 pub use cache::{Cache, DefaultHashBuilder, Iter, Pinned};
 pub use equivalent::Equivalent;
 pub use error::{BuildError, InsertError, InsertErrorKind};
+pub use expiry::{Clock, CoarseClock};
+pub use listener::RemovalCause;
+pub use stats::CacheStats;
 pub use table::MAX_WEIGHT;
+pub use versions::Invalidation;
+pub use warmup::{WarmUp, WarmUpReport};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

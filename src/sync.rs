@@ -8,6 +8,29 @@
 //!
 //! [loom]: https://docs.rs/loom
 
+/// An entry's extension word (expiry deadline, idle deadline, version): a plain std atomic in
+/// every build, also under loom. These words are written before the node is published (the
+/// publish is the Release that loom does model) and afterwards only read, except the idle
+/// deadline, which reads may push forward with Relaxed stores: a hint, like the reference bit,
+/// that orders nothing.
+pub(crate) type ExtWord = std::sync::atomic::AtomicU64;
+
+/// OS threads, which loom does not model: only the janitor and warm-up start threads, and
+/// neither runs inside a loom model.
+pub(crate) use std::thread as os_thread;
+
+/// A small number fixed per thread, handed out round robin: which stripe of a striped counter
+/// this thread writes. Not modeled by loom (any stripe is correct; only contention differs).
+#[inline]
+pub(crate) fn thread_stripe() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    std::thread_local! {
+        // Relaxed: a counter that hands out distinct numbers; it orders nothing.
+        static STRIPE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    STRIPE.try_with(|s| *s).unwrap_or(0)
+}
+
 #[cfg(clockline_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
@@ -33,6 +56,10 @@ mod imp {
         #[inline(always)]
         pub(crate) fn new(value: T) -> Self {
             Self(std::cell::UnsafeCell::new(value))
+        }
+
+        pub(crate) fn into_inner(self) -> T {
+            self.0.into_inner()
         }
 
         /// Runs `f` with a shared raw pointer to the contents.

@@ -477,7 +477,11 @@ fn constant_hash_does_not_grow_the_table() {
 // ---------------------------------------------------------------------------------------------
 // Panics in user code, one test per hook
 
-fn filled<S: BuildHasher>(hooks: &Arc<Hooks>, hasher: S, n: u64) -> Arc<Cache<Key, Val, S>> {
+fn filled<S: BuildHasher + Send + Sync + 'static>(
+    hooks: &Arc<Hooks>,
+    hasher: S,
+    n: u64,
+) -> Arc<Cache<Key, Val, S>> {
     let cache = Cache::builder()
         .max_capacity(64)
         .hasher(hasher)

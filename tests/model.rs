@@ -128,7 +128,7 @@ impl Model {
 
 /// `cap: None` builds a weight-bounded cache without `max_capacity`: its table starts with room
 /// for `min(INITIAL_WEIGHTED_ENTRIES, max_weight)` entries (the budgets here never let it grow).
-fn build<S: BuildHasher>(
+fn build<S: BuildHasher + Send + Sync + 'static>(
     cap: Option<usize>,
     max_weight: Option<u64>,
     hasher: S,
@@ -314,7 +314,7 @@ fn step<S: BuildHasher>(cache: &Cache<u8, Val, S>, m: &mut Model, op: &Op) {
     assert_eq!(now, m.map, "after {op:?}");
 }
 
-fn run<S: BuildHasher>(
+fn run<S: BuildHasher + Send + Sync + 'static>(
     cap: Option<usize>,
     max_weight: Option<u64>,
     hasher: S,

@@ -61,11 +61,11 @@ pub(crate) use bucket::SLOTS;
 pub(crate) const NEIGHBOURHOOD: usize = 8;
 #[cfg(clockline_loom)]
 pub(crate) const NEIGHBOURHOOD: usize = 2;
-pub(crate) use node::Node;
 pub use node::MAX_WEIGHT;
+pub(crate) use node::{Node, NodeBox};
 
 use bucket::{lowest, match_tag, spill_mask, tag_of, Bucket, LockGuard};
-use crossbeam_epoch::{Guard, Owned, Shared};
+use crossbeam_epoch::{Guard, Shared};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::sync::Ordering;
@@ -281,10 +281,9 @@ impl<K, V> RawTable<K, V> {
     pub(crate) fn publish(
         &self,
         hash: u64,
-        node: Owned<Node<K, V>>,
+        node: NodeBox<K, V>,
         start_marked: impl FnOnce(usize) -> bool,
-        guard: &Guard,
-    ) -> Result<(), Owned<Node<K, V>>> {
+    ) -> Result<(), NodeBox<K, V>> {
         let Some((b, i, dist)) = self.claim(hash) else {
             return Err(node);
         };
@@ -292,7 +291,7 @@ impl<K, V> RawTable<K, V> {
         if start_marked(self.hand_pos(b, i)) {
             node.set_ref();
         }
-        let node = node.into_shared(guard);
+        let node = Shared::from(node.into_raw() as *const Node<K, V>);
         // Release: publishes the node's contents and the displaced count to readers (pairs with
         // the Acquire load in `find`).
         self.buckets[b].slots[i].store(node, Ordering::Release);
@@ -304,20 +303,24 @@ impl<K, V> RawTable<K, V> {
     pub(crate) fn replace<'g>(
         &self,
         at: &Found<'g, K, V>,
-        new: Owned<Node<K, V>>,
+        new: NodeBox<K, V>,
         guard: &'g Guard,
-    ) -> Result<(), Owned<Node<K, V>>> {
+    ) -> Result<(), NodeBox<K, V>> {
         new.set_dist(at.node().dist());
         // AcqRel: Release publishes `new`; Acquire orders this after the old node's publish.
         match self.buckets[at.bucket].slots[at.slot].compare_exchange(
             at.node,
-            new,
+            Shared::from(new.as_ptr()),
             Ordering::AcqRel,
             Ordering::Relaxed,
             guard,
         ) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.new),
+            Ok(_) => {
+                // The table owns it now.
+                new.into_raw();
+                Ok(())
+            }
+            Err(_) => Err(new),
         }
     }
 
@@ -511,7 +514,7 @@ pub(crate) unsafe fn retire<K, V>(node: Shared<'_, Node<K, V>>, guard: &Guard) {
     unsafe {
         guard.defer_unchecked(move || {
             let _ = catch_unwind(AssertUnwindSafe(|| {
-                drop(Owned::from_raw(raw as *mut Node<K, V>));
+                drop(NodeBox::from_raw(raw as *mut Node<K, V>));
             }));
         });
     }
@@ -535,7 +538,7 @@ impl<K, V> RawTable<K, V> {
                 let p = slot.swap(Shared::null(), Ordering::Relaxed, guard);
                 if !p.is_null() {
                     // SAFETY: the table is the node's only owner (the caller's contract).
-                    let owned = unsafe { p.into_owned() };
+                    let owned = unsafe { NodeBox::from_raw(p.as_raw() as *mut Node<K, V>) };
                     if let Err(e) = catch_unwind(AssertUnwindSafe(|| drop(owned))) {
                         first_panic.get_or_insert(e);
                     }

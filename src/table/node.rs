@@ -1,35 +1,179 @@
-//! An entry: key, value and one metadata word, in one heap allocation reclaimed by epoch.
+//! An entry: key, value, one metadata word and the feature words the cache was built with, in
+//! one heap allocation reclaimed by epoch.
 //!
 //! ```text
-//! Node<u64, u64> (24 bytes):
+//! Node<u64, u64> (24 bytes, plus 8 per extension word):
 //!   meta: AtomicU64   bit 0       CLOCK reference bit (set by reads, cleared by the hand)
 //!                     bit 1       reserved
-//!                     bits 2..18  distance: buckets between the home bucket and this node's
+//!                     bits 2..16  distance: buckets between the home bucket and this node's
 //!                                 bucket (below `NEIGHBOURHOOD`)
+//!                     bits 16..18 number of extension words after the node (0..=3)
 //!                     bits 18..64 weight (at most MAX_WEIGHT)
 //!   kv:   (K, V)      immutable after publication; replaced as a whole by a new node
+//!   ext:  [u64; n]    only as many words as the cache's features need: expiry deadline,
+//!                     idle deadline, version (see `ExtLayout`); none for a plain cache
 //! ```
+//!
+//! Pay for what you use: the extension words are allocated after the node (one allocation, a
+//! layout computed from `n`), so a cache built without expiry or versions carries none.
 
-use crate::sync::{AtomicU64, Ordering, UnsafeCell};
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+
+use crate::sync::{AtomicU64, ExtWord, Ordering, UnsafeCell};
 
 const REF: u64 = 1;
 const DIST_SHIFT: u32 = 2;
-const DIST_MAX: u64 = 0xffff;
+const DIST_MAX: u64 = 0x3fff;
+const EXT_SHIFT: u32 = 16;
+const EXT_MAX: u64 = 3;
 const WEIGHT_SHIFT: u32 = 18;
 /// The largest weight one entry, and so the whole cache, can have: 2^46 - 1.
 pub const MAX_WEIGHT: u64 = (1 << (64 - WEIGHT_SHIFT)) - 1;
 
+#[repr(C)]
 pub(crate) struct Node<K, V> {
     meta: AtomicU64,
     kv: UnsafeCell<(K, V)>,
 }
 
-impl<K, V> Node<K, V> {
-    pub(crate) fn new(key: K, value: V, weight: u64) -> Self {
+/// An owned node that is not (or no longer) in any table: frees itself, extension words
+/// included, on drop. `Owned<Node>` cannot be used: it would free with `Node`'s layout alone.
+pub(crate) struct NodeBox<K, V> {
+    ptr: NonNull<Node<K, V>>,
+}
+
+// SAFETY: a NodeBox owns its node exactly as a Box would.
+unsafe impl<K: Send, V: Send> Send for NodeBox<K, V> {}
+
+impl<K, V> NodeBox<K, V> {
+    /// A new node with `ext` as its extension words (at most three).
+    pub(crate) fn new(key: K, value: V, weight: u64, ext: &[u64]) -> Self {
         debug_assert!(weight <= MAX_WEIGHT);
+        assert!(ext.len() as u64 <= EXT_MAX);
+        let layout = Node::<K, V>::layout(ext.len());
+        // SAFETY: the layout has a non-zero size (the metadata word alone is 8 bytes).
+        let raw = unsafe { alloc::alloc(layout) } as *mut Node<K, V>;
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        let meta = (weight << WEIGHT_SHIFT) | ((ext.len() as u64) << EXT_SHIFT);
+        // SAFETY: `raw` is a fresh allocation of `layout`, which starts with a `Node` and
+        // continues with `ext.len()` u64 words at `Node::ext_offset()`, both suitably aligned
+        // (`Node` is at least 8-aligned, and its size is a multiple of its alignment).
+        unsafe {
+            raw.write(Node {
+                meta: AtomicU64::new(meta),
+                kv: UnsafeCell::new((key, value)),
+            });
+            let words = raw
+                .cast::<u8>()
+                .add(Node::<K, V>::ext_offset())
+                .cast::<ExtWord>();
+            for (i, w) in ext.iter().enumerate() {
+                words.add(i).write(ExtWord::new(*w));
+            }
+        }
+        Self { ptr }
+    }
+
+    /// Gives up ownership: the caller has published the node (or will free it with
+    /// [`NodeBox::from_raw`]).
+    pub(crate) fn into_raw(self) -> *mut Node<K, V> {
+        let p = self.ptr.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// Takes back ownership of a node.
+    ///
+    /// # Safety
+    /// `p` came from [`NodeBox::into_raw`] and nothing else owns or can reach it any more.
+    pub(crate) unsafe fn from_raw(p: *mut Node<K, V>) -> Self {
+        // SAFETY: non-null: it came from `into_raw`.
         Self {
-            meta: AtomicU64::new(weight << WEIGHT_SHIFT),
-            kv: UnsafeCell::new((key, value)),
+            ptr: unsafe { NonNull::new_unchecked(p) },
+        }
+    }
+
+    /// Takes the key and value out and frees the node.
+    pub(crate) fn into_kv(self) -> (K, V) {
+        let layout = Node::<K, V>::layout(self.ext_len());
+        let raw = self.into_raw();
+        // SAFETY: we own the node; the pair is read out exactly once and the allocation freed
+        // without dropping it again (the metadata atomic needs no drop under std; under loom
+        // the node is dropped in place minus the pair, see below).
+        unsafe {
+            let kv = std::ptr::addr_of!((*raw).kv).read().into_inner();
+            std::ptr::drop_in_place(std::ptr::addr_of_mut!((*raw).meta));
+            alloc::dealloc(raw.cast(), layout);
+            kv
+        }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const Node<K, V> {
+        self.ptr.as_ptr()
+    }
+}
+
+impl<K, V> std::ops::Deref for NodeBox<K, V> {
+    type Target = Node<K, V>;
+    fn deref(&self) -> &Node<K, V> {
+        // SAFETY: the box owns a live node.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<K, V> Drop for NodeBox<K, V> {
+    fn drop(&mut self) {
+        let layout = Node::<K, V>::layout(self.ext_len());
+        let raw = self.ptr.as_ptr();
+        // Frees the allocation even if dropping the key or value panics.
+        struct Free(*mut u8, Layout);
+        impl Drop for Free {
+            fn drop(&mut self) {
+                // SAFETY: allocated in `NodeBox::new` with this layout; freed once.
+                unsafe { alloc::dealloc(self.0, self.1) }
+            }
+        }
+        let _free = Free(raw.cast(), layout);
+        // SAFETY: the box owns the node; extension words need no drop (plain atomics).
+        unsafe { std::ptr::drop_in_place(raw) };
+    }
+}
+
+impl<K, V> Node<K, V> {
+    fn ext_offset() -> usize {
+        // `Node` is `repr(C)` with an 8-byte first field, so its size is a multiple of 8.
+        std::mem::size_of::<Self>()
+    }
+
+    fn layout(ext: usize) -> Layout {
+        let size = Self::ext_offset() + ext * std::mem::size_of::<ExtWord>();
+        match Layout::from_size_align(size, std::mem::align_of::<Self>()) {
+            Ok(l) => l,
+            Err(_) => panic!("node layout overflow"),
+        }
+    }
+
+    fn ext_len(&self) -> usize {
+        // Relaxed: fixed at allocation.
+        ((self.meta.load(Ordering::Relaxed) >> EXT_SHIFT) & EXT_MAX) as usize
+    }
+
+    /// Extension word `i` (below the count the node was built with).
+    #[inline(always)]
+    pub(crate) fn ext(&self, i: usize) -> &ExtWord {
+        debug_assert!(i < self.ext_len());
+        // SAFETY: the node was allocated by `NodeBox::new` with at least `i + 1` words after
+        // it (every node of a cache has the cache's layout), initialised there, and they live
+        // as long as the node.
+        unsafe {
+            &*(self as *const Self)
+                .cast::<u8>()
+                .add(Self::ext_offset())
+                .cast::<ExtWord>()
+                .add(i)
         }
     }
 
@@ -127,16 +271,30 @@ mod tests {
     #[test]
     fn node_u64_u64_is_24_bytes() {
         assert_eq!(std::mem::size_of::<Node<u64, u64>>(), 24);
+        assert_eq!(Node::<u64, u64>::layout(0).size(), 24);
+        assert_eq!(Node::<u64, u64>::layout(1).size(), 32);
+    }
+
+    #[test]
+    fn ext_words_follow_the_node() {
+        let n = NodeBox::new(1u8, 2u8, 5, &[7, 8, 9]);
+        assert_eq!(n.ext_len(), 3);
+        assert_eq!(n.weight(), 5);
+        for (i, want) in [7, 8, 9].into_iter().enumerate() {
+            assert_eq!(n.ext(i).load(Ordering::Relaxed), want);
+        }
+        assert_eq!(n.kv(), &(1, 2));
     }
 
     #[test]
     fn meta_fields_do_not_overlap() {
-        let n = Node::new(1u64, 2u64, MAX_WEIGHT);
+        let n = NodeBox::new(1u64, 2u64, MAX_WEIGHT, &[0, 0, 0]);
         n.set_dist(12345);
         assert!(!n.take_ref(), "new nodes start unreferenced");
         n.touch();
         assert_eq!(n.weight(), MAX_WEIGHT);
         assert_eq!(n.dist(), 12345);
+        assert_eq!(n.ext_len(), 3);
         assert!(n.take_ref());
         assert!(!n.take_ref());
         n.set_dist(3);

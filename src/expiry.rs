@@ -1,0 +1,301 @@
+//! Expiry: time-to-live, time-to-idle, the clock they are measured with, and the per-entry
+//! words that carry deadlines (only in caches that use them).
+//!
+//! An entry's deadline is a `u64` of nanoseconds on the cache's [`Clock`], stored in an
+//! extension word after the node ([`ExtLayout`]); [`NEVER`] means no deadline. A read compares
+//! it with the clock and treats an entry at or past its deadline as absent; it does not remove
+//! it (a read writes nothing shared). The CLOCK hand takes expired entries first when it passes
+//! them, [`Cache::purge_expired`](crate::Cache::purge_expired) sweeps on demand, and an optional
+//! janitor thread sweeps periodically.
+//!
+//! # Precision
+//!
+//! The default clock is [`CoarseClock`]: on Linux `CLOCK_MONOTONIC_COARSE`, the kernel's tick
+//! counter read from the vDSO without a system call (its resolution is the tick, 1 to 4 ms;
+//! [`CoarseClock::resolution`] says which). An entry is treated as expired from the first tick
+//! at or after its deadline: up to one tick late, never early. Elsewhere it is `Instant`.
+//!
+//! A [`Pinned`](crate::Pinned) handle reads the clock once, when it is created, and judges every
+//! lookup through it at that instant: time stands still for the life of a handle, which is one
+//! request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sync::Ordering;
+use crate::table::Node;
+
+/// The deadline of an entry that never expires.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// A monotonic time source for expiry. Inject one with
+/// [`Builder::clock`](crate::Builder::clock) to move time in tests without sleeping.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// #[derive(Default)]
+/// struct Manual(AtomicU64);
+/// impl clockline::Clock for Manual {
+///     fn now(&self) -> Duration {
+///         Duration::from_nanos(self.0.load(Ordering::Relaxed))
+///     }
+/// }
+///
+/// let clock = Arc::new(Manual::default());
+/// let cache: clockline::Cache<u32, u32> = clockline::Cache::builder()
+///     .max_capacity(100)
+///     .time_to_live(Duration::from_secs(60))
+///     .clock(clock.clone())
+///     .build()
+///     .unwrap();
+/// cache.insert(1, 1).unwrap();
+/// clock.0.store(Duration::from_secs(60).as_nanos() as u64, Ordering::Relaxed);
+/// assert_eq!(cache.get(&1), None, "expired at its deadline");
+/// ```
+pub trait Clock: Send + Sync + 'static {
+    /// Time since an arbitrary fixed origin. Must never go backwards.
+    fn now(&self) -> Duration;
+
+    /// Waits `d` on this clock. Used by [warm-up](crate::WarmUp)'s rate limit; a test clock
+    /// may simply advance itself.
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Duration {
+        (**self).now()
+    }
+    fn sleep(&self, d: Duration) {
+        (**self).sleep(d)
+    }
+}
+
+/// The default clock: the kernel's coarse monotonic clock on Linux (one read of the vDSO page,
+/// no system call, tick resolution), `Instant` elsewhere.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoarseClock {
+    #[cfg(not(target_os = "linux"))]
+    origin: Option<std::time::Instant>,
+}
+
+impl CoarseClock {
+    /// The clock's resolution: the kernel tick on Linux (typically 1 to 4 ms).
+    pub fn resolution() -> Duration {
+        #[cfg(target_os = "linux")]
+        {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid, writable timespec.
+            if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
+                return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+            }
+            Duration::from_millis(4)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Duration::from_nanos(1)
+        }
+    }
+
+    #[inline]
+    fn nanos(&self) -> u64 {
+        #[cfg(target_os = "linux")]
+        {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE exists on
+            // every Linux since 2.6.32 and cannot fail with a valid pointer.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+            (ts.tv_sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(ts.tv_nsec as u64)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            use std::sync::OnceLock;
+            static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+            let origin = self
+                .origin
+                .unwrap_or_else(|| *ORIGIN.get_or_init(std::time::Instant::now));
+            u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
+        }
+    }
+}
+
+impl Clock for CoarseClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.nanos())
+    }
+}
+
+/// Which clock a cache reads: the default one inline, or the user's through a pointer.
+pub(crate) enum ClockSource {
+    Coarse(CoarseClock),
+    Custom(Arc<dyn Clock>),
+}
+
+impl ClockSource {
+    /// Now, in nanoseconds on this clock; never [`NEVER`].
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        let n = match self {
+            Self::Coarse(c) => c.nanos(),
+            Self::Custom(c) => u64::try_from(c.now().as_nanos()).unwrap_or(u64::MAX),
+        };
+        n.min(NEVER - 1)
+    }
+
+    pub(crate) fn sleep(&self, d: Duration) {
+        match self {
+            Self::Coarse(c) => c.sleep(d),
+            Self::Custom(c) => c.sleep(d),
+        }
+    }
+}
+
+impl fmt::Debug for ClockSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Coarse(_) => f.write_str("CoarseClock"),
+            Self::Custom(_) => f.write_str("custom Clock"),
+        }
+    }
+}
+
+/// `now + d` in clock nanoseconds, saturating to [`NEVER`]: a TTL too large for the clock
+/// means "never expires", not a wrap to the past.
+pub(crate) fn deadline(now: u64, d: Duration) -> u64 {
+    let d = u64::try_from(d.as_nanos()).unwrap_or(NEVER);
+    now.saturating_add(d)
+}
+
+/// Which extension words a cache's nodes carry, and where. Every node of one cache has the
+/// same layout; a plain cache has none.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ExtLayout {
+    pub(crate) len: usize,
+    pub(crate) deadline: Option<usize>,
+    pub(crate) idle: Option<usize>,
+    pub(crate) version: Option<usize>,
+}
+
+impl ExtLayout {
+    pub(crate) fn new(deadline: bool, idle: bool, version: bool) -> Self {
+        let mut l = Self::default();
+        for (on, field) in [
+            (deadline, &mut l.deadline),
+            (idle, &mut l.idle),
+            (version, &mut l.version),
+        ] {
+            if on {
+                *field = Some(l.len);
+                l.len += 1;
+            }
+        }
+        l
+    }
+
+    /// The version stored with `node`, if this cache keeps versions.
+    pub(crate) fn version<K, V>(&self, node: &Node<K, V>) -> Option<u64> {
+        // Relaxed: written before the node's Release publish; the reader found the node
+        // through an Acquire load.
+        self.version.map(|i| node.ext(i).load(Ordering::Relaxed))
+    }
+}
+
+/// A cache's expiry settings (the clock is the cache's, see `Inner::now`).
+#[derive(Debug)]
+pub(crate) struct Expiry {
+    /// Default time-to-live.
+    pub(crate) ttl: Option<Duration>,
+    /// Time-to-idle.
+    pub(crate) tti: Option<Duration>,
+    pub(crate) layout: ExtLayout,
+}
+
+impl Expiry {
+    /// True if `node` is at or past one of its deadlines at `now`.
+    #[inline]
+    pub(crate) fn is_expired<K, V>(&self, node: &Node<K, V>, now: u64) -> bool {
+        // Relaxed: deadlines are written before the node's Release publish; the idle deadline
+        // is later moved only forward, as a hint (see `touch`).
+        let past = |i: Option<usize>| i.is_some_and(|i| node.ext(i).load(Ordering::Relaxed) <= now);
+        past(self.layout.deadline) || past(self.layout.idle)
+    }
+
+    /// After a hit: pushes the idle deadline to `now + tti`, but writes only when that moves it
+    /// by more than a sixteenth of the TTI, so a hot entry's node is written a few times per
+    /// TTI, not on every read.
+    #[inline]
+    pub(crate) fn touch<K, V>(&self, node: &Node<K, V>, now: u64) {
+        if let (Some(i), Some(tti)) = (self.layout.idle, self.tti) {
+            let word = node.ext(i);
+            let want = deadline(now, tti);
+            // Relaxed: a hint; a lost race only leaves the deadline at another reader's value,
+            // which is as recent as ours to within a sixteenth of the TTI.
+            let cur = word.load(Ordering::Relaxed);
+            let slack = u64::try_from(tti.as_nanos() / 16).unwrap_or(NEVER);
+            if want > cur.saturating_add(slack) {
+                word.store(want, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The extension words of a new entry: deadline from `ttl` (or the default TTL), idle
+    /// deadline from the TTI.
+    pub(crate) fn fill(&self, words: &mut [u64; 3], now: u64, ttl: Option<Duration>) {
+        if let Some(i) = self.layout.deadline {
+            words[i] = match ttl.or(self.ttl) {
+                Some(d) => deadline(now, d),
+                None => NEVER,
+            };
+        }
+        if let Some(i) = self.layout.idle {
+            words[i] = match self.tti {
+                Some(d) => deadline(now, d),
+                None => NEVER,
+            };
+        }
+    }
+}
+
+#[cfg(all(test, not(clockline_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_saturate_instead_of_wrapping() {
+        assert_eq!(deadline(5, Duration::MAX), NEVER);
+        assert_eq!(deadline(NEVER - 1, Duration::from_nanos(10)), NEVER);
+        assert_eq!(deadline(5, Duration::from_nanos(10)), 15);
+    }
+
+    #[test]
+    fn coarse_clock_moves_forward() {
+        let c = CoarseClock::default();
+        let a = c.now();
+        std::thread::sleep(CoarseClock::resolution() * 3);
+        assert!(c.now() > a);
+        assert!(CoarseClock::resolution() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn layout_numbers_words_in_order() {
+        let l = ExtLayout::new(true, false, true);
+        assert_eq!(
+            (l.len, l.deadline, l.idle, l.version),
+            (2, Some(0), None, Some(1))
+        );
+        assert_eq!(ExtLayout::new(false, false, false).len, 0);
+    }
+}

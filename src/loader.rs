@@ -1,0 +1,414 @@
+//! Cache-aside loading with single flight: concurrent misses on one key run one loader; the
+//! others wait for its value.
+//!
+//! # Protocol
+//!
+//! A caller that misses looks the key up in a small sharded map of *flights* (a `Mutex` per
+//! shard; this is the miss path, where a lock costs nothing next to the load). If a flight is
+//! there it waits on it; otherwise it registers one and *leads*: it looks the cache up once more
+//! (a previous leader may have inserted and left between our miss and our registration), runs
+//! the loader, inserts the value into the cache, and only then removes the flight and wakes the
+//! waiters. So at any instant there is at most one loader per key in this cache, and a caller
+//! that comes late finds either the flight or the cached value.
+//!
+//! What waiters see when the leader does not produce a value:
+//! * **The loader returns an error**: nothing is cached; the leader gets its error as `Arc<E>`,
+//!   and every waiter that asked with the same error type gets the same `Arc<E>` (one failed
+//!   query, not one per waiter). A waiter whose loader has another error type, or none (plain
+//!   `get_or_insert_with`), starts its own attempt, again single flight.
+//! * **The loader panics** (sync) **or the leading future is dropped** (async): the flight is
+//!   abandoned; waiters wake and one of them leads a new attempt with its own loader. The panic
+//!   propagates to the leader's caller only. Nothing is poisoned: the flight map's locks are
+//!   never held while user code runs.
+//! * **A waiting future is dropped**: it simply stops waiting; the flight goes on.
+//!
+//! The async variant needs no runtime: waiters park their `Waker` in the flight, and the leader
+//! wakes them all when it finishes or is dropped.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crate::stats::Counter;
+use crate::Cache;
+
+const SHARDS: usize = 16;
+
+type Failure = Arc<dyn Any + Send + Sync>;
+
+enum State<V> {
+    Running(Vec<Waker>),
+    Done(V),
+    Failed(Failure),
+    Abandoned,
+}
+
+pub(crate) struct Flight<V> {
+    state: Mutex<State<V>>,
+    cv: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No user code runs while these locks are held, so a poisoned lock can only come from a
+    // bug in this module; its data is still consistent (every update is one assignment).
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<V: Clone> Flight<V> {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(State::Running(Vec::new())),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn finish(&self, outcome: State<V>) {
+        let wakers = match std::mem::replace(&mut *lock(&self.state), outcome) {
+            State::Running(w) => w,
+            _ => Vec::new(),
+        };
+        self.cv.notify_all();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Blocks until the flight ends.
+    fn wait(&self) -> Outcome<V> {
+        let mut st = lock(&self.state);
+        while matches!(*st, State::Running(_)) {
+            st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        Outcome::of(&st)
+    }
+
+    fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<Outcome<V>> {
+        let mut st = lock(&self.state);
+        if let State::Running(wakers) = &mut *st {
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        Poll::Ready(Outcome::of(&st))
+    }
+}
+
+/// How a flight ended, as a waiter sees it.
+enum Outcome<V> {
+    Value(V),
+    Failed(Failure),
+    Retry,
+}
+
+impl<V: Clone> Outcome<V> {
+    fn of(st: &State<V>) -> Self {
+        match st {
+            State::Done(v) => Self::Value(v.clone()),
+            State::Failed(e) => Self::Failed(e.clone()),
+            State::Abandoned | State::Running(_) => Self::Retry,
+        }
+    }
+}
+
+type Shard<K, V> = Mutex<HashMap<K, Arc<Flight<V>>, ahash::RandomState>>;
+
+/// The flights in progress, by key.
+pub(crate) struct Flights<K, V> {
+    shards: Box<[Shard<K, V>]>,
+}
+
+impl<K, V> Flights<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(ahash::RandomState::new())))
+                .collect(),
+        }
+    }
+}
+
+/// The leader's duty to end its flight: if dropped without [`Lead::finish`] (the loader
+/// panicked, or the leading future was dropped), the flight is abandoned and waiters retry.
+struct Lead<'a, K: Hash + Eq, V: Clone> {
+    flights: &'a Flights<K, V>,
+    shard: usize,
+    key: K,
+    flight: Arc<Flight<V>>,
+    done: bool,
+}
+
+impl<K: Hash + Eq, V: Clone> Lead<'_, K, V> {
+    fn finish(mut self, outcome: State<V>) {
+        self.end(outcome);
+    }
+
+    fn end(&mut self, outcome: State<V>) {
+        self.done = true;
+        {
+            let mut map = lock(&self.flights.shards[self.shard]);
+            if map
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                map.remove(&self.key);
+            }
+        }
+        self.flight.finish(outcome);
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> Drop for Lead<'_, K, V> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.end(State::Abandoned);
+        }
+    }
+}
+
+enum Joined<'a, K: Hash + Eq, V: Clone> {
+    Lead(Lead<'a, K, V>),
+    Wait(Arc<Flight<V>>),
+}
+
+/// How a load request was served; warm-up reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// The value was cached.
+    Hit,
+    /// This caller ran the loader.
+    Loaded,
+    /// This caller waited for another caller's loader.
+    Joined,
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    fn join(&self, key: &K) -> Joined<'_, K, V> {
+        let flights = &self.inner.flights;
+        let shard = (self.inner.hash(key) >> 60) as usize % SHARDS;
+        let mut map = lock(&flights.shards[shard]);
+        if let Some(f) = map.get(key) {
+            return Joined::Wait(f.clone());
+        }
+        let flight = Arc::new(Flight::new());
+        map.insert(key.clone(), flight.clone());
+        Joined::Lead(Lead {
+            flights,
+            shard,
+            key: key.clone(),
+            flight,
+            done: false,
+        })
+    }
+
+    /// Caches a loaded value (a refusal, such as a value heavier than the whole budget, only
+    /// means it is not cached) and counts the load.
+    fn store_loaded(&self, key: K, value: V, started: Instant, ok: bool) {
+        if let Some(st) = &self.inner.stats {
+            st.add(
+                if ok {
+                    Counter::LoadOk
+                } else {
+                    Counter::LoadErr
+                },
+                1,
+            );
+            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            st.add(Counter::LoadNanos, nanos);
+        }
+        if ok {
+            let _ = self.insert(key, value);
+        }
+    }
+
+    fn count_load_failure(&self, started: Instant) {
+        if let Some(st) = &self.inner.stats {
+            st.add(Counter::LoadErr, 1);
+            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            st.add(Counter::LoadNanos, nanos);
+        }
+    }
+
+    /// The value for `key`; on a miss, runs `init` to make it, caches it and returns it.
+    /// Concurrent callers that miss on the same key run one `init` between them; the others
+    /// wait for its value. If `init` panics, the panic propagates to this caller, and one of
+    /// the waiters runs its own `init` instead. See the [module docs](crate::loader) for the
+    /// protocol.
+    ///
+    /// ```
+    /// let cache: clockline::Cache<u64, String> = clockline::Cache::new(100);
+    /// let v = cache.get_or_insert_with(7, || "seven".to_string());
+    /// assert_eq!(v, "seven");
+    /// assert_eq!(cache.get_or_insert_with(7, || unreachable!()), "seven");
+    /// ```
+    pub fn get_or_insert_with(&self, key: K, init: impl FnOnce() -> V) -> V {
+        match self.try_get_or_insert_with::<std::convert::Infallible>(key, || Ok(init())) {
+            Ok(v) => v,
+            Err(e) => match *e {},
+        }
+    }
+
+    /// Like [`get_or_insert_with`](Self::get_or_insert_with), with a loader that may fail. A
+    /// failure caches nothing; this caller and every waiter that asked with the same error type
+    /// get the same `Arc<E>`. (Waiters with another error type start their own attempt.)
+    ///
+    /// ```
+    /// let cache: clockline::Cache<u64, u64> = clockline::Cache::new(100);
+    /// let r = cache.try_get_or_insert_with(1, || Err::<u64, _>("database down"));
+    /// assert_eq!(*r.unwrap_err(), "database down");
+    /// assert_eq!(cache.get(&1), None, "a failure caches nothing");
+    /// ```
+    pub fn try_get_or_insert_with<E>(
+        &self,
+        key: K,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        self.load_sync(key, init).map(|(v, _)| v)
+    }
+
+    pub(crate) fn load_sync<E>(
+        &self,
+        key: K,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<(V, Served), Arc<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        let mut init = Some(init);
+        loop {
+            if let Some(v) = self.get(&key) {
+                return Ok((v, Served::Hit));
+            }
+            match self.join(&key) {
+                Joined::Wait(flight) => match flight.wait() {
+                    Outcome::Value(v) => return Ok((v, Served::Joined)),
+                    Outcome::Failed(e) => {
+                        if let Ok(e) = e.downcast::<E>() {
+                            return Err(e);
+                        }
+                    }
+                    Outcome::Retry => {}
+                },
+                Joined::Lead(lead) => {
+                    if let Some(v) = self.peek(&key) {
+                        lead.finish(State::Done(v.clone()));
+                        return Ok((v, Served::Hit));
+                    }
+                    let started = Instant::now();
+                    let init = init.take().expect("a caller leads at most once");
+                    // A panic in `init` drops `lead`, which abandons the flight.
+                    return match init() {
+                        Ok(v) => {
+                            self.store_loaded(key, v.clone(), started, true);
+                            lead.finish(State::Done(v.clone()));
+                            Ok((v, Served::Loaded))
+                        }
+                        Err(e) => {
+                            self.count_load_failure(started);
+                            let e = Arc::new(e);
+                            lead.finish(State::Failed(e.clone()));
+                            Err(e)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// The async form of [`get_or_insert_with`](Self::get_or_insert_with), for any executor
+    /// (clockline depends on no runtime). Single flight as in the sync form: one `init` future
+    /// runs per key at a time, polled by the caller that leads; the others wait without
+    /// blocking their thread. If the leading caller's future is dropped before it finishes, the
+    /// waiters wake and one of them leads with its own `init`; a dropped waiter just stops
+    /// waiting.
+    ///
+    /// Sync and async callers of one key share flights.
+    pub async fn get_or_insert_with_async<F>(&self, key: K, init: F) -> V
+    where
+        F: Future<Output = V>,
+    {
+        match self
+            .try_get_or_insert_with_async::<std::convert::Infallible, _>(key, async {
+                Ok(init.await)
+            })
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => match *e {},
+        }
+    }
+
+    /// The async form of [`try_get_or_insert_with`](Self::try_get_or_insert_with).
+    pub async fn try_get_or_insert_with_async<E, F>(&self, key: K, init: F) -> Result<V, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<V, E>>,
+    {
+        let mut init = Some(init);
+        loop {
+            if let Some(v) = self.get(&key) {
+                return Ok(v);
+            }
+            let joined = self.join(&key);
+            match joined {
+                Joined::Wait(flight) => match (WaitFlight { flight }).await {
+                    Outcome::Value(v) => return Ok(v),
+                    Outcome::Failed(e) => {
+                        if let Ok(e) = e.downcast::<E>() {
+                            return Err(e);
+                        }
+                    }
+                    Outcome::Retry => {}
+                },
+                Joined::Lead(lead) => {
+                    if let Some(v) = self.peek(&key) {
+                        lead.finish(State::Done(v.clone()));
+                        return Ok(v);
+                    }
+                    let started = Instant::now();
+                    let init = init.take().expect("a caller leads at most once");
+                    // If this future is dropped here, `lead` is dropped with it and abandons
+                    // the flight, which wakes the waiters.
+                    return match init.await {
+                        Ok(v) => {
+                            self.store_loaded(key, v.clone(), started, true);
+                            lead.finish(State::Done(v.clone()));
+                            Ok(v)
+                        }
+                        Err(e) => {
+                            self.count_load_failure(started);
+                            let e = Arc::new(e);
+                            lead.finish(State::Failed(e.clone()));
+                            Err(e)
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Waits for a flight without blocking the thread.
+struct WaitFlight<V> {
+    flight: Arc<Flight<V>>,
+}
+
+impl<V: Clone> Future for WaitFlight<V> {
+    type Output = Outcome<V>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<V>> {
+        self.flight.poll_wait(cx)
+    }
+}

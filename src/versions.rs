@@ -1,0 +1,226 @@
+//! Version-guarded updates: a late, older update never overwrites a newer one.
+//!
+//! When updates are broadcast to every instance of a service (etcd, Redis pub/sub, a message
+//! bus), the notification sent at T1 can arrive after the one sent at T2. With a version per key
+//! that grows with every change at the source, [`Cache::insert_versioned`] stores only what is
+//! newer than what the cache knows, and [`Cache::invalidate_versioned`] removes an entry and
+//! leaves a *tombstone* (key and version) so that a late insert of an older version is still
+//! refused: the load, invalidate, stale-put race of cache-aside.
+//!
+//! What the cache knows of a key's version: the version of its entry, or of its tombstone. A
+//! versioned cache (built with [`Builder::versioned`](crate::Builder::versioned)) carries one
+//! extra word per entry for it. Tombstones live in a separate bounded FIFO
+//! ([`Builder::max_tombstones`](crate::Builder::max_tombstones)): the oldest goes when it is
+//! full. An entry that the cache evicts (capacity, expiry) leaves a tombstone too, so its
+//! version outlives it. Knowledge is still bounded: once a key's entry and tombstone are both
+//! gone, any version is accepted again, as for a key never seen.
+//!
+//! Rules, all checked under the key's home bucket lock, so they are atomic with respect to each
+//! other and to plain writes of the key:
+//! * `insert_versioned(k, v, n)` stores if `n` is greater than both the entry's version and the
+//!   tombstone's; otherwise it hands the pair back with [`InsertErrorKind::Stale`](crate::InsertErrorKind::Stale). Equal is
+//!   stale: a redelivered notification changes nothing.
+//! * `invalidate_versioned(k, n)` removes the entry if its version is below `n` and records a
+//!   tombstone `n` (kept at the larger of old and new); an entry at `n` or above is newer than
+//!   the invalidation and stays ([`Invalidation::Stale`]).
+//! * A plain [`insert`](Cache::insert) is unversioned: it stores version 0, which every
+//!   versioned insert replaces; a plain [`remove`](Cache::remove) leaves no tombstone.
+//! * Version 0 is the oldest: `insert_versioned(k, v, 0)` succeeds only when the cache knows no
+//!   version of `k`. `u64::MAX` is the newest: nothing versioned replaces it.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crossbeam_epoch as epoch;
+
+use crate::error::InsertError;
+use crate::listener::{Notes, RemovalCause};
+use crate::Cache;
+
+const SHARDS: usize = 16;
+
+/// What [`Cache::invalidate_versioned`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The entry was older and is gone; a tombstone keeps the version.
+    Removed,
+    /// There was no entry; a tombstone keeps the version.
+    Absent,
+    /// The entry is as new as the invalidation or newer, and stays.
+    Stale {
+        /// The entry's version.
+        current: u64,
+    },
+    /// The cache was built without [`Builder::versioned`](crate::Builder::versioned): nothing
+    /// was done.
+    NotVersioned,
+}
+
+struct Shard<K> {
+    map: HashMap<K, u64, ahash::RandomState>,
+    fifo: VecDeque<K>,
+}
+
+/// The bounded tombstone store: `SHARDS` FIFOs under their own locks.
+pub(crate) struct Tombstones<K> {
+    shards: Box<[Mutex<Shard<K>>]>,
+    per_shard: usize,
+    clone_key: fn(&K) -> K,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No user code other than `Hash`/`Eq`/`Clone` of keys runs under these locks; if one of
+    // those panics, the shard is still consistent (the map and FIFO are only appended to or
+    // popped from after the call returns), so the poison is ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<K: Hash + Eq> Tombstones<K> {
+    pub(crate) fn new(max: usize, clone_key: fn(&K) -> K) -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: HashMap::with_hasher(ahash::RandomState::new()),
+                        fifo: VecDeque::new(),
+                    })
+                })
+                .collect(),
+            per_shard: max.div_ceil(SHARDS).max(1),
+            clone_key,
+        }
+    }
+
+    fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
+        &self.shards[(hash >> 58) as usize % SHARDS]
+    }
+
+    /// The tombstone version of `key`, if any.
+    pub(crate) fn get(&self, hash: u64, key: &K) -> Option<u64> {
+        lock(self.shard(hash)).map.get(key).copied()
+    }
+
+    /// Records (or raises) the tombstone of `key` to `version`, dropping the oldest tombstone
+    /// of the shard if it is full.
+    pub(crate) fn record(&self, hash: u64, key: &K, version: u64) {
+        let mut shard = lock(self.shard(hash));
+        if let Some(v) = shard.map.get_mut(key) {
+            *v = (*v).max(version);
+            return;
+        }
+        if shard.map.len() >= self.per_shard {
+            if let Some(old) = shard.fifo.pop_front() {
+                shard.map.remove(&old);
+            }
+        }
+        let (a, b) = ((self.clone_key)(key), (self.clone_key)(key));
+        shard.map.insert(a, version);
+        shard.fifo.push_back(b);
+    }
+
+    /// Tombstones held now.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).map.len()).sum()
+    }
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Stores `value` for `key` only if `version` is newer than every version the cache knows
+    /// of `key` (its entry's, or its tombstone's); otherwise hands the pair back with
+    /// [`InsertErrorKind::Stale`](crate::InsertErrorKind::Stale). Needs a cache built with
+    /// [`Builder::versioned`](crate::Builder::versioned)
+    /// ([`InsertErrorKind::NotVersioned`] otherwise). See the [module docs](crate::versions).
+    ///
+    /// ```
+    /// use clockline::{Cache, InsertErrorKind};
+    /// let cache: Cache<&str, &str> = Cache::builder().max_capacity(100).versioned().build().unwrap();
+    /// cache.insert_versioned("user:1", "v2", 2).unwrap();
+    /// // The update sent first arrives last: refused.
+    /// let late = cache.insert_versioned("user:1", "v1", 1).unwrap_err();
+    /// assert_eq!(late.kind, InsertErrorKind::Stale { version: 1, current: 2 });
+    /// assert_eq!(cache.get("user:1"), Some("v2"));
+    /// ```
+    pub fn insert_versioned(
+        &self,
+        key: K,
+        value: V,
+        version: u64,
+    ) -> Result<(), InsertError<K, V>> {
+        let guard = epoch::pin();
+        self.inner
+            .insert_full(key, value, None, Some(version), &guard)
+    }
+
+    /// Removes the entry for `key` if it is older than `version`, and keeps a tombstone of
+    /// `version` so that a late [`insert_versioned`](Self::insert_versioned) of an older
+    /// version is still refused. The listener hears [`RemovalCause::Explicit`].
+    ///
+    /// ```
+    /// use clockline::{Cache, Invalidation};
+    /// let cache: Cache<u64, &str> = Cache::builder().max_capacity(100).versioned().build().unwrap();
+    /// // A loader read version 4 from the database; meanwhile the row changed to version 5,
+    /// // and the invalidation arrives before the loader's put.
+    /// assert_eq!(cache.invalidate_versioned(9, 5), Invalidation::Absent);
+    /// assert!(cache.insert_versioned(9, "stale row", 4).is_err());
+    /// assert!(cache.insert_versioned(9, "fresh row", 6).is_ok());
+    /// ```
+    pub fn invalidate_versioned(&self, key: K, version: u64) -> Invalidation {
+        let inner = &*self.inner;
+        let Some(tombs) = &inner.tombstones else {
+            return Invalidation::NotVersioned;
+        };
+        let guard = epoch::pin();
+        let mut notes = Notes::new(inner.listener().is_some());
+        let stale = std::cell::Cell::new(None);
+        let removed = inner.remove_if(
+            &key,
+            |node| {
+                let current = inner.ext.version(node).unwrap_or(0);
+                if current < version {
+                    Some(RemovalCause::Explicit)
+                } else {
+                    stale.set(Some(current));
+                    None
+                }
+            },
+            |hash, _| {
+                // Under the key's home lock, so atomic with versioned inserts of the key.
+                if stale.get().is_none() {
+                    tombs.record(hash, &key, version);
+                }
+            },
+            &mut notes,
+            &guard,
+        );
+        notes.deliver(inner.listener());
+        match (removed, stale.get()) {
+            (Some(_), _) => Invalidation::Removed,
+            (None, Some(current)) => Invalidation::Stale { current },
+            (None, None) => Invalidation::Absent,
+        }
+    }
+
+    /// The version stored with `key`'s live entry (0 for an unversioned insert), or `None` if
+    /// absent, expired, or the cache keeps no versions.
+    pub fn version_of<Q>(&self, key: &Q) -> Option<u64>
+    where
+        Q: ?Sized + Hash + equivalent::Equivalent<K>,
+    {
+        let guard = epoch::pin();
+        let now = self.inner.now();
+        let node = self.inner.lookup(key, now, false, &guard)?;
+        self.inner.ext.version(node)
+    }
+
+    /// Tombstones held now (at most [`Builder::max_tombstones`](crate::Builder::max_tombstones),
+    /// rounded up to a multiple of 16).
+    pub fn tombstones(&self) -> usize {
+        self.inner.tombstones.as_ref().map_or(0, Tombstones::len)
+    }
+}

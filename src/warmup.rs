@@ -1,0 +1,138 @@
+//! Warm-up: preload a cache from a list of keys and a loader, with bounded concurrency and an
+//! optional rate limit, so a freshly started instance does not stampede its database.
+//!
+//! Loads go through [single flight](crate::loader): a request that arrives during warm-up for a
+//! key already loaded is a hit, for a key being loaded joins that load, and for any other key
+//! runs its own loader as usual. Warm-up itself skips keys already cached.
+//!
+//! The rate limit spaces load *starts* evenly (one every `1/rate`), measured and waited on the
+//! cache's [`Clock`](crate::Clock), so an injected clock makes it testable without sleeping.
+
+use std::hash::{BuildHasher, Hash};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::expiry::deadline;
+use crate::loader::Served;
+use crate::sync::os_thread;
+use crate::Cache;
+
+/// Warm-up settings: how many loads may run at once, and at most how many may start per
+/// second. Invalid settings (zero) cannot be expressed.
+#[derive(Debug, Clone, Copy)]
+pub struct WarmUp {
+    concurrency: NonZeroUsize,
+    per_second: Option<NonZeroU32>,
+}
+
+impl WarmUp {
+    /// At most `concurrency` loads at once (that many worker threads), no rate limit.
+    pub fn new(concurrency: NonZeroUsize) -> Self {
+        Self {
+            concurrency,
+            per_second: None,
+        }
+    }
+
+    /// At most `per_second` loads start per second, evenly spaced.
+    pub fn rate_limit(mut self, per_second: NonZeroU32) -> Self {
+        self.per_second = Some(per_second);
+        self
+    }
+}
+
+/// What a warm-up did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WarmUpReport {
+    /// Keys whose value warm-up loaded (or received from a concurrent caller's load).
+    pub loaded: usize,
+    /// Keys whose loader failed (or panicked); nothing was cached for them.
+    pub failed: usize,
+    /// Keys that were already cached.
+    pub skipped: usize,
+    /// Wall time on the cache's clock.
+    pub elapsed: Duration,
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Sync,
+{
+    /// Loads `keys` into the cache with `loader`, at most `opts`' concurrency at a time and at
+    /// most its rate, and returns when every key is done. A failing or panicking loader counts
+    /// as `failed` and caches nothing; the others go on.
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use clockline::{Cache, WarmUp};
+    /// let cache: Cache<u64, u64> = Cache::new(1000);
+    /// let report = cache.warm_up(0..100u64, WarmUp::new(NonZeroUsize::new(4).unwrap()), |k| {
+    ///     Ok::<_, std::io::Error>(k * 10)
+    /// });
+    /// assert_eq!((report.loaded, report.failed), (100, 0));
+    /// assert_eq!(cache.get(&42), Some(420));
+    /// ```
+    pub fn warm_up<I, F, E>(&self, keys: I, opts: WarmUp, loader: F) -> WarmUpReport
+    where
+        I: IntoIterator<Item = K>,
+        I::IntoIter: Send,
+        F: Fn(&K) -> Result<V, E> + Sync,
+        E: Send + Sync + 'static,
+    {
+        let clock = &self.inner.clock;
+        let start = clock.now();
+        let keys = Mutex::new(keys.into_iter());
+        // The start time of the next load, for the rate limit.
+        let next_slot = Mutex::new(start);
+        let gap = opts
+            .per_second
+            .map(|r| Duration::from_nanos(1_000_000_000 / u64::from(r.get())));
+        let report = Mutex::new(WarmUpReport::default());
+        let work = || loop {
+            let Some(key) = keys.lock().unwrap_or_else(PoisonError::into_inner).next() else {
+                return;
+            };
+            if self.contains_key(&key) {
+                report
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .skipped += 1;
+                continue;
+            }
+            if let Some(gap) = gap {
+                let at = {
+                    let mut next = next_slot.lock().unwrap_or_else(PoisonError::into_inner);
+                    let at = (*next).max(clock.now());
+                    *next = deadline(at, gap);
+                    at
+                };
+                let now = clock.now();
+                if at > now {
+                    clock.sleep(Duration::from_nanos(at - now));
+                }
+            }
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.load_sync(key.clone(), || loader(&key))
+            }));
+            let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);
+            match outcome {
+                Ok(Ok((_, Served::Hit))) => r.skipped += 1,
+                Ok(Ok(_)) => r.loaded += 1,
+                Ok(Err(_)) | Err(_) => r.failed += 1,
+            }
+        };
+        os_thread::scope(|s| {
+            for _ in 1..opts.concurrency.get() {
+                s.spawn(work);
+            }
+            work();
+        });
+        let mut report = report.into_inner().unwrap_or_else(PoisonError::into_inner);
+        report.elapsed = Duration::from_nanos(clock.now().saturating_sub(start));
+        report
+    }
+}
