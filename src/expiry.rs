@@ -155,6 +155,23 @@ impl ClockSource {
         n.min(NEVER - 1)
     }
 
+    /// Starts timing something (a load): on the injected clock if there is one, else with
+    /// `Instant`, which is finer than the coarse clock's tick.
+    pub(crate) fn stopwatch(&self) -> Stopwatch {
+        match self {
+            Self::Coarse(_) => Stopwatch::Real(std::time::Instant::now()),
+            Self::Custom(_) => Stopwatch::Clock(self.now()),
+        }
+    }
+
+    /// Nanoseconds since `start`.
+    pub(crate) fn elapsed(&self, start: &Stopwatch) -> u64 {
+        match start {
+            Stopwatch::Real(t) => u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Stopwatch::Clock(t) => self.now().saturating_sub(*t),
+        }
+    }
+
     pub(crate) fn sleep(&self, d: Duration) {
         match self {
             Self::Coarse(c) => c.sleep(d),
@@ -170,6 +187,12 @@ impl fmt::Debug for ClockSource {
             Self::Custom(_) => f.write_str("custom Clock"),
         }
     }
+}
+
+/// A start time from [`ClockSource::stopwatch`].
+pub(crate) enum Stopwatch {
+    Real(std::time::Instant),
+    Clock(u64),
 }
 
 /// `now + d` in clock nanoseconds, saturating to [`NEVER`]: a TTL too large for the clock

@@ -46,13 +46,15 @@ impl Janitor {
                 let ptr = ptr;
                 let (lock, cv) = &*signal;
                 let mut stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                loop {
-                    let (s, _) = cv
+                // The flag is checked before every wait: `stop` may have run before this
+                // thread first took the lock, and its notification is then long gone.
+                while !*stopped {
+                    let (s, timeout) = cv
                         .wait_timeout(stopped, every)
                         .unwrap_or_else(PoisonError::into_inner);
                     stopped = s;
-                    if *stopped {
-                        return;
+                    if *stopped || !timeout.timed_out() {
+                        continue;
                     }
                     drop(stopped);
                     // SAFETY: see `InnerPtr`: the cache outlives this thread.

@@ -28,6 +28,123 @@
 //! assert_eq!(pinned.get(&7).map(String::as_str), Some("seven"));
 //! ```
 //!
+//! # Features for production caching
+//!
+//! Each is switched on in the [`Builder`] and costs nothing when off: a cache built without
+//! expiry or versions carries no per-entry word for them (its `u64 -> u64` nodes stay at 24
+//! bytes), and one without statistics or a listener does not count or collect anything.
+//!
+//! ## Expiry
+//!
+//! A default [time-to-live](Builder::time_to_live), a per-entry TTL
+//! ([`insert_with_ttl`](Cache::insert_with_ttl)), and [time-to-idle](Builder::time_to_idle). An
+//! expired entry is never returned; it is removed by the CLOCK hand (expired entries go first),
+//! by [`purge_expired`](Cache::purge_expired), or by an optional [janitor](Builder::janitor)
+//! thread. Time comes from a [`Clock`], by default the kernel's coarse monotonic clock
+//! ([`CoarseClock`]: an entry may outlive its deadline by up to one tick, 1 to 4 ms).
+//!
+//! ```
+//! use std::time::Duration;
+//! use clockline::Cache;
+//!
+//! let sessions: Cache<u64, String> = Cache::builder()
+//!     .max_capacity(10_000)
+//!     .time_to_live(Duration::from_secs(30 * 60))
+//!     .build()
+//!     .unwrap();
+//! sessions.insert(1, "alice".into()).unwrap();
+//! sessions.insert_with_ttl(2, "bob".into(), Duration::from_secs(60)).unwrap();
+//! assert_eq!(sessions.get(&2).as_deref(), Some("bob"));
+//! ```
+//!
+//! ## Eviction listener
+//!
+//! [`eviction_listener`](Builder::eviction_listener) is called once per entry that leaves the
+//! cache, with the key, the value and a [`RemovalCause`], after the entry is unlinked and with
+//! no lock held.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use clockline::{Cache, RemovalCause};
+//!
+//! let evicted = Arc::new(AtomicUsize::new(0));
+//! let counter = evicted.clone();
+//! let cache: Cache<u32, u32> = Cache::builder()
+//!     .max_capacity(2)
+//!     .eviction_listener(move |_k, _v, cause| {
+//!         if cause == RemovalCause::Capacity {
+//!             counter.fetch_add(1, Ordering::Relaxed);
+//!         }
+//!     })
+//!     .build()
+//!     .unwrap();
+//! for k in 0..5 {
+//!     cache.insert(k, k).unwrap();
+//! }
+//! assert_eq!(evicted.load(Ordering::Relaxed), 3);
+//! ```
+//!
+//! ## Cache-aside with single flight
+//!
+//! [`get_or_insert_with`](Cache::get_or_insert_with),
+//! [`try_get_or_insert_with`](Cache::try_get_or_insert_with) and their async forms run one
+//! loader per key however many callers miss on it at once; the others wait for its value. See
+//! [`loader`] for what waiters see when a loader fails, panics or is cancelled.
+//!
+//! ```
+//! use clockline::Cache;
+//!
+//! let users: Cache<u64, String> = Cache::new(1000);
+//! let name = users.get_or_insert_with(42, || "loaded from the database".to_string());
+//! assert_eq!(name, "loaded from the database");
+//! ```
+//!
+//! ## Version-guarded updates
+//!
+//! With a version per key, [`insert_versioned`](Cache::insert_versioned) refuses anything not
+//! newer than what the cache knows, and
+//! [`invalidate_versioned`](Cache::invalidate_versioned) leaves a tombstone so that a late,
+//! older put is refused too. See [`versions`].
+//!
+//! ```
+//! use clockline::{Cache, Invalidation};
+//!
+//! let cache: Cache<&str, &str> = Cache::builder().max_capacity(100).versioned().build().unwrap();
+//! cache.insert_versioned("price", "10 EUR", 7).unwrap();
+//! assert!(cache.insert_versioned("price", "9 EUR", 6).is_err(), "older: refused");
+//! assert_eq!(cache.invalidate_versioned("price", 8), Invalidation::Removed);
+//! assert!(cache.insert_versioned("price", "10 EUR", 7).is_err(), "tombstone: refused");
+//! ```
+//!
+//! ## Warm-up
+//!
+//! [`warm_up`](Cache::warm_up) preloads keys with bounded concurrency and an optional rate
+//! limit, through single flight, and returns a [`WarmUpReport`].
+//!
+//! ```
+//! use std::num::{NonZeroU32, NonZeroUsize};
+//! use clockline::{Cache, WarmUp};
+//!
+//! let cache: Cache<u64, u64> = Cache::new(10_000);
+//! let opts = WarmUp::new(NonZeroUsize::new(8).unwrap()).rate_limit(NonZeroU32::new(100_000).unwrap());
+//! let report = cache.warm_up(0..1000, opts, |k| Ok::<_, std::io::Error>(k * 2));
+//! assert_eq!(report.loaded, 1000);
+//! ```
+//!
+//! ## Statistics
+//!
+//! [`record_stats`](Builder::record_stats) keeps striped, cache-padded counters;
+//! [`stats`](Cache::stats) sums them into a [`CacheStats`].
+//!
+//! ```
+//! let cache: clockline::Cache<u64, u64> =
+//!     clockline::Cache::builder().max_capacity(100).record_stats().build().unwrap();
+//! cache.insert(1, 1).unwrap();
+//! cache.get(&1);
+//! assert_eq!(cache.stats().unwrap().hit_ratio(), 1.0);
+//! ```
+//!
 //! # Consistency
 //!
 //! Each operation on one key is linearizable: a `get` that starts after an `insert` of the same

@@ -22,9 +22,15 @@
 //!   never held while user code runs.
 //! * **A waiting future is dropped**: it simply stops waiting; the flight goes on.
 //!
+//! A loader must not ask for its own key (directly or through another loader): it would wait
+//! on its own flight forever. Loading *other* keys from a loader is fine.
+//!
 //! The async variant needs no runtime: waiters park their `Waker` in the flight, and the leader
 //! wakes them all when it finishes or is dropped.
 
+use crate::expiry::Stopwatch;
+use crate::stats::Counter;
+use crate::Cache;
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,10 +38,6 @@ use std::hash::{BuildHasher, Hash};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
-
-use crate::stats::Counter;
-use crate::Cache;
 
 const SHARDS: usize = 16;
 
@@ -211,31 +213,12 @@ where
         })
     }
 
-    /// Caches a loaded value (a refusal, such as a value heavier than the whole budget, only
-    /// means it is not cached) and counts the load.
-    fn store_loaded(&self, key: K, value: V, started: Instant, ok: bool) {
-        if let Some(st) = &self.inner.stats {
-            st.add(
-                if ok {
-                    Counter::LoadOk
-                } else {
-                    Counter::LoadErr
-                },
-                1,
-            );
-            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            st.add(Counter::LoadNanos, nanos);
-        }
-        if ok {
-            let _ = self.insert(key, value);
-        }
-    }
-
-    fn count_load_failure(&self, started: Instant) {
-        if let Some(st) = &self.inner.stats {
-            st.add(Counter::LoadErr, 1);
-            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            st.add(Counter::LoadNanos, nanos);
+    /// Starts timing a load; the returned guard counts it as failed if the loader panics.
+    fn start_load(&self) -> LoadTimer<'_, K, V, S> {
+        LoadTimer {
+            cache: self,
+            started: self.inner.clock.stopwatch(),
+            armed: true,
         }
     }
 
@@ -307,17 +290,21 @@ where
                         lead.finish(State::Done(v.clone()));
                         return Ok((v, Served::Hit));
                     }
-                    let started = Instant::now();
+                    let timer = self.start_load();
                     let init = init.take().expect("a caller leads at most once");
-                    // A panic in `init` drops `lead`, which abandons the flight.
+                    // A panic in `init` drops `lead`, which abandons the flight, and `timer`,
+                    // which counts a failed load.
                     return match init() {
                         Ok(v) => {
-                            self.store_loaded(key, v.clone(), started, true);
+                            timer.done(true);
+                            // A refusal (a value heavier than the whole budget) only means it
+                            // is not cached.
+                            let _ = self.insert(key, v.clone());
                             lead.finish(State::Done(v.clone()));
                             Ok((v, Served::Loaded))
                         }
                         Err(e) => {
-                            self.count_load_failure(started);
+                            timer.done(false);
                             let e = Arc::new(e);
                             lead.finish(State::Failed(e.clone()));
                             Err(e)
@@ -378,18 +365,20 @@ where
                         lead.finish(State::Done(v.clone()));
                         return Ok(v);
                     }
-                    let started = Instant::now();
+                    let timer = self.start_load();
                     let init = init.take().expect("a caller leads at most once");
                     // If this future is dropped here, `lead` is dropped with it and abandons
-                    // the flight, which wakes the waiters.
+                    // the flight, which wakes the waiters. (`timer` counts a cancelled load as
+                    // neither success nor failure.)
                     return match init.await {
                         Ok(v) => {
-                            self.store_loaded(key, v.clone(), started, true);
+                            timer.done(true);
+                            let _ = self.insert(key, v.clone());
                             lead.finish(State::Done(v.clone()));
                             Ok(v)
                         }
                         Err(e) => {
-                            self.count_load_failure(started);
+                            timer.done(false);
                             let e = Arc::new(e);
                             lead.finish(State::Failed(e.clone()));
                             Err(e)
@@ -397,6 +386,44 @@ where
                     };
                 }
             }
+        }
+    }
+}
+
+/// Times one load for the statistics, and counts it as failed if dropped while the loader
+/// panics.
+struct LoadTimer<'a, K, V, S> {
+    cache: &'a Cache<K, V, S>,
+    started: Stopwatch,
+    armed: bool,
+}
+
+impl<K, V, S> LoadTimer<'_, K, V, S> {
+    fn done(mut self, ok: bool) {
+        self.armed = false;
+        self.count(ok);
+    }
+
+    fn count(&self, ok: bool) {
+        if let Some(st) = &self.cache.inner.stats {
+            st.add(
+                if ok {
+                    Counter::LoadOk
+                } else {
+                    Counter::LoadErr
+                },
+                1,
+            );
+            let nanos = self.cache.inner.clock.elapsed(&self.started);
+            st.add(Counter::LoadNanos, nanos);
+        }
+    }
+}
+
+impl<K, V, S> Drop for LoadTimer<'_, K, V, S> {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            self.count(false);
         }
     }
 }

@@ -113,7 +113,8 @@ pub struct CacheStats {
     pub loads_ok: u64,
     /// Loader calls that returned an error or panicked.
     pub loads_failed: u64,
-    /// Time spent in loader calls, on the injected clock.
+    /// Time spent in loader calls: on the injected [`Clock`](crate::Clock) if the cache has
+    /// one, else measured with `Instant`.
     pub load_time: Duration,
 }
 

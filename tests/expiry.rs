@@ -1,0 +1,343 @@
+//! Expiry (issue #3): time-to-live, per-entry TTL, time-to-idle, the hand taking expired entries
+//! first, `purge_expired`, the janitor, and the bad inputs (zero, overflow), all on an injected
+//! clock so nothing sleeps except the janitor test.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clockline::{BuildError, Cache, InsertErrorKind, RemovalCause};
+use common::ManualClock;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn ttl_cache(clock: &Arc<ManualClock>, cap: usize, ttl: Duration) -> Cache<u64, u64> {
+    Cache::builder()
+        .max_capacity(cap)
+        .time_to_live(ttl)
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn an_entry_expires_at_its_deadline_for_every_reader() {
+    let clock = ManualClock::new();
+    let cache = ttl_cache(&clock, 100, 10 * SEC);
+    cache.insert(1, 10).unwrap();
+    clock.advance(10 * SEC - Duration::from_nanos(1));
+    assert_eq!(
+        cache.get(&1),
+        Some(10),
+        "one nanosecond before the deadline"
+    );
+    assert!(cache.contains_key(&1));
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(cache.get(&1), None, "at the deadline");
+    assert_eq!(cache.peek(&1), None);
+    assert!(!cache.contains_key(&1));
+    let pinned = cache.pin();
+    assert_eq!(pinned.get(&1), None);
+    assert_eq!(pinned.iter().count(), 0, "iteration skips expired entries");
+    // Not removed by the reads (they write nothing shared): still counted until purged.
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn a_pinned_handle_judges_expiry_when_it_was_made() {
+    let clock = ManualClock::new();
+    let cache = ttl_cache(&clock, 100, SEC);
+    cache.insert(1, 10).unwrap();
+    let pinned = cache.pin();
+    clock.advance(2 * SEC);
+    assert_eq!(
+        pinned.get(&1),
+        Some(&10),
+        "time stands still inside a handle"
+    );
+    drop(pinned);
+    assert_eq!(cache.pin().get(&1), None);
+}
+
+#[test]
+fn per_entry_ttl_overrides_the_default() {
+    let clock = ManualClock::new();
+    let cache = ttl_cache(&clock, 100, 10 * SEC);
+    cache.insert_with_ttl(1, 1, SEC).unwrap();
+    cache.insert_with_ttl(2, 2, 100 * SEC).unwrap();
+    cache.insert(3, 3).unwrap();
+    clock.advance(5 * SEC);
+    assert_eq!(
+        (cache.get(&1), cache.get(&2), cache.get(&3)),
+        (None, Some(2), Some(3))
+    );
+    clock.advance(10 * SEC);
+    assert_eq!((cache.get(&2), cache.get(&3)), (Some(2), None));
+}
+
+#[test]
+fn expiry_without_a_default_ttl_only_expires_what_asks() {
+    let clock = ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .expiry()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    cache.insert(1, 1).unwrap();
+    cache.insert_with_ttl(2, 2, SEC).unwrap();
+    clock.advance(1000 * SEC);
+    assert_eq!((cache.get(&1), cache.get(&2)), (Some(1), None));
+}
+
+#[test]
+fn insert_with_ttl_needs_a_cache_with_expiry() {
+    let cache: Cache<u64, String> = Cache::new(10);
+    let err = cache.insert_with_ttl(1, "v".into(), SEC).unwrap_err();
+    assert_eq!(err.kind, InsertErrorKind::ExpiryDisabled);
+    assert_eq!(
+        (err.key, err.value.as_str()),
+        (1, "v"),
+        "the pair comes back"
+    );
+    assert!(cache.is_empty());
+}
+
+#[test]
+fn zero_and_huge_ttls_are_handled() {
+    let clock = ManualClock::new();
+    let removed = Arc::new(Mutex::new(Vec::new()));
+    let log = removed.clone();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .expiry()
+        .clock(clock.clone())
+        .eviction_listener(move |k, _, c| log.lock().unwrap().push((*k, c)))
+        .build()
+        .unwrap();
+    // Zero: stored already expired; never returned; purged as expired.
+    cache.insert_with_ttl(1, 1, Duration::ZERO).unwrap();
+    assert_eq!(cache.get(&1), None);
+    // Huge: saturates to "never", does not wrap into the past.
+    cache.insert_with_ttl(2, 2, Duration::MAX).unwrap();
+    cache
+        .insert_with_ttl(3, 3, Duration::from_nanos(u64::MAX))
+        .unwrap();
+    clock.set_nanos(u64::MAX - 2);
+    assert_eq!((cache.get(&2), cache.get(&3)), (Some(2), Some(3)));
+    assert_eq!(cache.purge_expired(), 1);
+    assert_eq!(*removed.lock().unwrap(), [(1, RemovalCause::Expired)]);
+}
+
+#[test]
+fn bad_builder_input_is_a_typed_error() {
+    let b = || Cache::<u64, u64>::builder().max_capacity(10);
+    assert_eq!(
+        b().time_to_live(Duration::ZERO).build().unwrap_err(),
+        BuildError::ZeroTimeToLive
+    );
+    assert_eq!(
+        b().time_to_idle(Duration::ZERO).build().unwrap_err(),
+        BuildError::ZeroTimeToIdle
+    );
+    assert_eq!(
+        b().time_to_live(SEC)
+            .janitor(Duration::ZERO)
+            .build()
+            .unwrap_err(),
+        BuildError::ZeroJanitorInterval
+    );
+    assert_eq!(
+        b().janitor(SEC).build().unwrap_err(),
+        BuildError::JanitorWithoutExpiry
+    );
+}
+
+#[test]
+fn the_hand_takes_expired_entries_first() {
+    let clock = ManualClock::new();
+    let causes = Arc::new(Mutex::new(Vec::new()));
+    let log = causes.clone();
+    let cap = 200;
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(cap)
+        .expiry()
+        .clock(clock.clone())
+        .eviction_listener(move |k, _, c| log.lock().unwrap().push((*k, c)))
+        .build()
+        .unwrap();
+    // Half short-lived, half long-lived; all of them read (marked) before time moves.
+    for k in 0..cap as u64 {
+        let ttl = if k % 2 == 0 { SEC } else { 1000 * SEC };
+        cache.insert_with_ttl(k, k, ttl).unwrap();
+    }
+    for k in 0..cap as u64 {
+        assert_eq!(cache.get(&k), Some(k));
+    }
+    clock.advance(2 * SEC);
+    // Room for 100 new keys. The hand passes marked live entries (clearing their bits) but
+    // takes every expired entry it meets, marked or not, so no old live entry is evicted while
+    // expired ones remain. (A new entry that starts unmarked may go before an expired one
+    // that the hand has not reached yet: "first" means first when passed.)
+    for k in 1000..1000 + cap as u64 / 2 {
+        cache.insert(k, k).unwrap();
+    }
+    let causes = causes.lock().unwrap();
+    assert!(causes.len() >= cap / 2);
+    for &(k, c) in causes.iter() {
+        assert!(
+            k % 2 == 0 || k >= 1000,
+            "live, marked key {k} was evicted: {causes:?}"
+        );
+        assert_eq!(c == RemovalCause::Expired, k < 1000, "key {k}: {c:?}");
+    }
+    let expired = causes
+        .iter()
+        .filter(|e| e.1 == RemovalCause::Expired)
+        .count();
+    assert!(expired >= cap / 4, "only {expired} expired entries taken");
+    for k in (1..cap as u64).step_by(2) {
+        assert_eq!(cache.get(&k), Some(k), "long-lived key {k} survived");
+    }
+}
+
+#[test]
+fn purge_expired_removes_exactly_the_expired() {
+    let clock = ManualClock::new();
+    let cache = ttl_cache(&clock, 1000, 10 * SEC);
+    for k in 0..500 {
+        cache.insert(k, k).unwrap();
+    }
+    clock.advance(5 * SEC);
+    for k in 500..800 {
+        cache.insert(k, k).unwrap();
+    }
+    clock.advance(5 * SEC);
+    assert_eq!(cache.purge_expired(), 500);
+    assert_eq!(cache.len(), 300);
+    assert_eq!(cache.purge_expired(), 0);
+    assert_eq!(cache.check_invariants(), Ok(300));
+}
+
+#[test]
+fn time_to_idle_keeps_what_is_read() {
+    let clock = ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_idle(10 * SEC)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    cache.insert(1, 1).unwrap();
+    cache.insert(2, 2).unwrap();
+    for _ in 0..10 {
+        clock.advance(6 * SEC);
+        assert_eq!(cache.get(&1), Some(1), "read every 6 s, TTI 10 s");
+    }
+    assert_eq!(cache.get(&2), None, "never read: idle for 60 s");
+    // peek does not count as use.
+    clock.advance(6 * SEC);
+    assert_eq!(cache.peek(&1), Some(1));
+    clock.advance(6 * SEC);
+    assert_eq!(cache.peek(&1), None);
+}
+
+#[test]
+fn ttl_and_tti_together_expire_at_the_earlier() {
+    let clock = ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(20 * SEC)
+        .time_to_idle(10 * SEC)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    cache.insert(1, 1).unwrap();
+    for _ in 0..3 {
+        clock.advance(6 * SEC);
+        assert_eq!(cache.get(&1), Some(1));
+    }
+    clock.advance(3 * SEC);
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "TTL 20 s wins although it was read at 18 s"
+    );
+}
+
+#[test]
+fn the_janitor_purges_in_the_background_and_stops_on_drop() {
+    let clock = ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .time_to_live(SEC)
+        .clock(clock.clone())
+        .janitor(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    for k in 0..100 {
+        cache.insert(k, k).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(cache.len(), 100, "nothing expired yet");
+    clock.advance(2 * SEC);
+    let t = Instant::now();
+    while !cache.is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(cache.len(), 0, "the janitor purged everything");
+    // A janitor with a long interval must not delay the drop: it is woken and joined.
+    let slow: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(SEC)
+        .janitor(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    drop(slow);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "drop waited for the janitor's sleep"
+    );
+}
+
+#[test]
+fn replacing_an_expired_entry_reports_it_as_expired() {
+    let clock = ManualClock::new();
+    let causes = Arc::new(Mutex::new(Vec::new()));
+    let log = causes.clone();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(SEC)
+        .clock(clock.clone())
+        .eviction_listener(move |k, v, c| log.lock().unwrap().push((*k, *v, c)))
+        .build()
+        .unwrap();
+    cache.insert(1, 1).unwrap();
+    cache.insert(1, 2).unwrap();
+    clock.advance(2 * SEC);
+    cache.insert(1, 3).unwrap();
+    assert_eq!(
+        *causes.lock().unwrap(),
+        [
+            (1, 1, RemovalCause::Replaced),
+            (1, 2, RemovalCause::Expired)
+        ]
+    );
+    assert_eq!(cache.get(&1), Some(3));
+}
+
+#[test]
+fn the_coarse_clock_is_the_default_and_real_time_expires_entries() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    cache.insert(1, 1).unwrap();
+    assert_eq!(cache.get(&1), Some(1));
+    let deadline = Duration::from_millis(20) + clockline::CoarseClock::resolution() * 2;
+    std::thread::sleep(deadline + Duration::from_millis(5));
+    assert_eq!(cache.get(&1), None);
+}

@@ -1,0 +1,863 @@
+//! Cache-aside loading (issue #3): single flight for `get_or_insert_with`, its fallible form and
+//! their async forms, and what waiters see when the leader fails, panics or is cancelled.
+//!
+//! A broken single flight shows up as a hang as often as a wrong answer, so every test that
+//! waits on other callers runs under a watchdog ([`within`], or `tokio::time::timeout`) that
+//! fails it with a message instead of stalling CI. Where a test needs callers to overlap a
+//! load, the loader waits until they have arrived rather than hoping a sleep is long enough.
+
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clockline::{Cache, Clock};
+use tokio::sync::{oneshot, Notify};
+use tokio::time::{sleep, timeout};
+
+/// How long any one test may run before the watchdog calls it hung.
+const WATCHDOG: Duration = Duration::from_secs(10);
+/// How long a loader waits for other callers to arrive before going on without them.
+const ARRIVAL: Duration = Duration::from_secs(3);
+
+/// Runs `f` on its own thread and fails the test if it has not returned within [`WATCHDOG`]
+/// (a waiter that is never woken would otherwise hang the suite). A panic in `f` is re-raised.
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = mpsc::channel();
+    let body = thread::spawn(move || {
+        let r = f();
+        let _ = done.send(());
+        r
+    });
+    match finished.recv_timeout(WATCHDOG) {
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+            body.join().unwrap_or_else(|p| panic::resume_unwind(p))
+        }
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("{what}: still running after {WATCHDOG:?}; some caller waits forever")
+        }
+    }
+}
+
+/// Polls `cond` (every millisecond) until it holds or `limit` has passed; returns whether it
+/// holds.
+fn wait_until(limit: Duration, cond: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// The async form of [`wait_until`].
+async fn wait_until_async(limit: Duration, cond: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= end {
+            return false;
+        }
+        sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
+/// A minimal executor on std alone: polls `f` on this thread and parks between polls. Proves
+/// the async loaders need no runtime, only a waker that works.
+fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let mut f = pin!(f);
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        thread::park();
+    }
+}
+
+/// An error type for fallible loaders.
+#[derive(Debug, PartialEq, Eq)]
+struct DbDown(u32);
+
+/// Another error type: waiters that ask with it cannot receive a `DbDown`.
+#[derive(Debug, PartialEq, Eq)]
+struct TimedOut;
+
+/// A clock that moves only when told to; `sleep` advances it instead of sleeping.
+#[derive(Default)]
+struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_nanos() as u64, SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(SeqCst))
+    }
+    fn sleep(&self, d: Duration) {
+        self.advance(d);
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("<not a string>")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync single flight
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn one_loader_for_64_concurrent_misses_on_one_key() {
+    within("64 concurrent misses", || {
+        let cache: Cache<u64, String> = Cache::new(100);
+        let calls = AtomicUsize::new(0);
+        let barrier = Barrier::new(64);
+        let values: Vec<String> = thread::scope(|s| {
+            let callers: Vec<_> = (0..64)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        cache.get_or_insert_with(7, || {
+                            calls.fetch_add(1, SeqCst);
+                            thread::sleep(Duration::from_millis(50));
+                            "seven".to_string()
+                        })
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert_eq!(
+            calls.load(SeqCst),
+            1,
+            "64 concurrent misses on one key must run one loader between them"
+        );
+        assert_eq!(values.len(), 64);
+        assert!(
+            values.iter().all(|v| v == "seven"),
+            "every caller gets the loaded value: {values:?}"
+        );
+        assert_eq!(
+            cache.peek(&7).as_deref(),
+            Some("seven"),
+            "the value is cached"
+        );
+        let again = cache.get_or_insert_with(7, || panic!("a cached key must not load again"));
+        assert_eq!(again, "seven");
+    });
+}
+
+#[test]
+fn different_keys_load_concurrently() {
+    within("loads of 8 keys", || {
+        const KEYS: usize = 8;
+        let cache: Cache<usize, usize> = Cache::new(100);
+        let entered = AtomicUsize::new(0);
+        let inside = AtomicUsize::new(0);
+        let most_inside = AtomicUsize::new(0);
+        let barrier = Barrier::new(KEYS);
+        thread::scope(|s| {
+            for k in 0..KEYS {
+                let (cache, entered, inside, most_inside, barrier) =
+                    (&cache, &entered, &inside, &most_inside, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let v = cache.get_or_insert_with(k, || {
+                        entered.fetch_add(1, SeqCst);
+                        let now = inside.fetch_add(1, SeqCst) + 1;
+                        most_inside.fetch_max(now, SeqCst);
+                        // Each loader stays until all eight are in: serialized loads would
+                        // each wait out the timeout and never overlap.
+                        wait_until(ARRIVAL, || entered.load(SeqCst) == KEYS);
+                        inside.fetch_sub(1, SeqCst);
+                        k * 10
+                    });
+                    assert_eq!(v, k * 10);
+                });
+            }
+        });
+        assert_eq!(entered.load(SeqCst), KEYS, "one loader per key");
+        assert_eq!(
+            most_inside.load(SeqCst),
+            KEYS,
+            "loaders of different keys must run at the same time, not one after another"
+        );
+        for k in 0..KEYS {
+            assert_eq!(cache.get(&k), Some(k * 10));
+        }
+    });
+}
+
+#[test]
+fn loader_may_use_the_cache_for_other_keys() {
+    // If a flight-map lock were held while the loader runs, a nested load whose key falls in
+    // the same shard would deadlock; 200 keys reach every shard with near certainty.
+    within("nested loads", || {
+        let cache: Cache<u64, u64> = Cache::new(1000);
+        let v = cache.get_or_insert_with(0, || {
+            for k in 1..=200 {
+                assert_eq!(cache.get_or_insert_with(k, || k + 1), k + 1);
+            }
+            cache.insert(500, 5).unwrap();
+            assert_eq!(cache.remove(&500), Some(5));
+            let e = cache.try_get_or_insert_with(501, || Err(DbDown(501)));
+            assert_eq!(*e.unwrap_err(), DbDown(501));
+            7
+        });
+        assert_eq!(v, 7);
+        assert_eq!(cache.get(&0), Some(7));
+        assert_eq!(cache.get(&200), Some(201));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failing loaders
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn failed_load_caches_nothing_and_waiters_share_the_error() {
+    within("failing loads", || {
+        const CALLERS: usize = 16;
+        let cache: Cache<u64, u64> = Cache::new(100);
+
+        let e = cache.try_get_or_insert_with(1, || Err(DbDown(1)));
+        assert_eq!(*e.unwrap_err(), DbDown(1));
+        assert!(!cache.contains_key(&1), "a failed load caches nothing");
+
+        let calls = AtomicUsize::new(0);
+        let arrived = AtomicUsize::new(0);
+        let barrier = Barrier::new(CALLERS);
+        let results: Vec<Result<u64, Arc<DbDown>>> = thread::scope(|s| {
+            let callers: Vec<_> = (0..CALLERS)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        arrived.fetch_add(1, SeqCst);
+                        cache.try_get_or_insert_with(2, || {
+                            calls.fetch_add(1, SeqCst);
+                            // Fail only once every caller is on its way in, and give the last
+                            // ones time to join the flight.
+                            wait_until(ARRIVAL, || arrived.load(SeqCst) == CALLERS);
+                            thread::sleep(Duration::from_millis(50));
+                            Err(DbDown(2))
+                        })
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert_eq!(calls.load(SeqCst), 1, "one failing loader for all callers");
+        let first = results[0].as_ref().expect_err("the load failed");
+        assert_eq!(**first, DbDown(2));
+        for r in &results {
+            let e = r.as_ref().expect_err("every caller sees the failure");
+            assert!(
+                Arc::ptr_eq(e, first),
+                "waiters with the leader's error type get the leader's Arc, not a copy"
+            );
+        }
+        assert_eq!(cache.get(&2), None, "a failed load caches nothing");
+
+        // The failure is not remembered: the next call runs its loader again.
+        let again = cache.try_get_or_insert_with(2, || {
+            calls.fetch_add(1, SeqCst);
+            Err(DbDown(22))
+        });
+        let again = again.unwrap_err();
+        assert_eq!(*again, DbDown(22));
+        assert!(!Arc::ptr_eq(&again, first));
+        assert_eq!(calls.load(SeqCst), 2);
+        let ok = cache.try_get_or_insert_with(2, || {
+            calls.fetch_add(1, SeqCst);
+            Ok::<_, DbDown>(222)
+        });
+        assert_eq!(ok, Ok(222));
+        assert_eq!(calls.load(SeqCst), 3);
+        assert_eq!(cache.get(&2), Some(222));
+    });
+}
+
+#[test]
+fn waiters_with_another_error_type_or_none_retry_with_their_own_loader() {
+    within("waiters of a failing leader", || {
+        let cache: Cache<u64, u64> = Cache::new(100);
+        let (started_tx, started) = mpsc::channel();
+        let arrived = AtomicUsize::new(0);
+        let same_type_calls = AtomicUsize::new(0);
+        let retry_calls = AtomicUsize::new(0);
+        thread::scope(|s| {
+            let leader = s.spawn(|| {
+                cache.try_get_or_insert_with(5, || {
+                    started_tx.send(()).unwrap();
+                    wait_until(ARRIVAL, || arrived.load(SeqCst) == 3);
+                    thread::sleep(Duration::from_millis(50));
+                    Err(DbDown(5))
+                })
+            });
+            started.recv().unwrap();
+            let same_type = s.spawn(|| {
+                arrived.fetch_add(1, SeqCst);
+                cache.try_get_or_insert_with(5, || {
+                    same_type_calls.fetch_add(1, SeqCst);
+                    Ok::<_, DbDown>(50)
+                })
+            });
+            let other_type = s.spawn(|| {
+                arrived.fetch_add(1, SeqCst);
+                cache.try_get_or_insert_with(5, || {
+                    retry_calls.fetch_add(1, SeqCst);
+                    thread::sleep(Duration::from_millis(20));
+                    Ok::<_, TimedOut>(51)
+                })
+            });
+            let infallible = s.spawn(|| {
+                arrived.fetch_add(1, SeqCst);
+                cache.get_or_insert_with(5, || {
+                    retry_calls.fetch_add(1, SeqCst);
+                    thread::sleep(Duration::from_millis(20));
+                    52
+                })
+            });
+
+            let leader_err = leader
+                .join()
+                .unwrap()
+                .expect_err("the leader's loader failed");
+            assert_eq!(*leader_err, DbDown(5));
+            let same = same_type.join().unwrap();
+            let same = same.expect_err("a waiter with the leader's error type gets its error");
+            assert!(Arc::ptr_eq(&same, &leader_err));
+            assert_eq!(same_type_calls.load(SeqCst), 0, "and runs no loader");
+
+            let other = other_type
+                .join()
+                .unwrap()
+                .expect("a waiter with another error type loads for itself");
+            let plain = infallible
+                .join()
+                .expect("the infallible form must not receive the leader's error");
+            assert!(other == 51 || other == 52, "got {other}");
+            assert_eq!(
+                other, plain,
+                "the two retrying waiters share one new flight, so one value"
+            );
+            assert_eq!(
+                retry_calls.load(SeqCst),
+                1,
+                "the retry is single flight too: one of the two loaders runs"
+            );
+            assert_eq!(cache.get(&5), Some(other));
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panicking loaders
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn panicking_loader_panics_its_caller_only_and_a_waiter_loads() {
+    within("waiters of a panicking leader", || {
+        const WAITERS: usize = 8;
+        let cache: Cache<u64, u64> = Cache::new(1000);
+        let (started_tx, started) = mpsc::channel();
+        let arrived = AtomicUsize::new(0);
+        let waiter_calls = AtomicUsize::new(0);
+        thread::scope(|s| {
+            let leader = s.spawn(|| {
+                panic::catch_unwind(AssertUnwindSafe(|| {
+                    cache.get_or_insert_with(9, || -> u64 {
+                        started_tx.send(()).unwrap();
+                        wait_until(ARRIVAL, || arrived.load(SeqCst) == WAITERS);
+                        thread::sleep(Duration::from_millis(50));
+                        panic!("loader exploded")
+                    })
+                }))
+            });
+            started.recv().unwrap();
+            let waiters: Vec<_> = (0..WAITERS)
+                .map(|_| {
+                    s.spawn(|| {
+                        arrived.fetch_add(1, SeqCst);
+                        cache.get_or_insert_with(9, || {
+                            waiter_calls.fetch_add(1, SeqCst);
+                            thread::sleep(Duration::from_millis(20));
+                            90
+                        })
+                    })
+                })
+                .collect();
+            let payload = leader
+                .join()
+                .unwrap()
+                .expect_err("the panic reaches the leader's caller");
+            assert_eq!(panic_message(&*payload), "loader exploded");
+            for w in waiters {
+                let v = w
+                    .join()
+                    .expect("the leader's panic must not reach a waiter");
+                assert_eq!(v, 90);
+            }
+        });
+        assert_eq!(
+            waiter_calls.load(SeqCst),
+            1,
+            "after the abandoned flight, one waiter loads and the others wait for it"
+        );
+        assert_eq!(cache.get(&9), Some(90));
+
+        // Nothing is poisoned: the same key and others load as usual afterwards.
+        assert_eq!(cache.remove(&9), Some(90));
+        assert_eq!(cache.get_or_insert_with(9, || 91), 91);
+        let again = panic::catch_unwind(AssertUnwindSafe(|| {
+            cache.get_or_insert_with(10, || panic!("again"))
+        }));
+        assert!(again.is_err());
+        assert_eq!(cache.get_or_insert_with(10, || 100), 100);
+        for k in 100..300 {
+            assert_eq!(cache.get_or_insert_with(k, || k * 2), k * 2);
+        }
+        let e = cache.try_get_or_insert_with(300, || Err(DbDown(300)));
+        assert_eq!(*e.unwrap_err(), DbDown(300));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn stats_count_loads_ok_and_failed() {
+    within("stats", || {
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(100)
+            .record_stats()
+            .build()
+            .unwrap();
+        let loads = |c: &Cache<u64, u64>| {
+            let s = c.stats().unwrap();
+            (s.loads_ok, s.loads_failed)
+        };
+        assert_eq!(loads(&cache), (0, 0));
+        assert_eq!(cache.get_or_insert_with(1, || 10), 10);
+        assert_eq!(loads(&cache), (1, 0));
+        assert_eq!(
+            cache.get_or_insert_with(1, || 11),
+            10,
+            "a hit loads nothing"
+        );
+        assert_eq!(loads(&cache), (1, 0));
+        assert!(cache.try_get_or_insert_with(2, || Err(DbDown(2))).is_err());
+        assert_eq!(loads(&cache), (1, 1));
+
+        // 16 callers, one load: counted once.
+        let barrier = Barrier::new(16);
+        thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    barrier.wait();
+                    cache.get_or_insert_with(3, || {
+                        thread::sleep(Duration::from_millis(30));
+                        30
+                    })
+                });
+            }
+        });
+        assert_eq!(loads(&cache), (2, 1), "a shared load counts once");
+
+        assert_eq!(
+            block_on(cache.get_or_insert_with_async(4, async { 40 })),
+            40
+        );
+        assert_eq!(loads(&cache), (3, 1));
+        let r = block_on(cache.try_get_or_insert_with_async(5, async { Err(DbDown(5)) }));
+        assert_eq!(*r.unwrap_err(), DbDown(5));
+        assert_eq!(loads(&cache), (3, 2));
+        assert!(cache.stats().unwrap().hits >= 1);
+    });
+}
+
+#[test]
+fn stats_count_a_panicking_loader_as_failed() {
+    // `CacheStats::loads_failed` is documented as "Loader calls that returned an error or
+    // panicked".
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .record_stats()
+        .build()
+        .unwrap();
+    let r = panic::catch_unwind(AssertUnwindSafe(|| {
+        cache.get_or_insert_with(1, || panic!("loader exploded"))
+    }));
+    assert!(r.is_err());
+    let s = cache.stats().unwrap();
+    assert_eq!(
+        (s.loads_ok, s.loads_failed),
+        (0, 1),
+        "a loader that panicked must count in loads_failed (CacheStats docs); \
+         load_sync/try_get_or_insert_with_async count nothing when `init` unwinds"
+    );
+}
+
+#[test]
+fn stats_load_time_is_measured_on_the_injected_clock() {
+    // `CacheStats::load_time` is documented as "Time spent in loader calls, on the injected
+    // clock": a loader that takes 2 s on the cache's clock adds 2 s, however fast it really is.
+    let clock = Arc::new(ManualClock::default());
+    clock.advance(Duration::from_secs(1000));
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .record_stats()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let v = cache.get_or_insert_with(1, || {
+        clock.advance(Duration::from_secs(2));
+        10
+    });
+    assert_eq!(v, 10);
+    let r = cache.try_get_or_insert_with(2, || {
+        clock.advance(Duration::from_secs(3));
+        Err(DbDown(2))
+    });
+    assert!(r.is_err());
+    assert_eq!(
+        cache.stats().unwrap().load_time,
+        Duration::from_secs(5),
+        "load_time must be read on the cache's (injected) clock, as CacheStats documents; \
+         loader.rs measures it with std::time::Instant"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Async
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_single_flight_across_32_tasks() {
+    let cache = Arc::new(Cache::<u64, u64>::new(100));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(32));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                cache
+                    .get_or_insert_with_async(3, async {
+                        calls.fetch_add(1, SeqCst);
+                        sleep(Duration::from_millis(50)).await;
+                        33
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let v = timeout(WATCHDOG, t).await.expect("an async caller hung");
+        assert_eq!(v.unwrap(), 33);
+    }
+    assert_eq!(calls.load(SeqCst), 1, "32 tasks, one loader future polled");
+    assert_eq!(cache.get(&3), Some(33));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_failed_load_shares_the_error() {
+    const TASKS: usize = 8;
+    let cache = Arc::new(Cache::<u64, u64>::new(100));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (cache, calls, arrived) = (cache.clone(), calls.clone(), arrived.clone());
+            tokio::spawn(async move {
+                arrived.fetch_add(1, SeqCst);
+                cache
+                    .try_get_or_insert_with_async(4, async {
+                        calls.fetch_add(1, SeqCst);
+                        wait_until_async(ARRIVAL, || arrived.load(SeqCst) == TASKS).await;
+                        sleep(Duration::from_millis(50)).await;
+                        Err::<u64, _>(DbDown(4))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for t in tasks {
+        let r = timeout(WATCHDOG, t).await.expect("an async caller hung");
+        errors.push(r.unwrap().expect_err("the load failed"));
+    }
+    assert_eq!(calls.load(SeqCst), 1);
+    assert_eq!(*errors[0], DbDown(4));
+    assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])));
+    assert_eq!(cache.get(&4), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_cancelled_waiter_does_not_disturb_the_flight() {
+    let cache = Arc::new(Cache::<u64, u64>::new(100));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let waiter_calls = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Notify::new());
+    let (started_tx, started) = oneshot::channel();
+    let leader = {
+        let (cache, calls, release) = (cache.clone(), calls.clone(), release.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_insert_with_async(4, async {
+                    calls.fetch_add(1, SeqCst);
+                    started_tx.send(()).unwrap();
+                    release.notified().await;
+                    44
+                })
+                .await
+        })
+    };
+    started.await.unwrap();
+    let waiter = |cache: Arc<Cache<u64, u64>>, calls: Arc<AtomicUsize>| async move {
+        cache
+            .get_or_insert_with_async(4, async {
+                calls.fetch_add(1, SeqCst);
+                0
+            })
+            .await
+    };
+
+    // A waiter cancelled by a timeout, another by aborting its task.
+    let r = timeout(
+        Duration::from_millis(20),
+        waiter(cache.clone(), waiter_calls.clone()),
+    )
+    .await;
+    assert!(r.is_err(), "the waiter waits for the leader: {r:?}");
+    let aborted = tokio::spawn(waiter(cache.clone(), waiter_calls.clone()));
+    let patient = tokio::spawn(waiter(cache.clone(), waiter_calls.clone()));
+    sleep(Duration::from_millis(20)).await;
+    assert!(!aborted.is_finished() && !patient.is_finished());
+    aborted.abort();
+    assert!(aborted.await.unwrap_err().is_cancelled());
+    assert!(
+        !leader.is_finished(),
+        "dropped waiters leave the flight alone"
+    );
+
+    release.notify_one();
+    let v = timeout(WATCHDOG, leader).await.expect("the leader hung");
+    assert_eq!(v.unwrap(), 44);
+    let v = timeout(WATCHDOG, patient).await.expect("a waiter hung");
+    assert_eq!(v.unwrap(), 44);
+    assert_eq!(calls.load(SeqCst), 1);
+    assert_eq!(waiter_calls.load(SeqCst), 0, "no waiter ran its own loader");
+    assert_eq!(cache.get(&4), Some(44));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_cancelled_loader_hands_the_load_to_a_waiter() {
+    const WAITERS: usize = 4;
+    let cache = Arc::new(Cache::<u64, u64>::new(100));
+    let waiter_calls = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started) = oneshot::channel();
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_insert_with_async(6, async {
+                    started_tx.send(()).unwrap();
+                    std::future::pending::<u64>().await
+                })
+                .await
+        })
+    };
+    started.await.unwrap();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let (cache, calls) = (cache.clone(), waiter_calls.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_insert_with_async(6, async {
+                        calls.fetch_add(1, SeqCst);
+                        sleep(Duration::from_millis(20)).await;
+                        66
+                    })
+                    .await
+            })
+        })
+        .collect();
+    sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        waiter_calls.load(SeqCst),
+        0,
+        "the waiters wait on the leader"
+    );
+    assert!(waiters.iter().all(|w| !w.is_finished()));
+
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    for w in waiters {
+        let v = timeout(WATCHDOG, w)
+            .await
+            .expect("a waiter was never woken after its leader's future was dropped");
+        assert_eq!(v.unwrap(), 66);
+    }
+    assert_eq!(
+        waiter_calls.load(SeqCst),
+        1,
+        "one waiter leads the new attempt with its own future; the others wait for it"
+    );
+    assert_eq!(cache.get(&6), Some(66));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_and_async_callers_share_one_flight() {
+    const WAITERS: usize = 8;
+    let cache = Arc::new(Cache::<u64, u64>::new(100));
+
+    // A sync leader, async waiters.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let async_calls = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started) = oneshot::channel();
+    let sync_leader = {
+        let (cache, arrived) = (cache.clone(), arrived.clone());
+        thread::spawn(move || {
+            cache.get_or_insert_with(8, || {
+                started_tx.send(()).unwrap();
+                wait_until(ARRIVAL, || arrived.load(SeqCst) == WAITERS);
+                thread::sleep(Duration::from_millis(50));
+                80
+            })
+        })
+    };
+    started.await.unwrap();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let (cache, arrived, calls) = (cache.clone(), arrived.clone(), async_calls.clone());
+            tokio::spawn(async move {
+                arrived.fetch_add(1, SeqCst);
+                cache
+                    .get_or_insert_with_async(8, async {
+                        calls.fetch_add(1, SeqCst);
+                        0
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for w in waiters {
+        let v = timeout(WATCHDOG, w).await.expect("an async waiter hung");
+        assert_eq!(v.unwrap(), 80);
+    }
+    assert_eq!(
+        async_calls.load(SeqCst),
+        0,
+        "async waiters joined the sync load"
+    );
+    let v = tokio::task::spawn_blocking(move || sync_leader.join().unwrap());
+    assert_eq!(v.await.unwrap(), 80);
+
+    // An async leader, sync waiters (on blocking threads, not runtime workers).
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let sync_calls = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started) = oneshot::channel();
+    let async_leader = {
+        let (cache, arrived) = (cache.clone(), arrived.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_insert_with_async(9, async {
+                    started_tx.send(()).unwrap();
+                    wait_until_async(ARRIVAL, || arrived.load(SeqCst) == WAITERS).await;
+                    sleep(Duration::from_millis(50)).await;
+                    90
+                })
+                .await
+        })
+    };
+    started.await.unwrap();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let (cache, arrived, calls) = (cache.clone(), arrived.clone(), sync_calls.clone());
+            tokio::task::spawn_blocking(move || {
+                arrived.fetch_add(1, SeqCst);
+                cache.get_or_insert_with(9, || {
+                    calls.fetch_add(1, SeqCst);
+                    0
+                })
+            })
+        })
+        .collect();
+    for w in waiters {
+        let v = timeout(WATCHDOG, w).await.expect("a sync waiter hung");
+        assert_eq!(v.unwrap(), 90);
+    }
+    assert_eq!(
+        sync_calls.load(SeqCst),
+        0,
+        "sync waiters joined the async load"
+    );
+    let v = timeout(WATCHDOG, async_leader)
+        .await
+        .expect("the leader hung");
+    assert_eq!(v.unwrap(), 90);
+}
+
+#[test]
+fn async_loader_needs_no_runtime() {
+    // Driven by a std-only executor: the async waiter is woken through its `Waker` when a sync
+    // leader on another thread finishes. A waker that was never called would park this thread
+    // for good, which the watchdog reports.
+    within("async waiter without a runtime", || {
+        let cache: Cache<u64, u64> = Cache::new(100);
+        assert_eq!(
+            block_on(cache.get_or_insert_with_async(1, async { 11 })),
+            11
+        );
+
+        let (started_tx, started) = mpsc::channel();
+        let joining = AtomicBool::new(false);
+        let waiter_calls = AtomicUsize::new(0);
+        thread::scope(|s| {
+            let leader = s.spawn(|| {
+                cache.get_or_insert_with(2, || {
+                    started_tx.send(()).unwrap();
+                    wait_until(ARRIVAL, || joining.load(SeqCst));
+                    thread::sleep(Duration::from_millis(50));
+                    22
+                })
+            });
+            started.recv().unwrap();
+            joining.store(true, SeqCst);
+            let v = block_on(cache.get_or_insert_with_async(2, async {
+                waiter_calls.fetch_add(1, SeqCst);
+                0
+            }));
+            assert_eq!(v, 22);
+            assert_eq!(leader.join().unwrap(), 22);
+        });
+        assert_eq!(
+            waiter_calls.load(SeqCst),
+            0,
+            "the async caller joined the load"
+        );
+    });
+}

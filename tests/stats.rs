@@ -1,0 +1,82 @@
+//! Statistics (issue #3): every counter moves when it should, sums are exact under
+//! concurrency, and a cache without `record_stats` has none.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clockline::Cache;
+use common::ManualClock;
+
+#[test]
+fn counters_follow_the_operations() {
+    let clock = ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(4)
+        .expiry()
+        .clock(clock.clone())
+        .record_stats()
+        .build()
+        .unwrap();
+    cache.insert(1, 1).unwrap(); // insert
+    cache.insert(1, 2).unwrap(); // update (replaced)
+    assert_eq!(cache.get(&1), Some(2)); // hit
+    assert_eq!(cache.get(&9), None); // miss
+    cache.remove(&1); // removal
+    cache.insert_with_ttl(2, 2, Duration::from_secs(1)).unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(cache.get(&2), None); // miss: expired
+    assert_eq!(cache.purge_expired(), 1); // expiration
+    for k in 10..16 {
+        cache.insert(k, k).unwrap(); // 6 inserts, 2 evictions
+    }
+    cache.clear(); // 4 cleared
+    let _ = cache.get_or_insert_with(20, || 20); // miss + load
+    let _ = cache.try_get_or_insert_with(21, || Err::<u64, _>("no")); // miss + failed load
+    let s = cache.stats().unwrap();
+    assert_eq!((s.hits, s.misses), (1, 4));
+    assert_eq!((s.inserts, s.updates), (9, 1));
+    assert_eq!((s.replacements, s.removals, s.expirations), (1, 1, 1));
+    assert_eq!((s.evictions, s.cleared), (2, 4));
+    assert_eq!((s.loads_ok, s.loads_failed), (1, 1));
+    assert!((s.hit_ratio() - 0.2).abs() < 1e-9);
+}
+
+#[test]
+fn no_stats_unless_asked() {
+    let cache: Cache<u64, u64> = Cache::new(10);
+    cache.insert(1, 1).unwrap();
+    cache.get(&1);
+    assert_eq!(cache.stats(), None);
+}
+
+#[test]
+fn striped_sums_are_exact_under_concurrency() {
+    let cache: Arc<Cache<u64, u64>> = Arc::new(
+        Cache::builder()
+            .max_capacity(1000)
+            .record_stats()
+            .build()
+            .unwrap(),
+    );
+    for k in 0..500 {
+        cache.insert(k, k).unwrap();
+    }
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                for i in 0..10_000u64 {
+                    cache.get(&((i * 7 + t) % 1000));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = cache.stats().unwrap();
+    assert_eq!(s.hits + s.misses, 80_000);
+    assert_eq!(s.hits, 40_000, "keys below 500 hit, the rest miss");
+}
