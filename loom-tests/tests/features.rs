@@ -1,0 +1,149 @@
+//! Models of issue #3's protocols that race with the table: version-guarded insert against
+//! invalidation (both under the key's home lock, with the tombstone recorded inside it), the
+//! eviction listener's exactly-once rule when an eviction races with a removal, and the hand
+//! taking an expired entry while a reader looks it up.
+#![cfg(clockline_loom)]
+
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
+use std::time::Duration;
+
+use clockline::{Invalidation, RemovalCause};
+use clockline_loom_tests::{collect_garbage, Cache, Drops, IdHasher, Payload};
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+
+fn builder(capacity: usize) -> clockline::Builder<u64, Payload, BuildHasherDefault<IdHasher>> {
+    clockline::Cache::builder()
+        .max_capacity(capacity)
+        .hasher(BuildHasherDefault::<IdHasher>::default())
+}
+
+/// insert_versioned(k, v1) ∥ invalidate_versioned(k, 2): whichever runs first, version 1 must
+/// not be cached at the end: either the invalidation removes it, or its tombstone refuses it.
+#[test]
+fn versioned_insert_vs_invalidate() {
+    loom::model(|| {
+        let drops = Drops::new(2);
+        let cache: Arc<Cache> = Arc::new(builder(2).versioned().build().unwrap());
+        let writer = {
+            let cache = cache.clone();
+            let value = drops.payload(0, 1);
+            thread::spawn(move || {
+                let _ = cache.insert_versioned(7, value, 1);
+                collect_garbage();
+            })
+        };
+        let inv = cache.invalidate_versioned(7, 2);
+        writer.join().unwrap();
+        assert!(
+            matches!(inv, Invalidation::Removed | Invalidation::Absent),
+            "{inv:?}"
+        );
+        assert!(cache.get(&7).is_none(), "version 1 survived invalidation 2");
+        assert!(cache.insert_versioned(7, drops.payload(1, 0), 2).is_err());
+        drop(cache);
+        drops.assert_each_dropped_once();
+    });
+}
+
+/// The hand evicting k1 (an insert into a full one-entry cache) ∥ remove(k1): the listener
+/// hears about k1 exactly once, with the cause of whichever unlink won, and k1 is dropped once.
+#[test]
+fn listener_once_when_eviction_races_removal() {
+    loom::model(|| {
+        let drops = Drops::new(2);
+        let heard = Arc::new(AtomicUsize::new(0));
+        let cause_capacity = Arc::new(AtomicUsize::new(0));
+        let cache: Arc<Cache> = {
+            let (heard, cap) = (heard.clone(), cause_capacity.clone());
+            Arc::new(
+                builder(1)
+                    .eviction_listener(move |k, _, cause| {
+                        if *k == 1 {
+                            heard.fetch_add(1, Ordering::Relaxed);
+                            if cause == RemovalCause::Capacity {
+                                cap.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                    .build()
+                    .unwrap(),
+            )
+        };
+        cache.insert(1, drops.payload(0, 10)).unwrap();
+        let inserter = {
+            let cache = cache.clone();
+            let value = drops.payload(1, 20);
+            thread::spawn(move || {
+                cache.insert(2, value).unwrap();
+                collect_garbage();
+            })
+        };
+        let removed = cache.remove(&1);
+        inserter.join().unwrap();
+        assert_eq!(heard.load(Ordering::Relaxed), 1, "k1 reported once");
+        assert_eq!(
+            cause_capacity.load(Ordering::Relaxed) == 1,
+            removed.is_none(),
+            "the cause names the unlink that won"
+        );
+        assert!(cache.len() <= 1);
+        drop(cache);
+        drops.assert_each_dropped_once();
+    });
+}
+
+/// A test clock outside loom: set before the threads start, only read during the model.
+struct Frozen(AtomicU64);
+impl clockline::Clock for Frozen {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(StdOrdering::Relaxed))
+    }
+}
+
+/// k1 has expired; the hand takes it (an insert into a full one-entry cache) ∥ a reader pins and
+/// looks k1 up. The reader never gets the expired value, the listener hears `Expired`, and the
+/// value is freed once, after the reader's guard.
+#[test]
+fn expired_eviction_vs_get() {
+    loom::model(|| {
+        let drops = Drops::new(2);
+        let clock = std::sync::Arc::new(Frozen(AtomicU64::new(1_000)));
+        let expired = Arc::new(AtomicUsize::new(0));
+        let cache: Arc<Cache> = {
+            let expired = expired.clone();
+            Arc::new(
+                builder(1)
+                    .time_to_live(Duration::from_nanos(100))
+                    .clock(clock.clone())
+                    .eviction_listener(move |_, _, cause| {
+                        if cause == RemovalCause::Expired {
+                            expired.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                    .build()
+                    .unwrap(),
+            )
+        };
+        cache.insert(1, drops.payload(0, 10)).unwrap();
+        clock.0.store(2_000, StdOrdering::Relaxed);
+        let inserter = {
+            let cache = cache.clone();
+            let value = drops.payload(1, 20);
+            thread::spawn(move || {
+                cache.insert(2, value).unwrap();
+                collect_garbage();
+            })
+        };
+        {
+            let pinned = cache.pin();
+            assert!(pinned.get(&1).is_none(), "an expired entry was returned");
+        }
+        inserter.join().unwrap();
+        assert_eq!(expired.load(Ordering::Relaxed), 1);
+        drop(cache);
+        drops.assert_each_dropped_once();
+    });
+}
