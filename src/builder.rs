@@ -124,7 +124,7 @@ impl<K, V, S> Builder<K, V, S> {
     /// Every entry expires this long after it was inserted (unless
     /// [`insert_with_ttl`](Cache::insert_with_ttl) gives it its own TTL). Adds one 8-byte
     /// deadline word to each entry. Zero is refused ([`BuildError::ZeroTimeToLive`]); a TTL too
-    /// long for the clock means "never". Precision: see [`CoarseClock`].
+    /// long for the clock means "never". Precision: see [`expiry`](crate::expiry).
     ///
     /// ```
     /// use std::time::Duration;
@@ -157,8 +157,11 @@ impl<K, V, S> Builder<K, V, S> {
         self
     }
 
-    /// The clock expiry and warm-up's rate limit are measured with (default: [`CoarseClock`]).
-    /// Inject one to move time in tests.
+    /// The clock expiry and warm-up's rate limit are measured with. By default a cache with
+    /// expiry reads a process-wide cached tick refreshed every millisecond by a ticker thread
+    /// (see [`expiry`](crate::expiry), "Precision"); pass [`CoarseClock`] to read the kernel's
+    /// coarse clock on every hit instead, with no thread, or your own [`Clock`] to move time in
+    /// tests.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.more.clock = Some(Arc::new(clock));
         self
@@ -296,6 +299,7 @@ impl<K, V, S> Builder<K, V, S> {
         };
         let clock = match more.clock {
             Some(c) => ClockSource::Custom(c),
+            None if expiry.is_some() => ClockSource::default_for_expiry(),
             None => ClockSource::Coarse(CoarseClock::default()),
         };
         Cache::from_parts(

@@ -40,8 +40,9 @@
 //! ([`insert_with_ttl`](Cache::insert_with_ttl)), and [time-to-idle](Builder::time_to_idle). An
 //! expired entry is never returned; it is removed by the CLOCK hand (expired entries go first),
 //! by [`purge_expired`](Cache::purge_expired), or by an optional [janitor](Builder::janitor)
-//! thread. Time comes from a [`Clock`], by default the kernel's coarse monotonic clock
-//! ([`CoarseClock`]: an entry may outlive its deadline by up to one tick, 1 to 4 ms).
+//! thread. Time comes from a [`Clock`], by default a cached tick that a process-wide ticker
+//! thread refreshes every millisecond from the kernel's coarse clock: an entry may outlive its
+//! deadline by up to about 5 ms (see [`expiry`], "Precision").
 //!
 //! ```
 //! use std::time::Duration;

@@ -63,11 +63,11 @@ fn striped_sums_are_exact_under_concurrency() {
     for k in 0..500 {
         cache.insert(k, k).unwrap();
     }
-    let threads: Vec<_> = (0..8)
+    let threads: Vec<_> = (0..32)
         .map(|t| {
             let cache = cache.clone();
             std::thread::spawn(move || {
-                for i in 0..10_000u64 {
+                for i in 0..2_500u64 {
                     cache.get(&((i * 7 + t) % 1000));
                 }
             })
@@ -78,5 +78,5 @@ fn striped_sums_are_exact_under_concurrency() {
     }
     let s = cache.stats().unwrap();
     assert_eq!(s.hits + s.misses, 80_000);
-    assert_eq!(s.hits, 40_000, "keys below 500 hit, the rest miss");
+    assert_eq!(s.hits, 41_084, "keys below 500 hit, the rest miss");
 }
