@@ -55,6 +55,8 @@ pub(crate) struct Inner<K, V, S> {
     grow_failed: AtomicBool,
     /// Which extension words each node carries (none for a plain cache).
     pub(crate) ext: ExtLayout,
+    /// Neither expiry nor statistics: lookups take the core's read path unchanged.
+    plain: bool,
     pub(crate) expiry: Option<Expiry>,
     /// The clock for expiry and warm-up's rate limit.
     pub(crate) clock: ClockSource,
@@ -149,7 +151,9 @@ where
         if let Some(e) = &mut expiry {
             e.layout = ext;
         }
+        let plain = expiry.is_none() && !features.stats;
         let inner = Box::new(Inner {
+            plain,
             table: Atomic::new(table),
             hand: Hand::new(),
             budget: Budget::new(entries, max_weight.unwrap_or(MAX_WEIGHT)),
@@ -208,7 +212,7 @@ where
     }
 
     /// The node for `key`, expired or not.
-    #[inline]
+    #[inline(always)]
     fn find<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
@@ -219,39 +223,67 @@ where
             .map(|f| f.node())
     }
 
-    /// The live node for `key` at `now`: `None` if absent or expired. `touch` marks it as used
-    /// (reference bit, idle deadline) and counts the hit or miss.
+    /// The live node for `key`: `None` if absent or expired (at the time `now` gives, asked
+    /// only in a cache with expiry, after the lookup). `touch` marks it as used (reference bit,
+    /// idle deadline) and counts the hit or miss.
+    ///
+    ///
+    /// The probe is shared; only what follows it depends on the features, behind one
+    /// predictable branch on `plain` (neither expiry nor statistics), so a plain cache runs the
+    /// core's read path. Everything here is inlined into `get`: as calls, `find` and the
+    /// feature checks cost a read hit 20 to 60 more instructions (callgrind,
+    /// docs/benchmarks.md).
     #[inline(always)]
     pub(crate) fn lookup<'g, Q>(
         &self,
         key: &Q,
-        now: u64,
+        now: impl FnOnce() -> u64,
         touch: bool,
         guard: &'g Guard,
     ) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let found = match self.find(key, guard) {
-            Some(node) => match &self.expiry {
-                Some(e) if e.is_expired(node, now) => None,
-                Some(e) => {
+        let found = self.find(key, guard);
+        if self.plain {
+            let node = found?;
+            if touch {
+                node.touch();
+            }
+            return Some(node);
+        }
+        self.admit(found, now, touch)
+    }
+
+    /// The feature half of [`lookup`](Self::lookup): expiry check, idle deadline, counters.
+    #[inline(always)]
+    fn admit<'g>(
+        &self,
+        found: Option<&'g Node<K, V>>,
+        now: impl FnOnce() -> u64,
+        touch: bool,
+    ) -> Option<&'g Node<K, V>> {
+        let live = match (found, &self.expiry) {
+            (Some(node), Some(e)) => {
+                let now = now();
+                if e.is_expired(node, now) {
+                    None
+                } else {
                     if touch {
                         e.touch(node, now);
                     }
                     Some(node)
                 }
-                None => Some(node),
-            },
-            None => None,
+            }
+            (found, _) => found,
         };
         if touch {
-            if let Some(node) = found {
+            if let Some(node) = live {
                 node.touch();
             }
             if let Some(st) = &self.stats {
                 st.add(
-                    if found.is_some() {
+                    if live.is_some() {
                         Counter::Hit
                     } else {
                         Counter::Miss
@@ -260,7 +292,7 @@ where
                 );
             }
         }
-        found
+        live
     }
 
     /// Inserts or replaces; `ttl` overrides the default time-to-live, `version` makes it a
@@ -886,15 +918,14 @@ where
 
     /// Returns a clone of the value for `key` and marks the entry as recently used. An expired
     /// entry is never returned.
-    #[inline]
+    #[inline(always)]
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         Q: ?Sized + Hash + Equivalent<K>,
         V: Clone,
     {
         let guard = epoch::pin();
-        let now = self.inner.now();
-        let node = self.inner.lookup(key, now, true, &guard)?;
+        let node = self.inner.lookup(key, || self.inner.now(), true, &guard)?;
         Some(node.read(|_, v| v.clone()))
     }
 
@@ -905,9 +936,8 @@ where
         V: Clone,
     {
         let guard = epoch::pin();
-        let now = self.inner.now();
         self.inner
-            .lookup(key, now, false, &guard)
+            .lookup(key, || self.inner.now(), false, &guard)
             .map(|n| n.read(|_, v| v.clone()))
     }
 
@@ -917,8 +947,9 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let guard = epoch::pin();
-        let now = self.inner.now();
-        self.inner.lookup(key, now, false, &guard).is_some()
+        self.inner
+            .lookup(key, || self.inner.now(), false, &guard)
+            .is_some()
     }
 
     /// Inserts or replaces the entry for `key`, evicting others if the cache is full. In a cache
@@ -1126,7 +1157,10 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let node = self.cache.inner.lookup(key, self.now, true, &self.guard)?;
+        let node = self
+            .cache
+            .inner
+            .lookup(key, || self.now, true, &self.guard)?;
         Some(&node.kv().1)
     }
 
@@ -1137,7 +1171,7 @@ where
     {
         self.cache
             .inner
-            .lookup(key, self.now, false, &self.guard)
+            .lookup(key, || self.now, false, &self.guard)
             .map(|n| &n.kv().1)
     }
 
@@ -1148,7 +1182,7 @@ where
     {
         self.cache
             .inner
-            .lookup(key, self.now, false, &self.guard)
+            .lookup(key, || self.now, false, &self.guard)
             .is_some()
     }
 

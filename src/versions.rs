@@ -213,8 +213,7 @@ where
         Q: ?Sized + Hash + equivalent::Equivalent<K>,
     {
         let guard = epoch::pin();
-        let now = self.inner.now();
-        let node = self.inner.lookup(key, now, false, &guard)?;
+        let node = self.inner.lookup(key, || self.inner.now(), false, &guard)?;
         self.inner.ext.version(node)
     }
 

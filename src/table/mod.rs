@@ -158,8 +158,10 @@ impl<K, V> RawTable<K, V> {
     }
 
     /// Finds the node whose key satisfies `eq` in the neighbourhood of `hash`: the home bucket,
-    /// then only the buckets its spill bits name.
-    #[inline]
+    /// then only the buckets its spill bits name. Always inlined: it is the read path, and
+    /// since it is called from several places LLVM no longer inlined it on its own, which cost
+    /// a read hit a call and five register saves (docs/benchmarks.md).
+    #[inline(always)]
     pub(crate) fn find<'g>(
         &self,
         hash: u64,
