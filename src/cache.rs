@@ -1,8 +1,8 @@
 //! The public cache: lookups, inserts, removal and eviction over the raw table.
 //!
-//! [`Cache`] is a thin handle over a boxed [`Inner`], which holds the table and everything the
-//! features need; the box gives the optional janitor thread a stable address to sweep, and
-//! `Cache`'s `Drop` stops and joins that thread before the box is freed.
+//! [`Cache`] is a thin handle over an [`Inner`], which holds the table and everything the
+//! features need. With a janitor the `Inner` is boxed, which gives the janitor thread a stable
+//! address to sweep, and `Cache`'s `Drop` stops and joins that thread before the box is freed.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -34,18 +34,36 @@ pub type DefaultHashBuilder = ahash::RandomState;
 /// Reads take no lock, do no CAS and write no shared cache line once an entry is marked as
 /// recently used. Writes never block reads. See the [crate docs](crate) for the guarantees.
 pub struct Cache<K, V, S = DefaultHashBuilder> {
-    pub(crate) inner: Box<Inner<K, V, S>>,
-    /// Stopped and joined first on drop, while `inner` is still alive.
+    repr: Repr<K, V, S>,
+    /// Stopped and joined first on drop, while the cache is still alive.
     janitor: Option<Janitor>,
 }
 
+/// Where the cache's state lives: inline, or boxed when a janitor thread needs a stable
+/// address to sweep. Inline is the default because a box costs every read hit one more
+/// dependent load before it can hash: 8 to 9 % of read-hit throughput on the build VM
+/// (docs/benchmarks.md). The `match` in [`Cache::inner`] is a predictable branch on a tag in
+/// the same line.
+// A `Repr` is made once per cache and never moved between variants: the size difference
+// is the point (inline state, no pointer to chase).
+#[allow(clippy::large_enum_variant)]
+enum Repr<K, V, S> {
+    Inline(Inner<K, V, S>),
+    Boxed(Box<Inner<K, V, S>>),
+}
+
 /// Everything a cache is; see [`Cache`].
+///
+/// `repr(C)`, read-path fields first: a read hit touches `plain`, `table` and `hasher`, which
+/// then share the first line; the written counters (`hand`, `budget`) are `CachePadded` and
+/// come after everything a reader touches.
+#[repr(C)]
 pub(crate) struct Inner<K, V, S> {
+    /// Neither expiry nor statistics: lookups take the core's read path unchanged.
+    plain: bool,
     /// The current table. Replaced only when a growable (weight-bounded, no `max_capacity`)
     /// cache grows; the old one is retired through epoch.
     table: Atomic<RawTable<K, V>>,
-    hand: Hand,
-    budget: Budget,
     hasher: S,
     weigher: Option<Weigher<K, V>>,
     /// The most entries a growable table may grow to; `None` for a fixed table.
@@ -55,8 +73,6 @@ pub(crate) struct Inner<K, V, S> {
     grow_failed: AtomicBool,
     /// Which extension words each node carries (none for a plain cache).
     pub(crate) ext: ExtLayout,
-    /// Neither expiry nor statistics: lookups take the core's read path unchanged.
-    plain: bool,
     pub(crate) expiry: Option<Expiry>,
     /// The clock for expiry and warm-up's rate limit.
     pub(crate) clock: ClockSource,
@@ -64,6 +80,8 @@ pub(crate) struct Inner<K, V, S> {
     pub(crate) stats: Option<Stats>,
     pub(crate) flights: Flights<K, V>,
     pub(crate) tombstones: Option<Tombstones<K>>,
+    hand: Hand,
+    budget: Budget,
 }
 
 /// The features a builder asks for, beyond bounds and hasher.
@@ -152,7 +170,7 @@ where
             e.layout = ext;
         }
         let plain = expiry.is_none() && !features.stats;
-        let inner = Box::new(Inner {
+        let inner = Inner {
             plain,
             table: Atomic::new(table),
             hand: Hand::new(),
@@ -168,12 +186,16 @@ where
             stats: features.stats.then(Stats::new),
             flights: Flights::new(),
             tombstones: features.versioned,
-        });
-        let janitor = match features.janitor {
-            Some(every) => Some(Janitor::start(&inner, every)?),
-            None => None,
         };
-        Ok(Self { inner, janitor })
+        let (repr, janitor) = match features.janitor {
+            Some(every) => {
+                let inner = Box::new(inner);
+                let janitor = Janitor::start(&inner, every)?;
+                (Repr::Boxed(inner), Some(janitor))
+            }
+            None => (Repr::Inline(inner), None),
+        };
+        Ok(Self { repr, janitor })
     }
 }
 
@@ -824,7 +846,7 @@ where
     /// Unlinks, bucket by bucket under each bucket's lock, every entry `pick` names a cause
     /// for; returns how many. Inserts that run concurrently may survive.
     fn sweep(&self, pick: impl Fn(&Node<K, V>) -> Option<RemovalCause>) -> usize {
-        let guard = epoch::pin();
+        let guard = crate::sync::pin();
         let mut removed = 0;
         'restart: loop {
             let table = self.table(&guard);
@@ -911,8 +933,8 @@ where
     pub fn pin(&self) -> Pinned<'_, K, V, S> {
         Pinned {
             cache: self,
-            guard: epoch::pin(),
-            now: self.inner.now(),
+            guard: crate::sync::pin(),
+            now: self.inner().now(),
         }
     }
 
@@ -924,8 +946,10 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
         V: Clone,
     {
-        let guard = epoch::pin();
-        let node = self.inner.lookup(key, || self.inner.now(), true, &guard)?;
+        let guard = crate::sync::pin();
+        let node = self
+            .inner()
+            .lookup(key, || self.inner().now(), true, &guard)?;
         Some(node.read(|_, v| v.clone()))
     }
 
@@ -935,9 +959,9 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
         V: Clone,
     {
-        let guard = epoch::pin();
-        self.inner
-            .lookup(key, || self.inner.now(), false, &guard)
+        let guard = crate::sync::pin();
+        self.inner()
+            .lookup(key, || self.inner().now(), false, &guard)
             .map(|n| n.read(|_, v| v.clone()))
     }
 
@@ -946,9 +970,9 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let guard = epoch::pin();
-        self.inner
-            .lookup(key, || self.inner.now(), false, &guard)
+        let guard = crate::sync::pin();
+        self.inner()
+            .lookup(key, || self.inner().now(), false, &guard)
             .is_some()
     }
 
@@ -959,8 +983,8 @@ where
     /// ([`InsertErrorKind::TooHeavy`]); it evicts nothing and hands the pair back. In a cache
     /// without a weigher `insert` always succeeds.
     pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
-        let guard = epoch::pin();
-        self.inner.insert_full(key, value, None, None, &guard)
+        let guard = crate::sync::pin();
+        self.inner().insert_full(key, value, None, None, &guard)
     }
 
     /// Inserts or replaces the entry for `key` with its own time-to-live, which overrides the
@@ -985,8 +1009,9 @@ where
         value: V,
         ttl: Duration,
     ) -> Result<(), InsertError<K, V>> {
-        let guard = epoch::pin();
-        self.inner.insert_full(key, value, Some(ttl), None, &guard)
+        let guard = crate::sync::pin();
+        self.inner()
+            .insert_full(key, value, Some(ttl), None, &guard)
     }
 
     /// Removes the entry for `key` and returns a clone of its value (`None` if it was absent
@@ -996,15 +1021,15 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
         V: Clone,
     {
-        let guard = epoch::pin();
-        self.inner
+        let guard = crate::sync::pin();
+        self.inner()
             .remove_with_guard(key, &guard)
             .map(|n| n.read(|_, v| v.clone()))
     }
 
     /// Removes every entry. Inserts that run concurrently with `clear` may survive it.
     pub fn clear(&self) {
-        self.inner.clear();
+        self.inner().clear();
     }
 
     /// Removes every expired entry now, bucket by bucket; returns how many. Without it, expired
@@ -1012,21 +1037,29 @@ where
     /// [janitor](Builder::janitor), or when their key is written. Until then they still count in
     /// [`len`](Self::len), but no lookup returns them.
     pub fn purge_expired(&self) -> usize {
-        self.inner.purge_expired()
+        self.inner().purge_expired()
     }
 
     /// A snapshot of the statistics, or `None` if the cache was built without
     /// [`Builder::record_stats`].
     pub fn stats(&self) -> Option<CacheStats> {
-        self.inner.stats.as_ref().map(Stats::snapshot)
+        self.inner().stats.as_ref().map(Stats::snapshot)
     }
 }
 
 impl<K, V, S> Cache<K, V, S> {
+    #[inline(always)]
+    pub(crate) fn inner(&self) -> &Inner<K, V, S> {
+        match &self.repr {
+            Repr::Inline(i) => i,
+            Repr::Boxed(b) => b,
+        }
+    }
+
     /// Entries in the cache now (including inserts in flight that already reserved room, and
     /// expired entries not yet removed).
     pub fn len(&self) -> usize {
-        self.inner.budget.len()
+        self.inner().budget.len()
     }
 
     /// True if [`len`](Self::len) is 0.
@@ -1037,33 +1070,33 @@ impl<K, V, S> Cache<K, V, S> {
     /// The most entries the cache holds now. Fixed, except in a weight-bounded cache built
     /// without `max_capacity`, whose table grows (and this bound with it) as entries arrive.
     pub fn capacity(&self) -> usize {
-        self.inner.budget.max_len()
+        self.inner().budget.max_len()
     }
 
     /// Total weight of the entries now; 0 in a cache without a weigher.
     pub fn weight(&self) -> u64 {
-        self.inner.budget.weight()
+        self.inner().budget.weight()
     }
 
     /// The weight budget, if the cache has a weigher.
     pub fn max_weight(&self) -> Option<u64> {
-        self.inner
+        self.inner()
             .weigher
             .as_ref()
-            .map(|_| self.inner.budget.max_weight())
+            .map(|_| self.inner().budget.max_weight())
     }
 
     /// The key hasher.
     pub fn hasher(&self) -> &S {
-        &self.inner.hasher
+        &self.inner().hasher
     }
 
     /// (entries, total distance from home in buckets, spill bits set, buckets):
     /// a diagnostic of probe lengths.
     #[doc(hidden)]
     pub fn probe_stats(&self) -> [usize; 4] {
-        let guard = epoch::pin();
-        let table = self.inner.table(&guard);
+        let guard = crate::sync::pin();
+        let table = self.inner().table(&guard);
         let [a, b, c] = table.probe_stats(&guard);
         [a, b, c, table.nbuckets()]
     }
@@ -1077,8 +1110,8 @@ impl<K, V, S> Cache<K, V, S> {
         K: Hash + Eq,
         S: BuildHasher,
     {
-        let inner = &*self.inner;
-        let guard = epoch::pin();
+        let inner = self.inner();
+        let guard = crate::sync::pin();
         let table = inner.table(&guard);
         let mut count = 0usize;
         let mut weight = 0u64;
@@ -1126,9 +1159,9 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
             .field("capacity", &self.capacity())
             .field("weight", &self.weight())
             .field("max_weight", &self.max_weight())
-            .field("expiry", &self.inner.expiry.is_some())
-            .field("versioned", &self.inner.tombstones.is_some())
-            .field("stats", &self.inner.stats.is_some())
+            .field("expiry", &self.inner().expiry.is_some())
+            .field("versioned", &self.inner().tombstones.is_some())
+            .field("stats", &self.inner().stats.is_some())
             .field("janitor", &self.janitor.is_some())
             .finish_non_exhaustive()
     }
@@ -1159,7 +1192,7 @@ where
     {
         let node = self
             .cache
-            .inner
+            .inner()
             .lookup(key, || self.now, true, &self.guard)?;
         Some(&node.kv().1)
     }
@@ -1170,7 +1203,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
-            .inner
+            .inner()
             .lookup(key, || self.now, false, &self.guard)
             .map(|n| &n.kv().1)
     }
@@ -1181,7 +1214,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
-            .inner
+            .inner()
             .lookup(key, || self.now, false, &self.guard)
             .is_some()
     }
@@ -1189,7 +1222,7 @@ where
     /// [`Cache::insert`] under this handle's guard.
     pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
         self.cache
-            .inner
+            .inner()
             .insert_full(key, value, None, None, &self.guard)
     }
 
@@ -1199,7 +1232,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
-            .inner
+            .inner()
             .remove_with_guard(key, &self.guard)
             .map(|n| &n.kv().1)
     }
@@ -1208,10 +1241,10 @@ where
     /// no entry is seen twice unless it was re-inserted during the walk.
     pub fn iter(&self) -> Iter<'_, K, V> {
         Iter {
-            table: self.cache.inner.table(&self.guard),
+            table: self.cache.inner().table(&self.guard),
             guard: &self.guard,
             slot: 0,
-            expiry: self.cache.inner.expiry.as_ref(),
+            expiry: self.cache.inner().expiry.as_ref(),
             now: self.now,
         }
     }

@@ -196,8 +196,8 @@ where
     S: BuildHasher,
 {
     fn join(&self, key: &K) -> Joined<'_, K, V> {
-        let flights = &self.inner.flights;
-        let shard = (self.inner.hash(key) >> 60) as usize % SHARDS;
+        let flights = &self.inner().flights;
+        let shard = (self.inner().hash(key) >> 60) as usize % SHARDS;
         let mut map = lock(&flights.shards[shard]);
         if let Some(f) = map.get(key) {
             return Joined::Wait(f.clone());
@@ -217,7 +217,7 @@ where
     fn start_load(&self) -> LoadTimer<'_, K, V, S> {
         LoadTimer {
             cache: self,
-            started: self.inner.clock.stopwatch(),
+            started: self.inner().clock.stopwatch(),
             armed: true,
         }
     }
@@ -405,7 +405,7 @@ impl<K, V, S> LoadTimer<'_, K, V, S> {
     }
 
     fn count(&self, ok: bool) {
-        if let Some(st) = &self.cache.inner.stats {
+        if let Some(st) = &self.cache.inner().stats {
             st.add(
                 if ok {
                     Counter::LoadOk
@@ -414,7 +414,7 @@ impl<K, V, S> LoadTimer<'_, K, V, S> {
                 },
                 1,
             );
-            let nanos = self.cache.inner.clock.elapsed(&self.started);
+            let nanos = self.cache.inner().clock.elapsed(&self.started);
             st.add(Counter::LoadNanos, nanos);
         }
     }

@@ -32,8 +32,6 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crossbeam_epoch as epoch;
-
 use crate::error::InsertError;
 use crate::listener::{Notes, RemovalCause};
 use crate::Cache;
@@ -152,8 +150,8 @@ where
         value: V,
         version: u64,
     ) -> Result<(), InsertError<K, V>> {
-        let guard = epoch::pin();
-        self.inner
+        let guard = crate::sync::pin();
+        self.inner()
             .insert_full(key, value, None, Some(version), &guard)
     }
 
@@ -171,11 +169,11 @@ where
     /// assert!(cache.insert_versioned(9, "fresh row", 6).is_ok());
     /// ```
     pub fn invalidate_versioned(&self, key: K, version: u64) -> Invalidation {
-        let inner = &*self.inner;
+        let inner = self.inner();
         let Some(tombs) = &inner.tombstones else {
             return Invalidation::NotVersioned;
         };
-        let guard = epoch::pin();
+        let guard = crate::sync::pin();
         let mut notes = Notes::new(inner.listener().is_some());
         let stale = std::cell::Cell::new(None);
         let removed = inner.remove_if(
@@ -212,14 +210,16 @@ where
     where
         Q: ?Sized + Hash + equivalent::Equivalent<K>,
     {
-        let guard = epoch::pin();
-        let node = self.inner.lookup(key, || self.inner.now(), false, &guard)?;
-        self.inner.ext.version(node)
+        let guard = crate::sync::pin();
+        let node = self
+            .inner()
+            .lookup(key, || self.inner().now(), false, &guard)?;
+        self.inner().ext.version(node)
     }
 
     /// Tombstones held now (at most [`Builder::max_tombstones`](crate::Builder::max_tombstones),
     /// rounded up to a multiple of 16).
     pub fn tombstones(&self) -> usize {
-        self.inner.tombstones.as_ref().map_or(0, Tombstones::len)
+        self.inner().tombstones.as_ref().map_or(0, Tombstones::len)
     }
 }

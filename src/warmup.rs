@@ -83,7 +83,7 @@ where
         F: Fn(&K) -> Result<V, E> + Sync,
         E: Send + Sync + 'static,
     {
-        let clock = &self.inner.clock;
+        let clock = &self.inner().clock;
         let start = clock.now();
         let keys = Mutex::new(keys.into_iter());
         // The start time of the next load, for the rate limit.
