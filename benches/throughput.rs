@@ -1,19 +1,31 @@
-//! Throughput of clockline and its contenders under the standard workloads (criterion).
+//! Throughput of clockline and its contenders (criterion): the three standard workloads and the
+//! get/put grid (Zipf 0.8 / 0.99 / 1.2 x 100 / 95 / 75 / 50 / 0 % reads), at 1, 2, 4, ... threads
+//! up to the machine's cores.
 //!
 //! ```text
-//! cargo bench --bench throughput                         # threads 1 and 2, 3-4 minutes
-//! CLOCKLINE_BENCH_THREADS=1,2,4,8,16 cargo bench --bench throughput
-//! cargo bench --bench throughput -- cache-aside/clockline   # one workload, one contender
-//! CLOCKLINE_BENCH_QUICK=1 cargo bench --bench throughput -- --quick  # smoke run
+//! cargo bench --bench throughput                   # everything; 2 cores: 180 benchmarks, ~5 min
+//! cargo bench --bench throughput -- '^(read-hit|cache-aside|write-50)/'   # standard ones only
+//! cargo bench --bench throughput -- 'getput-z0.99-r95/clockline'          # criterion's regex
+//! CLOCKLINE_BENCH_THREADS=1,4,16 CLOCKLINE_BENCH_ZIPF=0.99 CLOCKLINE_BENCH_READS=100,50 \
+//!     cargo bench --bench throughput               # a smaller grid
+//! CLOCKLINE_BENCH_QUICK=1 cargo bench --bench throughput -- --quick       # smoke run
+//! cargo bench --bench throughput -- --measurement-time 3 --warm-up-time 1 # longer samples
 //! ```
 //!
-//! One criterion iteration is one operation (of all threads together), so the reported
-//! throughput is operations per second across threads. Each sample spawns the threads, lines
-//! them up on a barrier, and times from the first thread's start to the last thread's end; each
-//! thread walks the pre-generated key array from where its previous sample stopped. The cache
-//! is built and pre-filled once per benchmark. Contenders of one workload and thread count run
-//! one after another, so they see about the same machine. The workloads are described in
-//! `benches/common/mod.rs`; `examples/showdown` runs the same ones as interleaved rounds.
+//! Environment: `CLOCKLINE_BENCH_THREADS` (default 1, 2, 4, ... below the core count, then the
+//! core count), `CLOCKLINE_BENCH_ZIPF` (default 0.8,0.99,1.2), `CLOCKLINE_BENCH_READS` (percent
+//! `get`, default 100,95,75,50,0), `CLOCKLINE_BENCH_QUICK` (tiny key arrays and caches).
+//!
+//! Benchmark ids are `<workload>/<contender>/<threads>t`; the grid's workloads are named
+//! `getput-z<zipf>-r<read %>`. One criterion iteration is one operation (of all threads
+//! together), so the reported throughput is operations per second across threads. Each sample
+//! spawns the threads, lines them up on a barrier, and times from the first thread's start to
+//! the last thread's end; each thread walks the pre-generated key array from where its previous
+//! sample stopped. The cache is built and pre-filled once per benchmark, and only for the
+//! benchmarks the filter selects. Contenders of one workload and thread count run one after
+//! another, so they see about the same machine. The workloads are described in
+//! `benches/common/mod.rs`; `examples/showdown` runs the same ones as interleaved rounds
+//! (`--only throughput`, `--only sweep`), which is what a noisy machine needs.
 
 // Shared with the showdown example; each target uses a different part of it.
 #[allow(dead_code)]
@@ -29,12 +41,11 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 
-/// Thread counts from `CLOCKLINE_BENCH_THREADS` ("1,2,4,8,16"), default 1 and 2.
-fn thread_counts() -> Vec<usize> {
-    match std::env::var("CLOCKLINE_BENCH_THREADS") {
-        Ok(s) => common::parse_threads(&s)
-            .unwrap_or_else(|| panic!("CLOCKLINE_BENCH_THREADS={s:?}: expected e.g. 1,2,4")),
-        Err(_) => vec![1, 2],
+/// A list from the environment variable `var`, parsed by `parse`, or `default`.
+fn env_list<T>(var: &str, parse: fn(&str) -> Option<Vec<T>>, default: Vec<T>) -> Vec<T> {
+    match std::env::var(var) {
+        Ok(s) => parse(&s).unwrap_or_else(|| panic!("{var}={s:?}: expected a list like 1,2,4")),
+        Err(_) => default,
     }
 }
 
@@ -87,23 +98,37 @@ struct Bench<'a, 'c> {
 
 impl Visit for Bench<'_, '_> {
     fn visit<C: Contender>(&mut self) {
-        let w = self.workload;
-        let cache = C::new(w.capacity, hasher());
-        w.fill(&cache);
-        if w.op == Op::Get {
-            let missing = w.check_resident(&cache);
-            if missing > 0 {
-                eprintln!("warning: {} lost {missing} of {} keys", C::NAME, w.prefill);
-            }
-        }
-        let mut cursors: Vec<usize> = (0..self.threads)
-            .map(|t| w.offset(t, self.threads))
-            .collect();
-        let id = BenchmarkId::new(C::NAME, format!("{}t", self.threads));
+        let (w, threads) = (self.workload, self.threads);
+        let id = BenchmarkId::new(C::NAME, format!("{threads}t"));
+        // Criterion calls this closure only for benchmarks its filter selects, so the cache is
+        // built and filled only for those.
         self.group.bench_function(id, |b| {
+            let cache = C::new(w.capacity, hasher());
+            w.fill(&cache);
+            if w.op == Op::Get {
+                let missing = w.check_resident(&cache);
+                if missing > 0 {
+                    eprintln!("warning: {} lost {missing} of {} keys", C::NAME, w.prefill);
+                }
+            }
+            let mut cursors: Vec<usize> = (0..threads).map(|t| w.offset(t, threads)).collect();
             b.iter_custom(|iters| timed(&cache, w, &mut cursors, iters))
         });
     }
+}
+
+/// Every contender on `w` at every thread count, in one criterion group named `group`.
+fn bench_workload(c: &mut Criterion, group: &str, w: &Workload, threads: &[usize]) {
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(1));
+    for &t in threads {
+        for_each_contender(&mut Bench {
+            group: &mut g,
+            workload: w,
+            threads: t,
+        });
+    }
+    g.finish();
 }
 
 fn throughput(c: &mut Criterion) {
@@ -112,28 +137,45 @@ fn throughput(c: &mut Criterion) {
     } else {
         Sizes::FULL
     };
-    let threads = thread_counts();
+    let threads = env_list(
+        "CLOCKLINE_BENCH_THREADS",
+        common::parse_threads,
+        common::sweep_threads(),
+    );
+    let zipfs = env_list(
+        "CLOCKLINE_BENCH_ZIPF",
+        common::parse_zipfs,
+        common::GRID_ZIPF.to_vec(),
+    );
+    let reads = env_list(
+        "CLOCKLINE_BENCH_READS",
+        common::parse_reads,
+        common::GRID_READS.to_vec(),
+    );
     for w in Workload::standard(sizes) {
-        let mut group = c.benchmark_group(w.name);
-        group.throughput(Throughput::Elements(1));
-        for &t in &threads {
-            for_each_contender(&mut Bench {
-                group: &mut group,
-                workload: &w,
-                threads: t,
-            });
+        bench_workload(c, w.name, &w, &threads);
+    }
+    // One key array at a time: each is 8 MiB at full size.
+    for &z in &zipfs {
+        for &r in &reads {
+            let w = Workload::getput(sizes, z, r);
+            bench_workload(c, &format!("getput-z{z}-r{r}"), &w, &threads);
         }
-        group.finish();
     }
 }
 
 criterion_group! {
     name = benches;
-    // 3 workloads x 2 thread counts x 5 contenders = 30 benchmarks of about 5 s each.
+    // On 2 cores: (3 standard + 15 grid workloads) x 2 thread counts x 5 contenders = 180
+    // benchmarks of 1-2 s each (0.2 s warm-up, 0.5 s measuring, filling the cache, and the
+    // analysis, kept short by 10,000 bootstrap resamples instead of 100,000): 5 min 18 s on the
+    // 2-core build VM at load 3.
+    // `--warm-up-time` / `--measurement-time` / `--nresamples` override these.
     config = Criterion::default()
         .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+        .nresamples(10_000)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(500));
     targets = throughput
 }
 criterion_main!(benches);

@@ -1,59 +1,226 @@
-//! Deterministic per-operation cost of a read hit, for `benches/cachesim.sh`.
+//! Deterministic per-operation cost of `get` hits, `get` misses and `insert`s, for
+//! `benches/cachesim.sh`.
 //!
-//! Builds each contender with the read-hit workload of the benchmarks (2^16 `u64` keys, all
-//! resident, Zipf 0.99 key array with scattered ranks, the same ahash seeds), then runs one
-//! `#[inline(never)]`, `#[no_mangle]` probe function per contender over the same 2^18 accesses.
-//! Under callgrind with `--toggle-collect=<probe>` only that function is measured; divide the
-//! counts by the number of accesses, which this program prints.
+//! ```text
+//! cachesim [--entries N] [--accesses N] [CONTENDER...]
+//! ```
 //!
-//! Run without valgrind it just checks that every access hits.
+//! For each contender named (default: all of clockline, quick_cache, moka, lru_mutex, papaya),
+//! builds a cache of capacity `--entries` (default 2^20) filled with that many keys, then runs
+//! the three workloads of `benches/common/per_op.rs` through one `#[inline(never)]`,
+//! `#[no_mangle]` probe function each: `cachesim_get_hit_<contender>` (Zipf 0.99 over the
+//! resident keys, `--accesses` of them, default 2^18, minus the few a contender did not keep),
+//! `cachesim_get_miss_<contender>` (`--accesses` keys never inserted) and
+//! `cachesim_insert_<contender>` (a quarter as many of those keys, inserted into the full cache).
+//! Everything outside the probes (key generation, filling, settling) is left out of the
+//! measurement: `benches/cachesim.sh` runs this under callgrind with collection toggled only
+//! inside the probes and a profile dumped after each, and divides each dump by the operation
+//! count printed on the `ops` lines.
+//!
+//! Run without valgrind it just checks the workloads: every measured `get-hit` hits and every
+//! `get-miss` misses.
 
 #[path = "../benches/common/mod.rs"]
 #[allow(dead_code)]
 mod common;
 
-use common::{Clockline, Contender, MutexLru, Papaya, QuickCache, Sizes, Workload};
+use common::per_op::{get_all, insert_all, PerOp};
+use common::{Clockline, Contender, Moka, MutexLru, Papaya, QuickCache};
 use std::hint::black_box;
+use std::process::ExitCode;
 
-/// Accesses measured per probe.
-const ACCESSES: usize = 1 << 18;
-
-macro_rules! probe {
-    ($name:ident, $ty:ty) => {
+macro_rules! probes {
+    ($get_hit:ident, $get_miss:ident, $insert:ident, $ty:ty) => {
         #[inline(never)]
         #[no_mangle]
         #[allow(clippy::no_mangle_with_rust_abi)]
-        pub fn $name(cache: &$ty, keys: &[u64]) -> usize {
-            keys.iter().filter(|&k| Contender::get(cache, k)).count()
+        pub fn $get_hit(cache: &$ty, keys: &[u64]) -> usize {
+            get_all(cache, keys)
+        }
+
+        #[inline(never)]
+        #[no_mangle]
+        #[allow(clippy::no_mangle_with_rust_abi)]
+        pub fn $get_miss(cache: &$ty, keys: &[u64]) -> usize {
+            // Counts misses, so that its code differs from the get-hit probe's and the two are
+            // not merged into one symbol.
+            keys.len() - get_all(cache, keys)
+        }
+
+        #[inline(never)]
+        #[no_mangle]
+        #[allow(clippy::no_mangle_with_rust_abi)]
+        pub fn $insert(cache: &$ty, keys: &[u64]) {
+            insert_all(cache, keys)
         }
     };
 }
 
-probe!(cachesim_clockline, Clockline);
-probe!(cachesim_quick_cache, QuickCache);
-probe!(cachesim_papaya, Papaya);
-probe!(cachesim_lru_mutex, MutexLru);
+probes!(
+    cachesim_get_hit_clockline,
+    cachesim_get_miss_clockline,
+    cachesim_insert_clockline,
+    Clockline
+);
+probes!(
+    cachesim_get_hit_quick_cache,
+    cachesim_get_miss_quick_cache,
+    cachesim_insert_quick_cache,
+    QuickCache
+);
+probes!(
+    cachesim_get_hit_moka,
+    cachesim_get_miss_moka,
+    cachesim_insert_moka,
+    Moka
+);
+probes!(
+    cachesim_get_hit_lru_mutex,
+    cachesim_get_miss_lru_mutex,
+    cachesim_insert_lru_mutex,
+    MutexLru
+);
+probes!(
+    cachesim_get_hit_papaya,
+    cachesim_get_miss_papaya,
+    cachesim_insert_papaya,
+    Papaya
+);
 
-fn build<C: Contender>(w: &Workload) -> C {
-    let c = C::new(w.capacity, common::hasher());
-    w.fill(&c);
-    c.settle();
-    c
+/// The three probes of one contender.
+struct Probes<C> {
+    get_hit: fn(&C, &[u64]) -> usize,
+    /// Returns the number of misses.
+    get_miss: fn(&C, &[u64]) -> usize,
+    insert: fn(&C, &[u64]),
 }
 
-fn main() {
-    let w = Workload::read_hit(Sizes::FULL);
-    let keys = &w.keys[..ACCESSES];
-    let cl: Clockline = build(&w);
-    let qc: QuickCache = build(&w);
-    let pa: Papaya = build(&w);
-    let lr: MutexLru = build(&w);
-    let hits = [
-        black_box(cachesim_clockline(&cl, keys)),
-        black_box(cachesim_quick_cache(&qc, keys)),
-        black_box(cachesim_papaya(&pa, keys)),
-        black_box(cachesim_lru_mutex(&lr, keys)),
-    ];
-    println!("accesses per probe: {ACCESSES}; hits: {hits:?}");
-    assert!(hits.iter().all(|&h| h == ACCESSES), "every access must hit");
+/// Names as the script and the probe symbols spell them, in report order.
+const CONTENDERS: [&str; 5] = ["clockline", "quick_cache", "moka", "lru_mutex", "papaya"];
+
+/// Runs the three probes of one contender; prints one `ops` line per probe. Returns false if a
+/// workload did not do what it should (a measured hit that missed, a miss that hit).
+fn run<C: Contender>(name: &str, w: &PerOp, p: Probes<C>) -> bool {
+    let cache: C = w.build();
+    let hit_keys = w.hit_keys(&cache);
+    let inserts = (w.miss_keys.len() / 4).max(1);
+    let hits = black_box((p.get_hit)(&cache, &hit_keys));
+    cache.settle();
+    let miss_hits = w.miss_keys.len() - black_box((p.get_miss)(&cache, &w.miss_keys));
+    cache.settle();
+    (p.insert)(&cache, &w.miss_keys[..inserts]);
+    cache.settle();
+    // "ops CONTENDER OP COUNT": what benches/cachesim.sh divides by.
+    println!("ops {name} get-hit {}", hit_keys.len());
+    println!("ops {name} get-miss {}", w.miss_keys.len());
+    println!("ops {name} insert {inserts}");
+    println!(
+        "# {name}: {} of {} Zipf accesses resident; get-hit hits {hits}, get-miss hits {miss_hits}",
+        hit_keys.len(),
+        w.zipf_keys.len()
+    );
+    // Dropping a cache of 2^20 entries takes moka half a minute under callgrind; the process is
+    // about to end, so leave the memory to it.
+    std::mem::forget(cache);
+    let ok = hits == hit_keys.len() && miss_hits == 0;
+    if !ok {
+        eprintln!("cachesim: {name}: a measured hit missed or a miss hit");
+    }
+    ok
+}
+
+fn parse_pow2(flag: &str, v: Option<String>) -> Result<usize, String> {
+    let v = v.ok_or(format!("{flag} needs a value"))?;
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| n.is_power_of_two() && *n >= 16)
+        .ok_or(format!(
+            "{flag} {v:?}: expected a power of two, at least 16"
+        ))
+}
+
+fn main() -> ExitCode {
+    let (mut entries, mut accesses) = (1usize << 20, 1usize << 18);
+    let mut names = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let parsed = match a.as_str() {
+            "--entries" => parse_pow2("--entries", args.next()).map(|n| entries = n),
+            "--accesses" => parse_pow2("--accesses", args.next()).map(|n| accesses = n),
+            name if CONTENDERS.contains(&name) => {
+                names.push(name.to_string());
+                Ok(())
+            }
+            other => Err(format!(
+                "unknown argument {other:?}; usage: cachesim [--entries N] [--accesses N] \
+                 [{}]...",
+                CONTENDERS.join("|")
+            )),
+        };
+        if let Err(e) = parsed {
+            eprintln!("cachesim: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if names.is_empty() {
+        names = CONTENDERS.iter().map(|s| s.to_string()).collect();
+    }
+    println!("entries {entries} accesses {accesses}");
+    let w = PerOp::new(entries, accesses);
+    let mut ok = true;
+    for name in &names {
+        ok &= match name.as_str() {
+            "clockline" => run::<Clockline>(
+                name,
+                &w,
+                Probes {
+                    get_hit: cachesim_get_hit_clockline,
+                    get_miss: cachesim_get_miss_clockline,
+                    insert: cachesim_insert_clockline,
+                },
+            ),
+            "quick_cache" => run::<QuickCache>(
+                name,
+                &w,
+                Probes {
+                    get_hit: cachesim_get_hit_quick_cache,
+                    get_miss: cachesim_get_miss_quick_cache,
+                    insert: cachesim_insert_quick_cache,
+                },
+            ),
+            "moka" => run::<Moka>(
+                name,
+                &w,
+                Probes {
+                    get_hit: cachesim_get_hit_moka,
+                    get_miss: cachesim_get_miss_moka,
+                    insert: cachesim_insert_moka,
+                },
+            ),
+            "lru_mutex" => run::<MutexLru>(
+                name,
+                &w,
+                Probes {
+                    get_hit: cachesim_get_hit_lru_mutex,
+                    get_miss: cachesim_get_miss_lru_mutex,
+                    insert: cachesim_insert_lru_mutex,
+                },
+            ),
+            "papaya" => run::<Papaya>(
+                name,
+                &w,
+                Probes {
+                    get_hit: cachesim_get_hit_papaya,
+                    get_miss: cachesim_get_miss_papaya,
+                    insert: cachesim_insert_papaya,
+                },
+            ),
+            _ => unreachable!("names are checked against CONTENDERS"),
+        };
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -1,5 +1,8 @@
 //! Workloads and contenders shared by `benches/throughput.rs` and `examples/showdown`.
 //!
+//! * A workload is a [`Spec`] (Zipf exponent, what each access does, key space, capacity) plus
+//!   a key array: the three standard ones ([`Workload::standard`]) and the get/put grid
+//!   ([`Workload::getput`]: [`GRID_ZIPF`] x [`GRID_READS`]) are all built by [`Workload::new`].
 //! * Key arrays are pre-generated and deterministic: Zipf over ranks by inverse CDF, driven by
 //!   splitmix64 with a fixed seed, and ranks scattered over the `u64` key space by a fixed
 //!   bijection, so hot keys are not neighbours. Threads walk the array from their own offsets;
@@ -12,6 +15,11 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
+
+/// Hardware counters (perf_event) per operation; see the module docs.
+pub mod counters;
+/// get-hit, get-miss and insert workloads for the counters and the callgrind simulation.
+pub mod per_op;
 
 /// The hasher every contender gets: ahash with fixed seeds, so all of them hash alike and runs
 /// repeat.
@@ -117,6 +125,57 @@ pub enum Op {
     Mixed { write_percent: u32 },
 }
 
+impl Op {
+    /// `read_pct` % `get`, the rest `insert`: [`Op::Get`] at 100, else [`Op::Mixed`].
+    pub fn reads(read_pct: u32) -> Self {
+        assert!(read_pct <= 100, "read share {read_pct}% over 100%");
+        if read_pct == 100 {
+            Op::Get
+        } else {
+            Op::Mixed {
+                write_percent: 100 - read_pct,
+            }
+        }
+    }
+
+    /// The share of accesses that are plain `get`s, in percent; `None` for cache-aside, whose
+    /// inserts depend on the hits.
+    pub fn read_pct(self) -> Option<u32> {
+        match self {
+            Op::Get => Some(100),
+            Op::CacheAside => None,
+            Op::Mixed { write_percent } => Some(100 - write_percent),
+        }
+    }
+}
+
+/// What defines a workload: the key distribution, what each access does, and the sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spec {
+    /// Zipf exponent of the key popularity (0.99 in the standard workloads).
+    pub zipf: f64,
+    pub op: Op,
+    /// Distinct keys the accesses are drawn from.
+    pub key_space: usize,
+    /// Entries each contender may hold. The cache is pre-filled with the hottest
+    /// `min(key_space, capacity)` keys.
+    pub capacity: usize,
+}
+
+impl Spec {
+    /// The get/put grid (Caffeine's GetPutBenchmark): read-hit's key space and capacity (all
+    /// keys fit twice over, so every insert replaces a resident key and nothing is evicted),
+    /// `read_pct` % `get`, the rest `insert`, spread evenly, Zipf `zipf`.
+    pub fn getput(sz: Sizes, zipf: f64, read_pct: u32) -> Self {
+        Spec {
+            zipf,
+            op: Op::reads(read_pct),
+            key_space: sz.read_keys,
+            capacity: 2 * sz.read_keys,
+        }
+    }
+}
+
 /// Sizes of the standard workloads; [`Sizes::FULL`] for measurements, [`Sizes::QUICK`] for
 /// smoke runs.
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +218,10 @@ pub struct Workload {
     pub name: &'static str,
     /// One line for reports.
     pub description: String,
+    /// Zipf exponent of the key array.
+    pub zipf: f64,
+    /// Distinct keys in the key array (at most; the rarest may never be drawn).
+    pub key_space: usize,
     pub capacity: usize,
     pub op: Op,
     /// Keys of ranks `0..prefill` are inserted before measuring.
@@ -168,49 +231,89 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The workload `spec` with `accesses` pre-generated accesses (a power of two) drawn with
+    /// `seed`. Every workload is built here.
+    pub fn new(
+        name: &'static str,
+        description: String,
+        spec: Spec,
+        accesses: usize,
+        seed: u64,
+    ) -> Self {
+        assert!(accesses.is_power_of_two(), "{accesses} accesses");
+        Self {
+            name,
+            description,
+            zipf: spec.zipf,
+            key_space: spec.key_space,
+            capacity: spec.capacity,
+            op: spec.op,
+            prefill: spec.key_space.min(spec.capacity),
+            keys: zipf_keys(spec.key_space, spec.zipf, accesses, seed),
+        }
+    }
+
+    /// One cell of the get/put grid ([`Spec::getput`]), named `getput`; its key array depends
+    /// only on the exponent (seed 4), so the read shares of one exponent walk the same keys.
+    pub fn getput(sz: Sizes, zipf: f64, read_pct: u32) -> Self {
+        let spec = Spec::getput(sz, zipf, read_pct);
+        let description = format!(
+            "{read_pct}% get / {}% insert, {} keys all resident (capacity {}), Zipf {zipf}",
+            100 - read_pct,
+            spec.key_space,
+            spec.capacity
+        );
+        Self::new("getput", description, spec, sz.accesses, 4)
+    }
+
+    /// The parameters this workload was built from.
+    pub fn spec(&self) -> Spec {
+        Spec {
+            zipf: self.zipf,
+            op: self.op,
+            key_space: self.key_space,
+            capacity: self.capacity,
+        }
+    }
+
     /// 100 % `get` over keys that are all resident. The capacity is twice the key count so that
     /// no contender evicts any of them (quick_cache's shards fill unevenly, moka's admission is
     /// lazy); [`Workload::check_resident`] verifies it.
     pub fn read_hit(sz: Sizes) -> Self {
         let n = sz.read_keys;
-        Self {
-            name: "read-hit",
-            description: format!(
-                "100% get, {n} keys all resident (capacity {}), Zipf {ZIPF_S}",
-                2 * n
-            ),
-            capacity: 2 * n,
-            op: Op::Get,
-            prefill: n,
-            keys: zipf_keys(n, ZIPF_S, sz.accesses, 1),
-        }
+        let description = format!(
+            "100% get, {n} keys all resident (capacity {}), Zipf {ZIPF_S}",
+            2 * n
+        );
+        let spec = Spec::getput(sz, ZIPF_S, 100);
+        Self::new("read-hit", description, spec, sz.accesses, 1)
     }
 
     /// get, insert on a miss; the capacity is a fraction of the key space. Pre-filled with the
     /// hottest `capacity` keys (the steady state of an ideal policy).
     pub fn cache_aside(sz: Sizes) -> Self {
         let (n, cap) = (sz.aside_keys, sz.aside_capacity);
-        Self {
-            name: "cache-aside",
-            description: format!("get, insert on miss, {n} keys, capacity {cap}, Zipf {ZIPF_S}"),
-            capacity: cap,
+        let spec = Spec {
+            zipf: ZIPF_S,
             op: Op::CacheAside,
-            prefill: cap,
-            keys: zipf_keys(n, ZIPF_S, sz.accesses, 2),
-        }
+            key_space: n,
+            capacity: cap,
+        };
+        let description = format!("get, insert on miss, {n} keys, capacity {cap}, Zipf {ZIPF_S}");
+        Self::new("cache-aside", description, spec, sz.accesses, 2)
     }
 
     /// Half `insert`, half `get`, over a key space the size of the capacity, pre-filled full.
     pub fn write_50(sz: Sizes) -> Self {
         let n = sz.write_keys;
-        Self {
-            name: "write-50",
-            description: format!("50% insert / 50% get, {n} keys, capacity {n}, Zipf {ZIPF_S}"),
+        let spec = Spec {
+            zipf: ZIPF_S,
+            op: Op::reads(50),
+            key_space: n,
             capacity: n,
-            op: Op::Mixed { write_percent: 50 },
-            prefill: n,
-            keys: zipf_keys(n, ZIPF_S, sz.accesses, 3),
-        }
+        };
+        let description = format!("50% insert / 50% get, {n} keys, capacity {n}, Zipf {ZIPF_S}");
+        Self::new("write-50", description, spec, sz.accesses, 3)
     }
 
     /// The three standard workloads, in report order.
@@ -348,6 +451,70 @@ impl Contender for Clockline {
     }
 }
 
+/// clockline with a default TTL (one hour: nothing expires during a run), so every hit reads the
+/// coarse clock and compares a deadline: the cost of expiry (issue #3).
+pub struct ClocklineTtl(Clockline);
+/// clockline with `record_stats()`: every hit adds one to its thread's stripe.
+pub struct ClocklineStats(Clockline);
+
+impl Contender for ClocklineTtl {
+    const NAME: &'static str = "clockline+ttl";
+
+    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
+        Self(
+            clockline::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .hasher(hasher)
+                .build()
+                .expect("clockline cache"),
+        )
+    }
+
+    #[inline]
+    fn get(&self, key: &u64) -> bool {
+        self.0.get(key).is_some()
+    }
+
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        let r = self.0.insert(key, value);
+        debug_assert!(r.is_ok());
+    }
+}
+
+impl Contender for ClocklineStats {
+    const NAME: &'static str = "clockline+stats";
+
+    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
+        Self(
+            clockline::Cache::builder()
+                .max_capacity(capacity)
+                .record_stats()
+                .hasher(hasher)
+                .build()
+                .expect("clockline cache"),
+        )
+    }
+
+    #[inline]
+    fn get(&self, key: &u64) -> bool {
+        self.0.get(key).is_some()
+    }
+
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        let r = self.0.insert(key, value);
+        debug_assert!(r.is_ok());
+    }
+}
+
+/// True when `CLOCKLINE_FEATURE_VARIANTS=1`: the contender list then also holds clockline with
+/// expiry and with statistics, for the cost-of-features comparison in docs/benchmarks.md.
+pub fn feature_variants() -> bool {
+    std::env::var_os("CLOCKLINE_FEATURE_VARIANTS").is_some_and(|v| v == "1")
+}
+
 impl Contender for QuickCache {
     const NAME: &'static str = "quick_cache";
 
@@ -449,6 +616,10 @@ pub trait Visit {
 /// Calls `v.visit::<C>()` for every contender, in report order. The one list of contenders.
 pub fn for_each_contender(v: &mut impl Visit) {
     v.visit::<Clockline>();
+    if feature_variants() {
+        v.visit::<ClocklineTtl>();
+        v.visit::<ClocklineStats>();
+    }
     v.visit::<QuickCache>();
     v.visit::<Moka>();
     v.visit::<MutexLru>();
@@ -473,4 +644,39 @@ pub fn parse_threads(s: &str) -> Option<Vec<usize>> {
     s.split(',')
         .map(|t| t.trim().parse::<usize>().ok().filter(|&n| n > 0))
         .collect()
+}
+
+/// Zipf exponents of the get/put grid.
+pub const GRID_ZIPF: [f64; 3] = [0.8, 0.99, 1.2];
+
+/// Read shares (percent `get`) of the get/put grid.
+pub const GRID_READS: [u32; 5] = [100, 95, 75, 50, 0];
+
+/// Zipf exponents from a list like "0.8,0.99"; `None` if any is not a finite number >= 0.
+pub fn parse_zipfs(s: &str) -> Option<Vec<f64>> {
+    s.split(',')
+        .map(|z| {
+            z.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|z| z.is_finite() && *z >= 0.0)
+        })
+        .collect()
+}
+
+/// Read shares from a list like "100,95,50"; `None` if any is not a whole percentage.
+pub fn parse_reads(s: &str) -> Option<Vec<u32>> {
+    s.split(',')
+        .map(|r| r.trim().parse::<u32>().ok().filter(|&r| r <= 100))
+        .collect()
+}
+
+/// 1, 2, 4, ... below the number of cores, then the number of cores: the default thread sweep.
+pub fn sweep_threads() -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut t: Vec<usize> = std::iter::successors(Some(1usize), |&n| n.checked_mul(2))
+        .take_while(|&n| n < cores)
+        .collect();
+    t.push(cores);
+    t
 }

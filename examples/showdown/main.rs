@@ -5,6 +5,8 @@
 //! cargo run --release --example showdown                      # everything, 1-2 minutes
 //! cargo run --release --example showdown -- --quick           # smoke run, a few seconds
 //! cargo run --release --example showdown -- --threads 1,2,4,8,16 --only throughput
+//! cargo run --release --example showdown -- --only latency --threads 16
+//! cargo run --release --example showdown -- --only sweep --threads 1,2 --csv docs/data/throughput-2core.csv
 //! ```
 //!
 //! Workloads are defined in `benches/common/mod.rs`, shared with `cargo bench --bench
@@ -15,10 +17,15 @@
 #[allow(dead_code)]
 #[path = "../../benches/common/mod.rs"]
 mod common;
+mod counters;
+mod csv;
 mod hit_ratio;
+mod latency;
 mod memory;
+mod sweep;
 mod throughput;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,16 +39,22 @@ use common::Sizes;
 static ALLOC: memory::Counting = memory::Counting;
 
 const USAGE: &str = "\
-usage: showdown [--quick] [--only throughput|hit-ratio|memory] [--threads 1,2,...]
-                [--rounds N] [--ms N] [--contenders a,b,...]
+usage: showdown [--quick] [--only throughput|hit-ratio|memory|latency|sweep|counters]
+                [--threads 1,2,...] [--rounds N] [--ms N] [--contenders a,b,...]
+                [--zipf 0.8,...] [--reads 100,...] [--csv PATH]
 
   --quick       tiny sizes and short rounds: a smoke run of a few seconds
-  --only S      run one section (default: all three)
-  --threads L   thread counts for the throughput section (default 1,2)
-  --rounds N    interleaved rounds per contender (default 5; 3 with --quick)
-  --ms N        milliseconds per round (default 200; 20 with --quick)
-  --contenders  throughput contenders to run, by name (default: all), e.g. clockline
-                alone for an A/B of two builds of it";
+  --only S      run one section (default: all but sweep)
+  --threads L   thread counts for throughput and sweep (default 1,2); latency runs at the
+                largest
+  --rounds N    interleaved rounds per contender (default 5, latency 3; 3 with --quick)
+  --ms N        milliseconds per round (default 200, latency 400; 20 with --quick)
+  --contenders  throughput, sweep and latency contenders to run, by name (default: all),
+                e.g. clockline alone for an A/B of two builds of it
+  --zipf L      sweep: Zipf exponents (default 0.8,0.99,1.2)
+  --reads L     sweep: percent get (default 100,95,75,50,0)
+  --csv PATH    with --only throughput, sweep, latency or memory: also write its results
+                as CSV (for `cargo run --release --example plots`)";
 
 static QUICK: AtomicBool = AtomicBool::new(false);
 
@@ -55,6 +68,11 @@ enum Section {
     Throughput,
     HitRatio,
     Memory,
+    Latency,
+    /// Hardware counters per operation (perf_event); n/a where the kernel refuses them.
+    Counters,
+    /// Not part of the default run.
+    Sweep,
 }
 
 struct Args {
@@ -64,6 +82,9 @@ struct Args {
     rounds: Option<usize>,
     ms: Option<u64>,
     contenders: Option<Vec<String>>,
+    zipfs: Option<Vec<f64>>,
+    reads: Option<Vec<u32>>,
+    csv: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -74,6 +95,9 @@ fn parse_args() -> Result<Args, String> {
         rounds: None,
         ms: None,
         contenders: None,
+        zipfs: None,
+        reads: None,
+        csv: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -85,6 +109,9 @@ fn parse_args() -> Result<Args, String> {
                     "throughput" => Section::Throughput,
                     "hit-ratio" => Section::HitRatio,
                     "memory" => Section::Memory,
+                    "latency" => Section::Latency,
+                    "sweep" => Section::Sweep,
+                    "counters" => Section::Counters,
                     other => return Err(format!("unknown section {other:?}")),
                 })
             }
@@ -122,11 +149,48 @@ fn parse_args() -> Result<Args, String> {
                 }
                 args.contenders = Some(list);
             }
+            "--zipf" => {
+                let v = value("--zipf")?;
+                args.zipfs = Some(common::parse_zipfs(&v).ok_or(format!("bad Zipf list {v:?}"))?);
+            }
+            "--reads" => {
+                let v = value("--reads")?;
+                args.reads = Some(common::parse_reads(&v).ok_or(format!("bad read list {v:?}"))?);
+            }
+            "--csv" => args.csv = Some(PathBuf::from(value("--csv")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    let csv_sections = [
+        Section::Throughput,
+        Section::Sweep,
+        Section::Latency,
+        Section::Memory,
+    ];
+    if args.csv.is_some() && !args.only.is_some_and(|s| csv_sections.contains(&s)) {
+        return Err("--csv needs --only throughput, sweep, latency or memory".to_string());
+    }
     Ok(args)
+}
+
+/// Writes `lines` under `header` to the `--csv` path, if one was given.
+fn write_csv(args: &Args, header: &str, lines: &[String]) {
+    if let Some(path) = &args.csv {
+        match csv::write_lines(path, header, lines) {
+            Ok(()) => println!("   wrote {} rows to {}", lines.len(), path.display()),
+            Err(e) => println!("   could not write {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Writes throughput rows to the `--csv` path, if one was given.
+fn write_throughput_csv(args: &Args, rows: &[csv::ThroughputRow]) {
+    if let Some(path) = &args.csv {
+        if let Err(e) = csv::write_throughput(path, rows) {
+            println!("   could not write {}: {e}", path.display());
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -148,16 +212,48 @@ fn main() -> ExitCode {
     if cfg!(debug_assertions) {
         println!("warning: debug build; run with --release for meaningful numbers");
     }
-    let wants = |s: Section| args.only.is_none() || args.only == Some(s);
+    let wants = |s: Section| match args.only {
+        None => s != Section::Sweep,
+        Some(only) => only == s,
+    };
     let start = Instant::now();
     if wants(Section::Throughput) {
-        throughput::run(&throughput::Config {
+        let rows = throughput::run(&throughput::Config {
             sizes: if quick() { Sizes::QUICK } else { Sizes::FULL },
             threads: args.threads.clone(),
             rounds: args.rounds.unwrap_or(if quick() { 3 } else { 5 }),
             round_time: Duration::from_millis(args.ms.unwrap_or(if quick() { 20 } else { 200 })),
             contenders: args.contenders.clone(),
         });
+        write_throughput_csv(&args, &rows);
+        println!();
+    }
+    if wants(Section::Latency) {
+        let lines = latency::run(&latency::Config {
+            sizes: if quick() { Sizes::QUICK } else { Sizes::FULL },
+            threads: args.threads.iter().copied().max().unwrap_or(1),
+            rounds: args.rounds.unwrap_or(3),
+            round_time: Duration::from_millis(args.ms.unwrap_or(if quick() { 20 } else { 400 })),
+            contenders: args.contenders.clone(),
+        });
+        write_csv(&args, latency::CSV_HEADER, &lines);
+        println!();
+    }
+    if wants(Section::Sweep) {
+        let rows = sweep::run(&sweep::Config {
+            sizes: if quick() { Sizes::QUICK } else { Sizes::FULL },
+            threads: args.threads.clone(),
+            zipfs: args.zipfs.clone().unwrap_or(common::GRID_ZIPF.to_vec()),
+            reads: args.reads.clone().unwrap_or(common::GRID_READS.to_vec()),
+            rounds: args.rounds.unwrap_or(if quick() { 3 } else { 5 }),
+            round_time: Duration::from_millis(args.ms.unwrap_or(if quick() { 20 } else { 200 })),
+            contenders: args.contenders.clone(),
+        });
+        write_throughput_csv(&args, &rows);
+        println!();
+    }
+    if wants(Section::Counters) {
+        counters::run();
         println!();
     }
     if wants(Section::HitRatio) {
@@ -165,7 +261,7 @@ fn main() -> ExitCode {
         println!();
     }
     if wants(Section::Memory) {
-        memory::run();
+        memory::run(args.csv.as_deref());
         println!();
     }
     println!(

@@ -13,6 +13,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -152,23 +153,51 @@ fn measure<C>(
     }
 }
 
-/// Measures every contender and prints the table. See the module docs.
-pub fn run() {
+/// Measures every contender and prints the table; with `csv`, also writes
+/// `contender,entries,bytes_per_entry` there (entries held, and the table's B/entry). See the
+/// module docs.
+pub fn run(csv: Option<&Path>) {
     // Start far from zero, so frees of blocks allocated before counting began cannot wrap the
     // count below the base that the measurements subtract.
     LIVE.store(1 << 62, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
-    run_counted();
+    let rows = run_counted();
     ENABLED.store(false, Ordering::Relaxed);
+    if let (Some(path), Some(rows)) = (csv, rows) {
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|m| {
+                let per = m.bytes as f64 / ENTRIES as f64;
+                format!("{},{},{per:.2}", csv_name(m.name), m.len)
+            })
+            .collect();
+        match crate::csv::write_lines(path, "contender,entries,bytes_per_entry", &lines) {
+            Ok(()) => println!("  wrote {} rows to {}", lines.len(), path.display()),
+            Err(e) => println!("  could not write {}: {e}", path.display()),
+        }
+    }
 }
 
-fn run_counted() {
+/// A contender's name in the CSV: as the throughput section and the plots name it.
+fn csv_name(name: &str) -> &str {
+    match name {
+        "quick_cache::sync" => "quick_cache",
+        "moka::sync" => "moka",
+        "Mutex<lru::LruCache>" => "lru+mutex",
+        "papaya::HashMap::new" => "papaya",
+        "papaya (with_capacity)" => "papaya-presized",
+        other => other,
+    }
+}
+
+/// The table's rows, or `None` when the counting allocator is missing.
+fn run_counted() -> Option<[Measured; 8]> {
     if !counting_installed() {
         println!(
             "memory: skipped, the counting allocator is not installed \
              (main.rs needs `#[global_allocator] static A: memory::Counting = memory::Counting;`)"
         );
-        return;
+        return None;
     }
     let n = ENTRIES as usize;
     // Warm up what every process pays once: crossbeam-epoch's global collector and this
@@ -186,6 +215,43 @@ fn run_counted() {
                 for k in 0..ENTRIES {
                     c.insert(k, k)
                         .expect("an unweighted insert is never refused");
+                }
+                c.len()
+            },
+        ),
+        // Issue #3: the price of expiry (one deadline word per entry) and of versions (one
+        // version word), each switched on alone.
+        measure(
+            "clockline+ttl",
+            || {
+                clockline::Cache::<u64, u64>::builder()
+                    .max_capacity(n)
+                    .time_to_live(std::time::Duration::from_secs(3600))
+                    .clock(clockline::CoarseClock::default())
+                    .build()
+                    .expect("valid bounds")
+            },
+            |c| {
+                for k in 0..ENTRIES {
+                    c.insert(k, k)
+                        .expect("an unweighted insert is never refused");
+                }
+                c.len()
+            },
+        ),
+        measure(
+            "clockline+versioned",
+            || {
+                clockline::Cache::<u64, u64>::builder()
+                    .max_capacity(n)
+                    .versioned()
+                    .build()
+                    .expect("valid bounds")
+            },
+            |c| {
+                for k in 0..ENTRIES {
+                    c.insert_versioned(k, k, 1)
+                        .expect("a first version is never stale");
                 }
                 c.len()
             },
@@ -285,4 +351,5 @@ fn run_counted() {
         "  B/entry = bytes / {ENTRIES} inserts, whatever len is (a cache that holds fewer keeps \
          fewer); peak: the most live bytes during construction and inserts, over the same base."
     );
+    Some(rows)
 }

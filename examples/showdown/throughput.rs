@@ -18,6 +18,7 @@ use crate::common::{
     for_each_contender, gets_in, hasher, run_ops, Clockline, Contender, Op, Papaya, QuickCache,
     Sizes, Visit, Workload,
 };
+use crate::csv::ThroughputRow;
 
 /// Accesses between two looks at the stop flag.
 const CHUNK: usize = 1024;
@@ -35,14 +36,14 @@ pub struct Config {
 
 /// One contender, one round.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    ops_per_sec: f64,
+pub struct Sample {
+    pub ops_per_sec: f64,
     /// Hits over `get`s.
-    hit_ratio: f64,
+    pub hit_ratio: f64,
 }
 
 /// A contender's cache and the threads' positions in the key array, kept across rounds.
-trait Runner {
+pub trait Runner {
     /// Runs the workload on the cache for about `time`.
     fn round(&mut self, w: &Workload, time: Duration) -> Sample;
     /// read-hit only: pre-filled keys the contender did not keep.
@@ -55,7 +56,8 @@ struct State<C> {
     missing: usize,
 }
 
-type Start = fn(&Workload, usize) -> Box<dyn Runner>;
+/// Builds a contender's [`Runner`] for a workload and a thread count.
+pub type Start = fn(&Workload, usize) -> Box<dyn Runner>;
 
 /// Builds and pre-fills a cache of contender `C` for `threads` threads.
 fn start<C: Contender>(w: &Workload, threads: usize) -> Box<dyn Runner> {
@@ -120,7 +122,8 @@ impl<C: Contender> Runner for State<C> {
     }
 }
 
-fn contenders() -> Vec<(&'static str, Start)> {
+/// Every contender, or those named in `only`, in report order.
+pub fn contenders(only: Option<&[String]>) -> Vec<(&'static str, Start)> {
     struct Collect(Vec<(&'static str, Start)>);
     impl Visit for Collect {
         fn visit<C: Contender>(&mut self) {
@@ -129,10 +132,65 @@ fn contenders() -> Vec<(&'static str, Start)> {
     }
     let mut c = Collect(Vec::new());
     for_each_contender(&mut c);
+    if let Some(only) = only {
+        c.0.retain(|c| only.iter().any(|o| o == c.0));
+    }
     c.0
 }
 
-fn median(xs: &mut [f64]) -> f64 {
+/// Medians of one workload at one thread count, in the order of the contender list.
+pub struct Measured {
+    /// Operations per second.
+    pub ops: Vec<f64>,
+    /// Hits over `get`s.
+    pub hits: Vec<f64>,
+    /// The widest (max - min) / median of any contender.
+    pub spread: f64,
+    /// Pre-filled keys each contender did not keep (read-only workloads; else 0).
+    pub missing: Vec<usize>,
+}
+
+/// Builds and pre-fills one cache per contender, runs one untimed warm-up round each, then
+/// `rounds` rounds of `round_time` in which the contenders take turns (the first one rotates),
+/// and returns each contender's medians. See the module docs.
+pub fn measure(
+    w: &Workload,
+    threads: usize,
+    list: &[(&'static str, Start)],
+    rounds: usize,
+    round_time: Duration,
+) -> Measured {
+    let mut runners: Vec<Box<dyn Runner>> =
+        list.iter().map(|(_, start)| start(w, threads)).collect();
+    for r in &mut runners {
+        r.round(w, round_time); // warm-up, not counted
+    }
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); list.len()];
+    for round in 0..rounds {
+        for i in 0..list.len() {
+            let c = (round + i) % list.len();
+            samples[c].push(runners[c].round(w, round_time));
+        }
+    }
+    let mut m = Measured {
+        ops: Vec::new(),
+        hits: Vec::new(),
+        spread: 0.0,
+        missing: runners.iter().map(|r| r.missing()).collect(),
+    };
+    for s in &samples {
+        let mut xs: Vec<f64> = s.iter().map(|x| x.ops_per_sec).collect();
+        let med = median(&mut xs);
+        m.spread = m.spread.max((xs[xs.len() - 1] - xs[0]) / med);
+        m.ops.push(med);
+        let mut hs: Vec<f64> = s.iter().map(|x| x.hit_ratio).collect();
+        m.hits.push(median(&mut hs));
+    }
+    m
+}
+
+/// The median of `xs` (sorted in place); `xs` must not be empty.
+pub fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
     if n % 2 == 1 {
@@ -142,12 +200,10 @@ fn median(xs: &mut [f64]) -> f64 {
     }
 }
 
-/// Runs the throughput section and prints its tables.
-pub fn run(cfg: &Config) {
-    let mut list = contenders();
-    if let Some(only) = &cfg.contenders {
-        list.retain(|c| only.iter().any(|o| o == c.0));
-    }
+/// Runs the throughput section, prints its tables and returns its medians.
+pub fn run(cfg: &Config) -> Vec<ThroughputRow> {
+    let list = contenders(cfg.contenders.as_deref());
+    let mut rows = Vec::new();
     let index = |name: &str| list.iter().position(|c| c.0 == name);
     let (cl, qc, pa) = (
         index(Clockline::NAME),
@@ -191,28 +247,21 @@ pub fn run(cfg: &Config) {
         println!("{header}");
         let mut hit_rows = Vec::new();
         for &threads in &cfg.threads {
-            let mut runners: Vec<Box<dyn Runner>> =
-                list.iter().map(|(_, start)| start(w, threads)).collect();
-            for r in &mut runners {
-                r.round(w, cfg.round_time); // warm-up, not counted
-            }
-            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); list.len()];
-            for round in 0..cfg.rounds {
-                for i in 0..list.len() {
-                    let c = (round + i) % list.len();
-                    samples[c].push(runners[c].round(w, cfg.round_time));
-                }
-            }
-            let mut ops = Vec::new();
-            let mut hits = Vec::new();
-            let mut spread = 0.0f64;
-            for s in &samples {
-                let mut xs: Vec<f64> = s.iter().map(|x| x.ops_per_sec).collect();
-                let m = median(&mut xs);
-                spread = spread.max((xs[xs.len() - 1] - xs[0]) / m);
-                ops.push(m);
-                let mut hs: Vec<f64> = s.iter().map(|x| x.hit_ratio).collect();
-                hits.push(median(&mut hs));
+            let Measured {
+                ops,
+                hits,
+                spread,
+                missing,
+            } = measure(w, threads, &list, cfg.rounds, cfg.round_time);
+            for ((name, _), o) in list.iter().zip(&ops) {
+                rows.push(ThroughputRow {
+                    workload: w.name.to_string(),
+                    zipf: w.zipf,
+                    read_pct: w.op.read_pct(),
+                    threads,
+                    contender: name,
+                    mops: o / 1e6,
+                });
             }
             let mut row = format!("{threads:>7}");
             for o in &ops {
@@ -225,8 +274,7 @@ pub fn run(cfg: &Config) {
                 spread * 100.0
             );
             println!("{row}");
-            for (r, (name, _)) in runners.iter().zip(&list) {
-                let missing = r.missing();
+            for (&missing, (name, _)) in missing.iter().zip(&list) {
                 if missing > 0 {
                     println!(
                         "        warning: {name} lost {missing} of {} keys",
@@ -253,4 +301,5 @@ pub fn run(cfg: &Config) {
          (max - min) / median of any contender in the row. Throughput section took {:.0} s.",
         t0.elapsed().as_secs_f64()
     );
+    rows
 }
