@@ -198,6 +198,20 @@ pub use table::MAX_WEIGHT;
 pub use versions::Invalidation;
 pub use warmup::{WarmUp, WarmUpReport};
 
+/// Hands the values this thread has removed, replaced or evicted to the reclaimer and frees
+/// those no reader can still see.
+///
+/// Removed entries are freed through epoch reclamation: each thread collects what it retires in
+/// a small bag, which moves to a global queue when it is full or every so often, and is freed
+/// once every thread pinned at the time has moved on. A thread that goes quiet can leave up to
+/// a bagful (64) of values alive until it uses a cache again or exits. Call this where that
+/// matters, e.g. before checking that a value's `Drop` ran, or before a thread parks for long.
+/// clockline pins through its own thread-local handle, so `crossbeam_epoch::pin().flush()`
+/// does not reach these values; this does.
+pub fn flush_deferred() {
+    sync::flush();
+}
+
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -19,14 +19,45 @@ pub(crate) type ExtWord = std::sync::atomic::AtomicU64;
 /// neither runs inside a loom model.
 pub(crate) use std::thread as os_thread;
 
-/// Pins the current thread with crossbeam-epoch's default collector: the one place the crate
-/// pins. (A thread-local handle of our own, always inlined, saved the read hit about 8
-/// instructions, a call into `with_handle` that LLVM does not inline here; it was dropped
-/// because garbage then sat in a bag that `crossbeam_epoch::pin().flush()`, which users and
-/// tests call to force reclamation, does not reach.)
+/// Pins the current thread with crossbeam-epoch's default collector, through clockline's own
+/// thread-local handle, always inlined. `epoch::pin()` goes through a generic `with_handle`
+/// that LLVM stopped inlining into `get` once the crate had many callers of it: a call and its
+/// register saves, 10 of a read hit's ~100 instructions (callgrind, docs/benchmarks.md). Same
+/// collector, so guards and deferred frees mix freely with `epoch::pin()`'s; but what this
+/// thread retires waits in this handle's bag, which `crossbeam_epoch::pin().flush()` does not
+/// reach: [`flush`] (public as `clockline::flush_deferred`) does. Under loom, crossbeam's own
+/// loom-aware `pin`.
+#[cfg(not(clockline_loom))]
+#[inline(always)]
+pub(crate) fn pin() -> crossbeam_epoch::Guard {
+    HANDLE
+        .try_with(crossbeam_epoch::LocalHandle::pin)
+        .unwrap_or_else(|_| pin_slow())
+}
+
+#[cfg(not(clockline_loom))]
+std::thread_local! {
+    static HANDLE: crossbeam_epoch::LocalHandle =
+        crossbeam_epoch::default_collector().register();
+}
+
+/// During thread teardown, once the thread-local handle is gone: a temporary registration.
+#[cfg(not(clockline_loom))]
+#[cold]
+fn pin_slow() -> crossbeam_epoch::Guard {
+    crossbeam_epoch::default_collector().register().pin()
+}
+
+#[cfg(clockline_loom)]
 #[inline(always)]
 pub(crate) fn pin() -> crossbeam_epoch::Guard {
     crossbeam_epoch::pin()
+}
+
+/// Moves what this thread has retired to the global queue and frees what no reader can see
+/// any more: see [`crate::flush_deferred`].
+pub(crate) fn flush() {
+    pin().flush();
 }
 
 /// A small number fixed per thread, handed out round robin: which stripe of a striped counter

@@ -160,7 +160,7 @@ impl Drop for Counted {
 fn settle(done: impl Fn() -> bool) {
     let start = std::time::Instant::now();
     while !done() && start.elapsed() < std::time::Duration::from_secs(60) {
-        crossbeam_epoch::pin().flush();
+        clockline::flush_deferred();
         std::thread::yield_now();
     }
 }

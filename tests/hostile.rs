@@ -193,7 +193,7 @@ impl std::fmt::Debug for Val {
 fn settle(done: impl Fn() -> bool) {
     let start = Instant::now();
     while !done() && start.elapsed() < Duration::from_secs(60) {
-        crossbeam_epoch::pin().flush();
+        clockline::flush_deferred();
         thread::yield_now();
     }
 }

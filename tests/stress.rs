@@ -124,7 +124,7 @@ impl Rng {
 fn settle(done: impl Fn() -> bool) {
     let start = Instant::now();
     while !done() && start.elapsed() < Duration::from_secs(60) {
-        crossbeam_epoch::pin().flush();
+        clockline::flush_deferred();
         thread::yield_now();
     }
 }

@@ -118,7 +118,7 @@ pub fn counting_installed() -> bool {
 /// Lets deferred frees run: crossbeam-epoch garbage of this thread (clockline, moka).
 fn settle() {
     for _ in 0..3 {
-        crossbeam_epoch::pin().flush();
+        clockline::flush_deferred();
     }
 }
 
