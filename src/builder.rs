@@ -122,8 +122,9 @@ impl<K, V, S> Builder<K, V, S> {
     }
 
     /// Every entry expires this long after it was inserted (unless
-    /// [`insert_with_ttl`](Cache::insert_with_ttl) gives it its own TTL). Adds one 8-byte
-    /// deadline word to each entry. Zero is refused ([`BuildError::ZeroTimeToLive`]); a TTL too
+    /// [`insert_with_ttl`](Cache::insert_with_ttl) gives it its own TTL). In a cache with a
+    /// weigher this adds one 8-byte deadline word to each entry; without one, the deadline
+    /// goes in the entry's unused weight bits (whole milliseconds) and costs no memory. Zero is refused ([`BuildError::ZeroTimeToLive`]); a TTL too
     /// long for the clock means "never". Precision: see [`expiry`](crate::expiry).
     ///
     /// ```
@@ -278,7 +279,7 @@ impl<K, V, S> Builder<K, V, S> {
         let expiry = (deadline || more.tti.is_some()).then(|| Expiry {
             ttl: more.ttl,
             tti: more.tti,
-            layout: ExtLayout::new(deadline, more.tti.is_some(), false),
+            layout: ExtLayout::new(deadline, more.tti.is_some(), false, false),
         });
         match more.janitor {
             Some(d) if d.is_zero() => return Err(BuildError::ZeroJanitorInterval),

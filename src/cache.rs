@@ -164,6 +164,7 @@ where
                 .as_ref()
                 .is_some_and(|e| e.layout.idle.is_some()),
             features.versioned.is_some(),
+            weigher.is_none(),
         );
         let mut expiry = features.expiry;
         if let Some(e) = &mut expiry {
@@ -352,7 +353,7 @@ where
             let max_weight = self.budget.max_weight();
             return refuse(key, value, InsertErrorKind::TooHeavy { weight, max_weight });
         }
-        if ttl.is_some() && self.ext.deadline.is_none() {
+        if ttl.is_some() && !self.ext.has_deadline() {
             return refuse(key, value, InsertErrorKind::ExpiryDisabled);
         }
         if version.is_some() && self.ext.version.is_none() {
@@ -360,14 +361,15 @@ where
         }
         let now = self.now();
         let mut words = [0u64; 3];
-        if let Some(e) = &self.expiry {
-            e.fill(&mut words, now, ttl);
-        }
+        let packed = match &self.expiry {
+            Some(e) => e.fill(&mut words, now, ttl),
+            None => None,
+        };
         if let Some(i) = self.ext.version {
             // An unversioned insert stores version 0: any versioned insert may replace it.
             words[i] = version.unwrap_or(0);
         }
-        let mut node = NodeBox::new(key, value, weight, &words[..self.ext.len]);
+        let mut node = NodeBox::new(key, value, weight, &words[..self.ext.len], packed);
         if self.grow_limit.is_none() && version.is_none() {
             match self.replace_unlocked(hash, node, now, notes, guard) {
                 Ok(()) => return Ok(()),

@@ -2,7 +2,10 @@
 //! words that carry deadlines (only in caches that use them).
 //!
 //! An entry's deadline is a `u64` of nanoseconds on the cache's [`Clock`], stored in an
-//! extension word after the node ([`ExtLayout`]); [`NEVER`] means no deadline. A read compares
+//! extension word after the node ([`ExtLayout`]); [`NEVER`] means no deadline. In a cache
+//! without a weigher, whose entries all weigh 0, the TTL deadline goes in the node's weight bits
+//! instead, in whole milliseconds rounded up, so expiry adds no word at all (36.8 bytes per
+//! `u64 -> u64` entry with or without it). A read compares
 //! it with the clock and treats an entry at or past its deadline as absent; it does not remove
 //! it (a read writes nothing shared). The CLOCK hand takes expired entries first when it passes
 //! them, [`Cache::purge_expired`](crate::Cache::purge_expired) sweeps on demand, and an optional
@@ -20,7 +23,9 @@
 //! one is dropped; without expiry there is no ticker.
 //!
 //! An entry is treated as expired from the first tick at or after its deadline: never early,
-//! and late by at most the coarse clock's resolution (the kernel tick, 1 to 4 ms;
+//! and late by at most 1 ms of rounding (a cache without a weigher keeps the TTL deadline in the
+//! node's unused weight bits, in whole milliseconds rounded up), plus the coarse clock's
+//! resolution (the kernel tick, 1 to 4 ms;
 //! [`CoarseClock::resolution`]) plus the ticker's period (1 ms), unless the ticker thread is
 //! starved of CPU for longer. Where that is not acceptable, pass [`CoarseClock`] (read on every
 //! hit, no thread) or another [`Clock`] to [`Builder::clock`](crate::Builder::clock).
@@ -39,6 +44,9 @@ use crate::table::Node;
 
 /// The deadline of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
+
+/// Nanoseconds per millisecond: the unit of a deadline packed into a node's weight bits.
+const MS: u64 = 1_000_000;
 
 /// A monotonic time source for expiry. Inject one with
 /// [`Builder::clock`](crate::Builder::clock) to move time in tests without sleeping.
@@ -318,16 +326,23 @@ pub(crate) fn deadline(now: u64, d: Duration) -> u64 {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct ExtLayout {
     pub(crate) len: usize,
+    /// The TTL deadline lives in the node's weight bits, in milliseconds (a cache without a
+    /// weigher, whose weights are all 0): no word for it.
+    pub(crate) packed_deadline: bool,
     pub(crate) deadline: Option<usize>,
     pub(crate) idle: Option<usize>,
     pub(crate) version: Option<usize>,
 }
 
 impl ExtLayout {
-    pub(crate) fn new(deadline: bool, idle: bool, version: bool) -> Self {
-        let mut l = Self::default();
+    /// `pack`: the cache has no weigher, so a TTL deadline can go in the weight bits.
+    pub(crate) fn new(deadline: bool, idle: bool, version: bool, pack: bool) -> Self {
+        let mut l = Self {
+            packed_deadline: deadline && pack,
+            ..Self::default()
+        };
         for (on, field) in [
-            (deadline, &mut l.deadline),
+            (deadline && !pack, &mut l.deadline),
             (idle, &mut l.idle),
             (version, &mut l.version),
         ] {
@@ -337,6 +352,11 @@ impl ExtLayout {
             }
         }
         l
+    }
+
+    /// True if entries can carry a TTL deadline.
+    pub(crate) fn has_deadline(&self) -> bool {
+        self.packed_deadline || self.deadline.is_some()
     }
 
     /// The version stored with `node`, if this cache keeps versions.
@@ -364,6 +384,14 @@ impl Expiry {
         // Relaxed: deadlines are written before the node's Release publish; the idle deadline
         // is later moved only forward, as a hint (see `touch`).
         let past = |i: Option<usize>| i.is_some_and(|i| node.ext(i).load(Ordering::Relaxed) <= now);
+        if self.layout.packed_deadline {
+            // Whole milliseconds, rounded up when stored: never early. MAX_WEIGHT is "never"
+            // and is above any `now` in milliseconds (2^46 ms is 2,230 years).
+            let d = node.packed_deadline();
+            if d <= now / MS {
+                return true;
+            }
+        }
         past(self.layout.deadline) || past(self.layout.idle)
     }
 
@@ -386,13 +414,20 @@ impl Expiry {
     }
 
     /// The extension words of a new entry: deadline from `ttl` (or the default TTL), idle
-    /// deadline from the TTI.
-    pub(crate) fn fill(&self, words: &mut [u64; 3], now: u64, ttl: Option<Duration>) {
+    /// deadline from the TTI. Returns the deadline to pack into the weight bits, in whole
+    /// milliseconds rounded up, when the layout packs it.
+    pub(crate) fn fill(
+        &self,
+        words: &mut [u64; 3],
+        now: u64,
+        ttl: Option<Duration>,
+    ) -> Option<u64> {
+        let due = match ttl.or(self.ttl) {
+            Some(d) => deadline(now, d),
+            None => NEVER,
+        };
         if let Some(i) = self.layout.deadline {
-            words[i] = match ttl.or(self.ttl) {
-                Some(d) => deadline(now, d),
-                None => NEVER,
-            };
+            words[i] = due;
         }
         if let Some(i) = self.layout.idle {
             words[i] = match self.tti {
@@ -400,6 +435,13 @@ impl Expiry {
                 None => NEVER,
             };
         }
+        self.layout.packed_deadline.then(|| {
+            if due == NEVER {
+                u64::MAX
+            } else {
+                due.div_ceil(MS)
+            }
+        })
     }
 }
 
@@ -437,11 +479,17 @@ mod tests {
 
     #[test]
     fn layout_numbers_words_in_order() {
-        let l = ExtLayout::new(true, false, true);
+        let l = ExtLayout::new(true, false, true, false);
         assert_eq!(
             (l.len, l.deadline, l.idle, l.version),
             (2, Some(0), None, Some(1))
         );
-        assert_eq!(ExtLayout::new(false, false, false).len, 0);
+        assert_eq!(ExtLayout::new(false, false, false, false).len, 0);
+        let packed = ExtLayout::new(true, true, false, true);
+        assert_eq!(
+            (packed.len, packed.deadline, packed.idle),
+            (1, None, Some(0))
+        );
+        assert!(packed.packed_deadline && packed.has_deadline());
     }
 }

@@ -42,7 +42,7 @@
 //! by [`purge_expired`](Cache::purge_expired), or by an optional [janitor](Builder::janitor)
 //! thread. Time comes from a [`Clock`], by default a cached tick that a process-wide ticker
 //! thread refreshes every millisecond from the kernel's coarse clock: an entry may outlive its
-//! deadline by up to about 5 ms (see [`expiry`], "Precision").
+//! deadline by up to about 6 ms (see [`expiry`], "Precision").
 //!
 //! ```
 //! use std::time::Duration;

@@ -341,3 +341,33 @@ fn the_coarse_clock_is_the_default_and_real_time_expires_entries() {
     std::thread::sleep(deadline + Duration::from_millis(5));
     assert_eq!(cache.get(&1), None);
 }
+
+/// A weighted cache keeps its TTL deadline in an extension word; an unweighted one packs it
+/// into the node's weight bits, in whole milliseconds. Both expire at the deadline, never
+/// before it, and the weighted one still counts its weights.
+#[test]
+fn weighted_and_unweighted_caches_expire_alike() {
+    let clock = ManualClock::new();
+    let weighted: Cache<u64, u64> = Cache::builder()
+        .max_weight(1000)
+        .weigher(|_, v: &u64| *v)
+        .time_to_live(SEC)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let plain = ttl_cache(&clock, 10, SEC);
+    weighted.insert(1, 7).unwrap();
+    plain.insert(1, 7).unwrap();
+    // Packed deadlines are rounded up to whole milliseconds: still present 1 ns before.
+    clock.advance(SEC - Duration::from_nanos(1));
+    assert_eq!((weighted.get(&1), plain.get(&1)), (Some(7), Some(7)));
+    assert_eq!(weighted.weight(), 7);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!((weighted.get(&1), plain.get(&1)), (None, None));
+    assert_eq!((weighted.purge_expired(), plain.purge_expired()), (1, 1));
+    assert_eq!(
+        weighted.weight(),
+        0,
+        "the expired entry's weight was given back"
+    );
+}

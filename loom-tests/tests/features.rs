@@ -110,13 +110,13 @@ impl clockline::Clock for Frozen {
 fn expired_eviction_vs_get() {
     loom::model(|| {
         let drops = Drops::new(2);
-        let clock = std::sync::Arc::new(Frozen(AtomicU64::new(1_000)));
+        let clock = std::sync::Arc::new(Frozen(AtomicU64::new(1_000_000_000)));
         let expired = Arc::new(AtomicUsize::new(0));
         let cache: Arc<Cache> = {
             let expired = expired.clone();
             Arc::new(
                 builder(1)
-                    .time_to_live(Duration::from_nanos(100))
+                    .time_to_live(Duration::from_millis(100))
                     .clock(clock.clone())
                     .eviction_listener(move |_, _, cause| {
                         if cause == RemovalCause::Expired {
@@ -128,7 +128,7 @@ fn expired_eviction_vs_get() {
             )
         };
         cache.insert(1, drops.payload(0, 10)).unwrap();
-        clock.0.store(2_000, StdOrdering::Relaxed);
+        clock.0.store(2_000_000_000, StdOrdering::Relaxed);
         let inserter = {
             let cache = cache.clone();
             let value = drops.payload(1, 20);

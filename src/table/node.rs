@@ -4,11 +4,14 @@
 //! ```text
 //! Node<u64, u64> (24 bytes, plus 8 per extension word):
 //!   meta: AtomicU64   bit 0       CLOCK reference bit (set by reads, cleared by the hand)
-//!                     bit 1       reserved
+//!                     bit 1       PACKED: bits 18..64 hold the expiry deadline, not a weight
 //!                     bits 2..16  distance: buckets between the home bucket and this node's
 //!                                 bucket (below `NEIGHBOURHOOD`)
 //!                     bits 16..18 number of extension words after the node (0..=3)
-//!                     bits 18..64 weight (at most MAX_WEIGHT)
+//!                     bits 18..64 weight (at most MAX_WEIGHT), or, in a cache without a
+//!                                 weigher (every weight 0), the expiry deadline in whole
+//!                                 milliseconds of the cache's clock (all ones: never), so
+//!                                 that expiry costs such a cache no extra word
 //!   kv:   (K, V)      immutable after publication; replaced as a whole by a new node
 //!   ext:  [u64; n]    only as many words as the cache's features need: expiry deadline,
 //!                     idle deadline, version (see `ExtLayout`); none for a plain cache
@@ -23,6 +26,7 @@ use std::ptr::NonNull;
 use crate::sync::{AtomicU64, ExtWord, Ordering, UnsafeCell};
 
 const REF: u64 = 1;
+const PACKED: u64 = 2;
 const DIST_SHIFT: u32 = 2;
 const DIST_MAX: u64 = 0x3fff;
 const EXT_SHIFT: u32 = 16;
@@ -47,9 +51,15 @@ pub(crate) struct NodeBox<K, V> {
 unsafe impl<K: Send, V: Send> Send for NodeBox<K, V> {}
 
 impl<K, V> NodeBox<K, V> {
-    /// A new node with `ext` as its extension words (at most three).
-    pub(crate) fn new(key: K, value: V, weight: u64, ext: &[u64]) -> Self {
+    /// A new node with `ext` as its extension words (at most three). `packed`: an expiry
+    /// deadline in milliseconds to keep in the weight bits (then `weight` must be 0).
+    pub(crate) fn new(key: K, value: V, weight: u64, ext: &[u64], packed: Option<u64>) -> Self {
         debug_assert!(weight <= MAX_WEIGHT);
+        debug_assert!(packed.is_none() || weight == 0);
+        let weight_bits = match packed {
+            Some(ms) => (ms.min(MAX_WEIGHT) << WEIGHT_SHIFT) | PACKED,
+            None => weight << WEIGHT_SHIFT,
+        };
         assert!(ext.len() as u64 <= EXT_MAX);
         let layout = Node::<K, V>::layout(ext.len());
         // SAFETY: the layout has a non-zero size (the metadata word alone is 8 bytes).
@@ -57,7 +67,7 @@ impl<K, V> NodeBox<K, V> {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
-        let meta = (weight << WEIGHT_SHIFT) | ((ext.len() as u64) << EXT_SHIFT);
+        let meta = weight_bits | ((ext.len() as u64) << EXT_SHIFT);
         // SAFETY: `raw` is a fresh allocation of `layout`, which starts with a `Node` and
         // continues with `ext.len()` u64 words at `Node::ext_offset()`, both suitably aligned
         // (`Node` is at least 8-aligned, and its size is a multiple of its alignment).
@@ -196,7 +206,21 @@ impl<K, V> Node<K, V> {
     #[inline(always)]
     pub(crate) fn weight(&self) -> u64 {
         // Relaxed: the weight bits never change after `new`.
-        self.meta.load(Ordering::Relaxed) >> WEIGHT_SHIFT
+        let meta = self.meta.load(Ordering::Relaxed);
+        if meta & PACKED != 0 {
+            0
+        } else {
+            meta >> WEIGHT_SHIFT
+        }
+    }
+
+    /// The expiry deadline kept in the weight bits, in milliseconds ([`MAX_WEIGHT`]: never).
+    #[inline(always)]
+    pub(crate) fn packed_deadline(&self) -> u64 {
+        // Relaxed: fixed at `new`, before the Release publish.
+        let meta = self.meta.load(Ordering::Relaxed);
+        debug_assert!(meta & PACKED != 0);
+        meta >> WEIGHT_SHIFT
     }
 
     /// Distance from the home bucket recorded at publication.
@@ -277,7 +301,7 @@ mod tests {
 
     #[test]
     fn ext_words_follow_the_node() {
-        let n = NodeBox::new(1u8, 2u8, 5, &[7, 8, 9]);
+        let n = NodeBox::new(1u8, 2u8, 5, &[7, 8, 9], None);
         assert_eq!(n.ext_len(), 3);
         assert_eq!(n.weight(), 5);
         for (i, want) in [7, 8, 9].into_iter().enumerate() {
@@ -287,8 +311,19 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_deadline_is_not_a_weight() {
+        let n = NodeBox::new(1u64, 2u64, 0, &[], Some(12_345));
+        n.set_dist(3);
+        n.touch();
+        assert_eq!((n.weight(), n.packed_deadline(), n.dist()), (0, 12_345, 3));
+        assert!(n.take_ref());
+        let never = NodeBox::new(1u64, 2u64, 0, &[], Some(u64::MAX));
+        assert_eq!(never.packed_deadline(), MAX_WEIGHT);
+    }
+
+    #[test]
     fn meta_fields_do_not_overlap() {
-        let n = NodeBox::new(1u64, 2u64, MAX_WEIGHT, &[0, 0, 0]);
+        let n = NodeBox::new(1u64, 2u64, MAX_WEIGHT, &[0, 0, 0], None);
         n.set_dist(12345);
         assert!(!n.take_ref(), "new nodes start unreferenced");
         n.touch();
