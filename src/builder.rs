@@ -280,6 +280,7 @@ impl<K, V, S> Builder<K, V, S> {
             ttl: more.ttl,
             tti: more.tti,
             layout: ExtLayout::new(deadline, more.tti.is_some(), false, false),
+            only_packed: false,
         });
         match more.janitor {
             Some(d) if d.is_zero() => return Err(BuildError::ZeroJanitorInterval),

@@ -168,7 +168,7 @@ where
         );
         let mut expiry = features.expiry;
         if let Some(e) = &mut expiry {
-            e.layout = ext;
+            e.set_layout(ext);
         }
         let plain = expiry.is_none() && !features.stats;
         let inner = Inner {
@@ -287,6 +287,9 @@ where
         touch: bool,
     ) -> Option<&'g Node<K, V>> {
         let live = match (found, &self.expiry) {
+            (Some(node), Some(e)) if e.only_packed => {
+                (!Expiry::is_expired_packed(node, now())).then_some(node)
+            }
             (Some(node), Some(e)) => {
                 let now = now();
                 if e.is_expired(node, now) {

@@ -375,9 +375,25 @@ pub(crate) struct Expiry {
     /// Time-to-idle.
     pub(crate) tti: Option<Duration>,
     pub(crate) layout: ExtLayout,
+    /// The common case, decided once per cache by [`Expiry::set_layout`]: a TTL kept in the
+    /// weight bits and nothing else (no deadline or idle word), so a hit is one comparison and
+    /// touches nothing.
+    pub(crate) only_packed: bool,
 }
 
 impl Expiry {
+    pub(crate) fn set_layout(&mut self, layout: ExtLayout) {
+        self.layout = layout;
+        self.only_packed =
+            layout.packed_deadline && layout.deadline.is_none() && layout.idle.is_none();
+    }
+
+    /// [`is_expired`](Self::is_expired) for a cache where [`only_packed`](Self::only_packed).
+    #[inline(always)]
+    pub(crate) fn is_expired_packed<K, V>(node: &Node<K, V>, now: u64) -> bool {
+        node.packed_deadline() <= now / MS
+    }
+
     /// True if `node` is at or past one of its deadlines at `now`.
     #[inline]
     pub(crate) fn is_expired<K, V>(&self, node: &Node<K, V>, now: u64) -> bool {
