@@ -9,53 +9,23 @@
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clockline::{Cache, Clock};
+mod common;
+
+use common::{wait_until, within, ManualClock, WATCHDOG};
+
+use clockline::Cache;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{sleep, timeout};
 
-/// How long any one test may run before the watchdog calls it hung.
-const WATCHDOG: Duration = Duration::from_secs(10);
 /// How long a loader waits for other callers to arrive before going on without them.
 const ARRIVAL: Duration = Duration::from_secs(3);
-
-/// Runs `f` on its own thread and fails the test if it has not returned within [`WATCHDOG`]
-/// (a waiter that is never woken would otherwise hang the suite). A panic in `f` is re-raised.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, finished) = mpsc::channel();
-    let body = thread::spawn(move || {
-        let r = f();
-        let _ = done.send(());
-        r
-    });
-    match finished.recv_timeout(WATCHDOG) {
-        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-            body.join().unwrap_or_else(|p| panic::resume_unwind(p))
-        }
-        Err(RecvTimeoutError::Timeout) => {
-            panic!("{what}: still running after {WATCHDOG:?}; some caller waits forever")
-        }
-    }
-}
-
-/// Polls `cond` (every millisecond) until it holds or `limit` has passed; returns whether it
-/// holds.
-fn wait_until(limit: Duration, cond: impl Fn() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() >= end {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    true
-}
 
 /// The async form of [`wait_until`].
 async fn wait_until_async(limit: Duration, cond: impl Fn() -> bool) -> bool {
@@ -96,25 +66,6 @@ struct DbDown(u32);
 /// Another error type: waiters that ask with it cannot receive a `DbDown`.
 #[derive(Debug, PartialEq, Eq)]
 struct TimedOut;
-
-/// A clock that moves only when told to; `sleep` advances it instead of sleeping.
-#[derive(Default)]
-struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    fn advance(&self, d: Duration) {
-        self.0.fetch_add(d.as_nanos() as u64, SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Duration {
-        Duration::from_nanos(self.0.load(SeqCst))
-    }
-    fn sleep(&self, d: Duration) {
-        self.advance(d);
-    }
-}
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
     p.downcast_ref::<&str>()
@@ -524,7 +475,7 @@ fn stats_count_a_panicking_loader_as_failed() {
 fn stats_load_time_is_measured_on_the_injected_clock() {
     // `CacheStats::load_time` is documented as "Time spent in loader calls, on the injected
     // clock": a loader that takes 2 s on the cache's clock adds 2 s, however fast it really is.
-    let clock = Arc::new(ManualClock::default());
+    let clock = ManualClock::new();
     clock.advance(Duration::from_secs(1000));
     let cache: Cache<u64, u64> = Cache::builder()
         .max_capacity(100)
@@ -545,8 +496,7 @@ fn stats_load_time_is_measured_on_the_injected_clock() {
     assert_eq!(
         cache.stats().unwrap().load_time,
         Duration::from_secs(5),
-        "load_time must be read on the cache's (injected) clock, as CacheStats documents; \
-         loader.rs measures it with std::time::Instant"
+        "load_time must be read on the cache's (injected) clock, as CacheStats documents"
     );
 }
 

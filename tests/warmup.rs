@@ -4,49 +4,19 @@
 use std::collections::HashMap;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{wait_until, within};
+
 use clockline::{Cache, Clock, WarmUp, WarmUpReport};
 
-/// How long any one test may run before the watchdog calls it hung.
-const WATCHDOG: Duration = Duration::from_secs(10);
 /// How long a loader waits for an event from another thread before going on without it.
 const ARRIVAL: Duration = Duration::from_secs(3);
-
-/// Runs `f` on its own thread and fails the test if it has not returned within [`WATCHDOG`].
-/// A panic in `f` is re-raised.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, finished) = mpsc::channel();
-    let body = thread::spawn(move || {
-        let r = f();
-        let _ = done.send(());
-        r
-    });
-    match finished.recv_timeout(WATCHDOG) {
-        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-            body.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-        }
-        Err(RecvTimeoutError::Timeout) => {
-            panic!("{what}: running after {WATCHDOG:?}: a caller hangs, or it sleeps for real")
-        }
-    }
-}
-
-/// Polls `cond` (every millisecond) until it holds or `limit` has passed; returns whether it
-/// holds.
-fn wait_until(limit: Duration, cond: impl Fn() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() >= end {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    true
-}
 
 fn workers(n: usize) -> WarmUp {
     WarmUp::new(NonZeroUsize::new(n).unwrap())

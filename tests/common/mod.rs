@@ -2,8 +2,46 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any one watched test may run before the watchdog calls it hung.
+pub const WATCHDOG: Duration = Duration::from_secs(10);
+
+/// Runs `f` on its own thread and fails the test if it has not returned within [`WATCHDOG`]
+/// (a waiter that is never woken, or a fake clock that sleeps for real, would otherwise hang
+/// the suite). A panic in `f` is re-raised.
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = mpsc::channel();
+    let body = thread::spawn(move || {
+        let r = f();
+        let _ = done.send(());
+        r
+    });
+    match finished.recv_timeout(WATCHDOG) {
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+            body.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("{what}: still running after {WATCHDOG:?}; some caller waits forever")
+        }
+    }
+}
+
+/// Polls `cond` (every millisecond) until it holds or `limit` has passed; returns whether it
+/// holds.
+pub fn wait_until(limit: Duration, cond: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
 
 /// A clock the test moves by hand; `sleep` advances it instead of waiting.
 #[derive(Default, Debug)]
