@@ -451,61 +451,63 @@ impl Contender for Clockline {
     }
 }
 
-/// clockline with a default TTL (one hour: nothing expires during a run), so every hit reads the
-/// coarse clock and compares a deadline: the cost of expiry (issue #3).
-pub struct ClocklineTtl(Clockline);
-/// clockline with `record_stats()`: every hit adds one to its thread's stripe.
-pub struct ClocklineStats(Clockline);
+/// clockline with one of issue #3's features switched on ([`Feature`]), for the
+/// cost-of-features comparison.
+pub struct Featured<F: Feature>(Clockline, std::marker::PhantomData<F>);
 
-impl Contender for ClocklineTtl {
+/// What a [`Featured`] contender turns on.
+pub trait Feature: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn enable(
+        b: clockline::Builder<u64, u64, ahash::RandomState>,
+    ) -> clockline::Builder<u64, u64, ahash::RandomState>;
+}
+
+/// A default TTL (one hour: nothing expires during a run), so every hit reads the cached tick
+/// and compares a deadline.
+pub struct Ttl;
+/// `record_stats()`: every hit adds one to its thread's stripe.
+pub struct Stats;
+
+impl Feature for Ttl {
     const NAME: &'static str = "clockline+ttl";
-
-    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
-        Self(
-            clockline::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(std::time::Duration::from_secs(3600))
-                .hasher(hasher)
-                .build()
-                .expect("clockline cache"),
-        )
-    }
-
-    #[inline]
-    fn get(&self, key: &u64) -> bool {
-        self.0.get(key).is_some()
-    }
-
-    #[inline]
-    fn insert(&self, key: u64, value: u64) {
-        let r = self.0.insert(key, value);
-        debug_assert!(r.is_ok());
+    fn enable(
+        b: clockline::Builder<u64, u64, ahash::RandomState>,
+    ) -> clockline::Builder<u64, u64, ahash::RandomState> {
+        b.time_to_live(std::time::Duration::from_secs(3600))
     }
 }
 
-impl Contender for ClocklineStats {
+impl Feature for Stats {
     const NAME: &'static str = "clockline+stats";
+    fn enable(
+        b: clockline::Builder<u64, u64, ahash::RandomState>,
+    ) -> clockline::Builder<u64, u64, ahash::RandomState> {
+        b.record_stats()
+    }
+}
+
+impl<F: Feature> Contender for Featured<F> {
+    const NAME: &'static str = F::NAME;
 
     fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
+        let b = clockline::Cache::builder()
+            .max_capacity(capacity)
+            .hasher(hasher);
         Self(
-            clockline::Cache::builder()
-                .max_capacity(capacity)
-                .record_stats()
-                .hasher(hasher)
-                .build()
-                .expect("clockline cache"),
+            F::enable(b).build().expect("clockline cache"),
+            std::marker::PhantomData,
         )
     }
 
     #[inline]
     fn get(&self, key: &u64) -> bool {
-        self.0.get(key).is_some()
+        Contender::get(&self.0, key)
     }
 
     #[inline]
     fn insert(&self, key: u64, value: u64) {
-        let r = self.0.insert(key, value);
-        debug_assert!(r.is_ok());
+        Contender::insert(&self.0, key, value)
     }
 }
 
@@ -617,8 +619,8 @@ pub trait Visit {
 pub fn for_each_contender(v: &mut impl Visit) {
     v.visit::<Clockline>();
     if feature_variants() {
-        v.visit::<ClocklineTtl>();
-        v.visit::<ClocklineStats>();
+        v.visit::<Featured<Ttl>>();
+        v.visit::<Featured<Stats>>();
     }
     v.visit::<QuickCache>();
     v.visit::<Moka>();
