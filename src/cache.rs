@@ -456,7 +456,7 @@ where
             st.add(Counter::Update, 1);
         }
         // The old node's budget passes to the new one; only the weight difference goes back.
-        self.note(found.node, cause, notes, guard);
+        self.note(found.node, cause, notes);
         // SAFETY: our CAS replaced it, so we alone retire it.
         unsafe { retire(found.node, guard) };
         self.budget
@@ -738,13 +738,12 @@ where
         node: Shared<'g, Node<K, V>>,
         cause: RemovalCause,
         notes: &mut Notes<'g, K, V>,
-        _guard: &'g Guard,
     ) {
         if let Some(st) = &self.stats {
             st.removed(cause);
         }
         if let (Some(tombs), true) = (&self.tombstones, cause.was_evicted()) {
-            // SAFETY: unlinked by this thread under `_guard`, not yet freed.
+            // SAFETY: unlinked by this thread under the guard `'g`, not yet freed.
             let n = unsafe { node.deref() };
             if let Some(v) = self.ext.version(n) {
                 if v > 0 {
@@ -767,7 +766,7 @@ where
     ) -> u64 {
         // SAFETY: non-null: it was just unlinked from a slot.
         let weight = unsafe { node.deref() }.weight();
-        self.note(node, cause, notes, guard);
+        self.note(node, cause, notes);
         // SAFETY: this thread's CAS unlinked it.
         unsafe { retire(node, guard) };
         weight

@@ -388,7 +388,9 @@ impl Expiry {
             layout.packed_deadline && layout.deadline.is_none() && layout.idle.is_none();
     }
 
-    /// [`is_expired`](Self::is_expired) for a cache where [`only_packed`](Self::only_packed).
+    /// The packed deadline's test: whole milliseconds, rounded up when stored, so never early.
+    /// `MAX_WEIGHT` is "never" and is above any `now` in milliseconds (2^46 ms is 2,230 years).
+    /// Alone, it is the whole test of a cache where `only_packed` holds.
     #[inline(always)]
     pub(crate) fn is_expired_packed<K, V>(node: &Node<K, V>, now: u64) -> bool {
         node.packed_deadline() <= now / MS
@@ -400,15 +402,9 @@ impl Expiry {
         // Relaxed: deadlines are written before the node's Release publish; the idle deadline
         // is later moved only forward, as a hint (see `touch`).
         let past = |i: Option<usize>| i.is_some_and(|i| node.ext(i).load(Ordering::Relaxed) <= now);
-        if self.layout.packed_deadline {
-            // Whole milliseconds, rounded up when stored: never early. MAX_WEIGHT is "never"
-            // and is above any `now` in milliseconds (2^46 ms is 2,230 years).
-            let d = node.packed_deadline();
-            if d <= now / MS {
-                return true;
-            }
-        }
-        past(self.layout.deadline) || past(self.layout.idle)
+        (self.layout.packed_deadline && Self::is_expired_packed(node, now))
+            || past(self.layout.deadline)
+            || past(self.layout.idle)
     }
 
     /// After a hit: pushes the idle deadline to `now + tti`, but writes only when that moves it
