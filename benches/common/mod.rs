@@ -628,6 +628,29 @@ pub fn for_each_contender(v: &mut impl Visit) {
     v.visit::<Papaya>();
 }
 
+/// Something to make per contender type, for [`select`].
+pub trait PerContender {
+    type Out;
+    fn make<C: Contender>(&self) -> Self::Out;
+}
+
+/// Every contender, or those named in `only`, in report order, each with what `p` makes for it.
+pub fn select<P: PerContender>(only: Option<&[String]>, p: &P) -> Vec<(&'static str, P::Out)> {
+    struct Collect<'a, P: PerContender>(&'a P, Vec<(&'static str, P::Out)>);
+    impl<P: PerContender> Visit for Collect<'_, P> {
+        fn visit<C: Contender>(&mut self) {
+            let made = self.0.make::<C>();
+            self.1.push((C::NAME, made));
+        }
+    }
+    let mut c = Collect(p, Vec::new());
+    for_each_contender(&mut c);
+    if let Some(only) = only {
+        c.1.retain(|(name, _)| only.iter().any(|o| o == name));
+    }
+    c.1
+}
+
 /// Names in the order of [`for_each_contender`].
 pub fn contender_names() -> Vec<&'static str> {
     struct Names(Vec<&'static str>);

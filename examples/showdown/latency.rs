@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::common::{for_each_contender, hasher, Contender, Op, Sizes, Spec, Visit, Workload};
+use crate::common::{hasher, select, Contender, Op, PerContender, Sizes, Spec, Workload};
 
 /// One operation of each kind in this many is timed.
 pub const SAMPLE_EVERY: u64 = 16;
@@ -195,18 +195,14 @@ impl<C: Contender> Runner for State<C> {
 }
 
 fn contenders(only: Option<&[String]>) -> Vec<(&'static str, Start)> {
-    struct Collect(Vec<(&'static str, Start)>);
-    impl Visit for Collect {
-        fn visit<C: Contender>(&mut self) {
-            self.0.push((C::NAME, start::<C> as Start));
+    struct Starts;
+    impl PerContender for Starts {
+        type Out = Start;
+        fn make<C: Contender>(&self) -> Start {
+            start::<C>
         }
     }
-    let mut c = Collect(Vec::new());
-    for_each_contender(&mut c);
-    if let Some(only) = only {
-        c.0.retain(|c| only.iter().any(|o| o == c.0));
-    }
-    c.0
+    select(only, &Starts)
 }
 
 /// The timer's floor: an empty region timed as `walk` times an operation, 200,000 times after

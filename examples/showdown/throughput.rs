@@ -15,8 +15,8 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    for_each_contender, gets_in, hasher, run_ops, Clockline, Contender, Op, Papaya, QuickCache,
-    Sizes, Visit, Workload,
+    gets_in, hasher, run_ops, select, Clockline, Contender, Op, Papaya, PerContender, QuickCache,
+    Sizes, Workload,
 };
 use crate::csv::ThroughputRow;
 
@@ -124,18 +124,14 @@ impl<C: Contender> Runner for State<C> {
 
 /// Every contender, or those named in `only`, in report order.
 pub fn contenders(only: Option<&[String]>) -> Vec<(&'static str, Start)> {
-    struct Collect(Vec<(&'static str, Start)>);
-    impl Visit for Collect {
-        fn visit<C: Contender>(&mut self) {
-            self.0.push((C::NAME, start::<C> as Start));
+    struct Starts;
+    impl PerContender for Starts {
+        type Out = Start;
+        fn make<C: Contender>(&self) -> Start {
+            start::<C>
         }
     }
-    let mut c = Collect(Vec::new());
-    for_each_contender(&mut c);
-    if let Some(only) = only {
-        c.0.retain(|c| only.iter().any(|o| o == c.0));
-    }
-    c.0
+    select(only, &Starts)
 }
 
 /// Medians of one workload at one thread count, in the order of the contender list.
