@@ -22,7 +22,9 @@ for side in base new; do
   path=$root; [ "$side" = base ] && path=$work/base
   sed "s#path = \"../..\"#path = \"$path\"#" benches/feature_ab/Cargo.toml > "$work/probe-$side/Cargo.toml"
   feat=(); [ "$side" = new ] && feat=(--features new)
-  (cd "$work/probe-$side" && cargo build --release -q "${feat[@]}")
+  # Each probe in its own target folder: a CARGO_TARGET_DIR from the caller would put both
+  # binaries on one path.
+  (cd "$work/probe-$side" && CARGO_TARGET_DIR="$work/probe-$side/target" cargo build --release -q "${feat[@]}")
 done
 if command -v valgrind >/dev/null; then
   printf '%-22s %8s %8s\n' build "Ir/get" "D1mr/get"
