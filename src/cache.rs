@@ -39,28 +39,35 @@ pub struct Cache<K, V, S = DefaultHashBuilder> {
     janitor: Option<Janitor>,
 }
 
-/// Where the cache's state lives: inline, or boxed when a janitor thread needs a stable
-/// address to sweep. Inline is the default because a box costs every read hit one more
-/// dependent load before it can hash: 8 to 9 % of read-hit throughput on the build VM
-/// (docs/benchmarks.md). The `match` in [`Cache::inner`] is a predictable branch on a tag in
-/// the same line.
+/// Where the cache's state lives, and whether lookups need the feature half: inline, or boxed
+/// when a janitor thread needs a stable address to sweep. Inline is the default because a box
+/// costs every read hit one more dependent load before it can hash: 8 to 9 % of read-hit
+/// throughput on the build VM (docs/benchmarks.md).
+///
+/// The tag also says whether the cache is plain (neither expiry nor statistics), so
+/// [`Cache::lookup`] makes one predictable branch on it and a plain hit then runs the core's
+/// read path: the probe and the reference bit, nothing else. A separate `plain` flag cost a
+/// plain hit 8 more instructions than the core (two branches, a re-test of the probe's result,
+/// a spilled register; callgrind, docs/benchmarks.md section 8).
 // A `Repr` is made once per cache and never moved between variants: the size difference
 // is the point (inline state, no pointer to chase).
 #[allow(clippy::large_enum_variant)]
 enum Repr<K, V, S> {
+    /// Neither expiry nor statistics: lookups take the core's read path unchanged.
+    Plain(Inner<K, V, S>),
+    /// Expiry or statistics (or both): lookups go through [`Inner::lookup`].
     Inline(Inner<K, V, S>),
+    /// With a janitor, which needs expiry, so never plain.
     Boxed(Box<Inner<K, V, S>>),
 }
 
 /// Everything a cache is; see [`Cache`].
 ///
-/// `repr(C)`, read-path fields first: a read hit touches `plain`, `table` and `hasher`, which
-/// then share the first line; the written counters (`hand`, `budget`) are `CachePadded` and
-/// come after everything a reader touches.
+/// `repr(C)`, read-path fields first: a read hit touches `table` and `hasher`, which then share
+/// the first line; the written counters (`hand`, `budget`) are `CachePadded` and come after
+/// everything a reader touches.
 #[repr(C)]
 pub(crate) struct Inner<K, V, S> {
-    /// Neither expiry nor statistics: lookups take the core's read path unchanged.
-    plain: bool,
     /// The current table. Replaced only when a growable (weight-bounded, no `max_capacity`)
     /// cache grows; the old one is retired through epoch.
     table: Atomic<RawTable<K, V>>,
@@ -172,7 +179,6 @@ where
         }
         let plain = expiry.is_none() && !features.stats;
         let inner = Inner {
-            plain,
             table: Atomic::new(table),
             hand: Hand::new(),
             budget: Budget::new(entries, max_weight.unwrap_or(MAX_WEIGHT)),
@@ -194,6 +200,7 @@ where
                 let janitor = Janitor::start(&inner, every)?;
                 (Repr::Boxed(inner), Some(janitor))
             }
+            None if plain => (Repr::Plain(inner), None),
             None => (Repr::Inline(inner), None),
         };
         Ok(Self { repr, janitor })
@@ -250,10 +257,8 @@ where
     /// only in a cache with expiry, after the lookup). `touch` marks it as used (reference bit,
     /// idle deadline) and counts the hit or miss.
     ///
-    ///
-    /// The probe is shared; only what follows it depends on the features, behind one
-    /// predictable branch on `plain` (neither expiry nor statistics), so a plain cache runs the
-    /// core's read path. Everything here is inlined into `get`: as calls, `find` and the
+    /// Correct for every cache, but a plain one takes the shorter path of
+    /// [`Cache::lookup`]. Everything here is inlined into `get`: as calls, `find` and the
     /// feature checks cost a read hit 20 to 60 more instructions (callgrind,
     /// docs/benchmarks.md).
     #[inline(always)]
@@ -268,13 +273,6 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let found = self.find(key, guard);
-        if self.plain {
-            let node = found?;
-            if touch {
-                node.touch();
-            }
-            return Some(node);
-        }
         self.admit(found, now, touch)
     }
 
@@ -929,6 +927,33 @@ where
     V: Send + Sync + 'static,
     S: BuildHasher,
 {
+    /// [`Inner::lookup`], after one branch on the [`Repr`] tag: a plain cache (neither expiry
+    /// nor statistics) probes and marks the entry, the core's read path and nothing more.
+    #[inline(always)]
+    pub(crate) fn lookup<'g, Q>(
+        &self,
+        key: &Q,
+        now: impl FnOnce() -> u64,
+        touch: bool,
+        guard: &'g Guard,
+    ) -> Option<&'g Node<K, V>>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        let inner = match &self.repr {
+            Repr::Plain(inner) => {
+                let node = inner.find(key, guard)?;
+                if touch {
+                    node.touch();
+                }
+                return Some(node);
+            }
+            Repr::Inline(inner) => inner,
+            Repr::Boxed(inner) => inner,
+        };
+        inner.lookup(key, now, touch, guard)
+    }
+
     /// Pins the current thread and returns a handle whose lookups lend references instead of
     /// cloning. Entries stay alive (not necessarily in the cache) while the handle lives, so keep
     /// it short-lived: a long-lived handle delays the reclamation of everything removed meanwhile.
@@ -951,9 +976,7 @@ where
         V: Clone,
     {
         let guard = crate::sync::pin();
-        let node = self
-            .inner()
-            .lookup(key, || self.inner().now(), true, &guard)?;
+        let node = self.lookup(key, || self.inner().now(), true, &guard)?;
         Some(node.read(|_, v| v.clone()))
     }
 
@@ -964,8 +987,7 @@ where
         V: Clone,
     {
         let guard = crate::sync::pin();
-        self.inner()
-            .lookup(key, || self.inner().now(), false, &guard)
+        self.lookup(key, || self.inner().now(), false, &guard)
             .map(|n| n.read(|_, v| v.clone()))
     }
 
@@ -975,8 +997,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let guard = crate::sync::pin();
-        self.inner()
-            .lookup(key, || self.inner().now(), false, &guard)
+        self.lookup(key, || self.inner().now(), false, &guard)
             .is_some()
     }
 
@@ -1055,7 +1076,7 @@ impl<K, V, S> Cache<K, V, S> {
     #[inline(always)]
     pub(crate) fn inner(&self) -> &Inner<K, V, S> {
         match &self.repr {
-            Repr::Inline(i) => i,
+            Repr::Plain(i) | Repr::Inline(i) => i,
             Repr::Boxed(b) => b,
         }
     }
@@ -1194,10 +1215,7 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let node = self
-            .cache
-            .inner()
-            .lookup(key, || self.now, true, &self.guard)?;
+        let node = self.cache.lookup(key, || self.now, true, &self.guard)?;
         Some(&node.kv().1)
     }
 
@@ -1206,9 +1224,7 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        self.cache
-            .inner()
-            .lookup(key, || self.now, false, &self.guard)
+        self.cache.lookup(key, || self.now, false, &self.guard)
             .map(|n| &n.kv().1)
     }
 
@@ -1217,9 +1233,7 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        self.cache
-            .inner()
-            .lookup(key, || self.now, false, &self.guard)
+        self.cache.lookup(key, || self.now, false, &self.guard)
             .is_some()
     }
 
