@@ -9,9 +9,17 @@
 //! set of stripes with `fetch_add`. Every stripe is `CachePadded`, so no two threads' counters
 //! share a line and none shares a line with the table.
 //!
+//! Finding the stripe (the thread's number, the owner check) cost more than the increment, so
+//! each thread remembers the owned stripe it last counted into, with the id of the cache it
+//! belongs to ([`LAST`]). A hit in the same cache then costs a thread-local load, a compare and
+//! the increment: 129.7 to 113.7 instructions per stats hit (callgrind, docs/benchmarks.md
+//! section 8). Nothing is batched: every count lands in its stripe at once, so there is no
+//! flush and no extra staleness.
+//!
 //! [`Cache::stats`](crate::Cache::stats) sums all stripes: a snapshot that may miss counts still
 //! in flight on other threads, never a torn number.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -44,15 +52,42 @@ struct Owned {
 }
 
 pub(crate) struct Stats {
+    /// Unique among all `Stats` ever made (never 0, never reused): what [`LAST`] compares.
+    id: u64,
     owned: Box<[CachePadded<Owned>]>,
     shared: Box<[CachePadded<Counters>]>,
 }
 
+/// The stripe this thread owns in the cache it last counted in.
+#[derive(Clone, Copy)]
+struct Last {
+    /// That cache's [`Stats::id`]; 0 (no cache) at first.
+    id: u64,
+    /// The counters of the stripe this thread owns there.
+    counters: *const Counters,
+}
+
+std::thread_local! {
+    // Const-initialised and without a destructor: a read is a plain thread-local load, no
+    // lazy-init or registration check. One entry: a thread that alternates between two caches
+    // with statistics takes the slow path (the stripe lookup) on each switch.
+    static LAST: Cell<Last> = const {
+        Cell::new(Last {
+            id: 0,
+            counters: std::ptr::null(),
+        })
+    };
+}
+
 impl Stats {
     pub(crate) fn new() -> Self {
+        // Relaxed: a counter that hands out distinct ids; it orders nothing. It starts at 1, so
+        // no cache matches `LAST`'s initial id; 2^64 caches never wrap it.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let zero = || std::array::from_fn(|_| AtomicU64::new(0));
         Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             owned: (0..(cores * 4).next_power_of_two().clamp(8, 256))
                 .map(|_| {
                     CachePadded::new(Owned {
@@ -67,8 +102,35 @@ impl Stats {
         }
     }
 
-    #[inline]
+    /// Adds `n` to counter `i` of this thread's stripe: through [`LAST`] if this thread last
+    /// counted in this cache, else [`count_slow`](Self::count_slow).
+    #[inline(always)]
     fn count(&self, i: usize, n: u64) {
+        // Not under loom: its threads share the OS thread, hence one `LAST`, and would all take
+        // the same stripe for their own. The slow path is the protocol loom checks.
+        #[cfg(not(clockline_loom))]
+        {
+            let last = LAST.get();
+            if last.id == self.id {
+                // SAFETY: ids are unique, so `last` was recorded by `count_slow` on `self`,
+                // which is alive (borrowed); `counters` points into `self.owned`, a heap slice
+                // that lives and stays put as long as `self`.
+                let c = unsafe { &(*last.counters)[i] };
+                // Relaxed, load and store: this thread owns the stripe (`count_slow` recorded
+                // it only then, and ownership lasts as long as the cache), so it is the only
+                // writer; readers sum snapshots.
+                c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+                return;
+            }
+        }
+        self.count_slow(i, n);
+    }
+
+    /// Finds this thread's stripe, claims it if unowned, counts, and remembers an owned stripe
+    /// in [`LAST`]. Out of line: taken once per thread and cache switch, not per hit.
+    #[cold]
+    #[inline(never)]
+    fn count_slow(&self, i: usize, n: u64) {
         let t = crate::sync::thread_stripe();
         let me = t.wrapping_add(1);
         let stripe = &self.owned[t & (self.owned.len() - 1)];
@@ -85,6 +147,11 @@ impl Stats {
             // The only writer of this stripe: a load and a store, not a locked add.
             let c = &stripe.counters[i];
             c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+            #[cfg(not(clockline_loom))]
+            LAST.set(Last {
+                id: self.id,
+                counters: &stripe.counters,
+            });
         } else {
             self.shared[t & (self.shared.len() - 1)][i].fetch_add(n, Ordering::Relaxed);
         }
