@@ -80,3 +80,41 @@ fn striped_sums_are_exact_under_concurrency() {
     assert_eq!(s.hits + s.misses, 80_000);
     assert_eq!(s.hits, 41_084, "keys below 500 hit, the rest miss");
 }
+
+/// A thread remembers the stripe of the last cache it counted in (src/stats.rs): switching
+/// between caches, and a new cache where a dropped one was, must neither lose nor misplace a
+/// count.
+#[test]
+fn a_thread_switching_caches_counts_into_each() {
+    let build = || -> Cache<u64, u64> {
+        Cache::builder()
+            .max_capacity(16)
+            .record_stats()
+            .build()
+            .unwrap()
+    };
+    for round in 0..4u64 {
+        let (a, b) = (build(), build());
+        a.insert(1, 1).unwrap();
+        b.insert(1, 1).unwrap();
+        for i in 0..100u64 {
+            a.get(&1);
+            if i % 3 == 0 {
+                b.get(&2);
+            }
+            a.get(&1);
+        }
+        let (sa, sb) = (a.stats().unwrap(), b.stats().unwrap());
+        assert_eq!(
+            (sa.hits, sa.misses, sa.inserts),
+            (200, 0, 1),
+            "round {round}"
+        );
+        assert_eq!(
+            (sb.hits, sb.misses, sb.inserts),
+            (0, 34, 1),
+            "round {round}"
+        );
+        drop(a); // the next round's caches may take its place in memory
+    }
+}
