@@ -85,7 +85,9 @@ pub(crate) fn thread_stripe() -> usize {
 #[cfg(clockline_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
 
     /// Tell the scheduler this thread waits on another one. Loom needs this in every retry
     /// loop, or a model fails with "exceeded maximum number of branches".
@@ -96,7 +98,9 @@ mod imp {
 
 #[cfg(not(clockline_loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{
+        AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
 
     /// `std::cell::UnsafeCell` with loom's closure-based API.
     #[derive(Debug)]

@@ -62,7 +62,7 @@ pub(crate) const NEIGHBOURHOOD: usize = 8;
 #[cfg(clockline_loom)]
 pub(crate) const NEIGHBOURHOOD: usize = 2;
 pub use node::MAX_WEIGHT;
-pub(crate) use node::{Node, NodeBox};
+pub(crate) use node::{Node, NodeBox, REF, WINDOW};
 
 use bucket::{lowest, match_tag, spill_mask, tag_of, Bucket, LockGuard};
 use crossbeam_epoch::{Guard, Shared};
@@ -278,26 +278,28 @@ impl<K, V> RawTable<K, V> {
 
     /// Claims a free slot for a new key of `hash` and publishes `node` there, or gives `node`
     /// back if the key's neighbourhood is full. The caller holds the home bucket's lock and has
-    /// checked that the key is absent. `start_marked` is told the slot's position in the hand's
-    /// turn and says whether the node starts marked.
+    /// checked that the key is absent. `initial_bits` is told the slot's position in the hand's
+    /// turn and says which of the reference and window bits the node starts with. Returns the
+    /// slot's index (see [`Self::load_slot`]).
     pub(crate) fn publish(
         &self,
         hash: u64,
         node: NodeBox<K, V>,
-        start_marked: impl FnOnce(usize) -> bool,
-    ) -> Result<(), NodeBox<K, V>> {
+        initial_bits: impl FnOnce(usize) -> u64,
+    ) -> Result<usize, NodeBox<K, V>> {
         let Some((b, i, dist)) = self.claim(hash) else {
             return Err(node);
         };
         node.set_dist(dist);
-        if start_marked(self.hand_pos(b, i)) {
-            node.set_ref();
+        let bits = initial_bits(self.hand_pos(b, i));
+        if bits != 0 {
+            node.set_bits(bits);
         }
         let node = Shared::from(node.into_raw() as *const Node<K, V>);
         // Release: publishes the node's contents and the displaced count to readers (pairs with
         // the Acquire load in `find`).
         self.buckets[b].slots[i].store(node, Ordering::Release);
-        Ok(())
+        Ok(b * SLOTS + i)
     }
 
     /// Swaps `new` in for the node found at `at`. On failure (the old node was unlinked in the

@@ -5,8 +5,12 @@
 //! Node<u64, u64> (24 bytes, plus 8 per extension word):
 //!   meta: AtomicU64   bit 0       CLOCK reference bit (set by reads, cleared by the hand)
 //!                     bit 1       PACKED: bits 18..64 hold the expiry deadline, not a weight
-//!                     bits 2..16  distance: buckets between the home bucket and this node's
+//!                     bits 2..8   distance: buckets between the home bucket and this node's
 //!                                 bucket (below `NEIGHBOURHOOD`)
+//!                     bit 8       WINDOW: the adaptive policy's probationary window holds it
+//!                     bits 9..11  frequency: the adaptive policy's saturating counter (0..=2),
+//!                                 raised by the hand when it finds the reference bit set
+//!                     bits 11..16 unused
 //!                     bits 16..18 number of extension words after the node (0..=3)
 //!                     bits 18..64 weight (at most MAX_WEIGHT), or, in a cache without a
 //!                                 weigher (every weight 0), the expiry deadline in whole
@@ -25,10 +29,17 @@ use std::ptr::NonNull;
 
 use crate::sync::{AtomicU64, ExtWord, Ordering, UnsafeCell};
 
-const REF: u64 = 1;
+/// The CLOCK reference bit.
+pub(crate) const REF: u64 = 1;
 const PACKED: u64 = 2;
 const DIST_SHIFT: u32 = 2;
-const DIST_MAX: u64 = 0x3fff;
+const DIST_MAX: u64 = 0x3f;
+/// The node is in the adaptive policy's window (see `crate::policy`).
+pub(crate) const WINDOW: u64 = 1 << 8;
+const FREQ_SHIFT: u32 = 9;
+const FREQ_MASK: u64 = 3 << FREQ_SHIFT;
+/// The most the frequency counter counts to.
+const FREQ_MAX: u64 = 2;
 const EXT_SHIFT: u32 = 16;
 const EXT_MAX: u64 = 3;
 const WEIGHT_SHIFT: u32 = 18;
@@ -231,10 +242,56 @@ impl<K, V> Node<K, V> {
         ((self.meta.load(Ordering::Relaxed) >> DIST_SHIFT) & DIST_MAX) as usize
     }
 
-    /// Sets the reference bit of a node that is not yet published.
-    pub(crate) fn set_ref(&self) {
+    /// Sets `bits` (the reference bit, [`WINDOW`]) of a node that is not yet published.
+    pub(crate) fn set_bits(&self, bits: u64) {
+        debug_assert_eq!(bits & !(REF | WINDOW), 0);
         // Relaxed: the node is still private to this thread; the publish is the Release.
-        self.meta.fetch_or(REF, Ordering::Relaxed);
+        self.meta.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// True while the adaptive policy's window holds the node.
+    #[inline]
+    pub(crate) fn in_window(&self) -> bool {
+        // Relaxed: membership is a policy hint; the window's count is kept exact by
+        // `take_window` alone.
+        self.meta.load(Ordering::Relaxed) & WINDOW != 0
+    }
+
+    /// Takes the node out of the window: true for exactly one caller (a promotion, or the
+    /// thread that unlinked the node), which then owns the decrement of the window's count.
+    #[inline]
+    pub(crate) fn take_window(&self) -> bool {
+        // Relaxed: the RMW itself makes the decision exactly once; it publishes nothing.
+        self.meta.load(Ordering::Relaxed) & WINDOW != 0
+            && self.meta.fetch_and(!WINDOW, Ordering::Relaxed) & WINDOW != 0
+    }
+
+    /// The adaptive policy's frequency counter (0..=2).
+    #[cfg(test)]
+    pub(crate) fn freq(&self) -> u64 {
+        // Relaxed: a hint read by the hand.
+        (self.meta.load(Ordering::Relaxed) & FREQ_MASK) >> FREQ_SHIFT
+    }
+
+    /// Raises the frequency counter by one, up to its maximum.
+    pub(crate) fn bump_freq(&self) {
+        self.update_freq(|f| (f < FREQ_MAX).then_some(f + 1));
+    }
+
+    /// Lowers the frequency counter by one; false if it was already 0.
+    pub(crate) fn drop_freq(&self) -> bool {
+        self.update_freq(|f| f.checked_sub(1))
+    }
+
+    fn update_freq(&self, f: impl Fn(u64) -> Option<u64>) -> bool {
+        // Relaxed: a hint; a CAS because readers set the reference bit in the same word and
+        // two hands may pass the node at once.
+        self.meta
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                let next = f((m & FREQ_MASK) >> FREQ_SHIFT)?;
+                Some((m & !FREQ_MASK) | (next << FREQ_SHIFT))
+            })
+            .is_ok()
     }
 
     /// Records the probe distance: before the node is published, or while a table grows (with
@@ -324,11 +381,23 @@ mod tests {
     #[test]
     fn meta_fields_do_not_overlap() {
         let n = NodeBox::new(1u64, 2u64, MAX_WEIGHT, &[0, 0, 0], None);
-        n.set_dist(12345);
+        n.set_dist(DIST_MAX as usize);
         assert!(!n.take_ref(), "new nodes start unreferenced");
         n.touch();
+        n.set_bits(WINDOW);
+        n.bump_freq();
+        n.bump_freq();
+        n.bump_freq();
+        assert_eq!(n.freq(), FREQ_MAX, "the counter saturates");
         assert_eq!(n.weight(), MAX_WEIGHT);
-        assert_eq!(n.dist(), 12345);
+        assert_eq!(n.dist(), DIST_MAX as usize);
+        assert!(n.in_window());
+        assert!(n.take_window());
+        assert!(
+            !n.take_window(),
+            "only one caller takes a node out of the window"
+        );
+        assert!(n.drop_freq() && n.drop_freq() && !n.drop_freq());
         assert_eq!(n.ext_len(), 3);
         assert!(n.take_ref());
         assert!(!n.take_ref());
