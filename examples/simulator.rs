@@ -44,7 +44,8 @@ usage: simulator [--trace NAME|PATH...]... [--original] [--format F] [--capaciti
                   (default: from the file name)
   --capacities L  capacities for every trace (default: those of the README's table for the
                   trace, or 1/5/10/25 % of its distinct keys); bytes under --sizes
-  --policies L    clockline, lru, opt, quick_cache, moka (default: all)
+  --policies L    clockline, clockline-clock, lru, opt, quick_cache, moka (default: all
+                  but clockline-clock)
   --csv PATH      also write one row per run: trace,capacity,policy,hit_pct
   --threads N     runs replayed at once (default: all CPUs)
   --seed S        clockline's hasher seed (default 0, the benchmarks' hasher)
@@ -81,6 +82,7 @@ fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>, Strin
 fn parse_policy(name: &str, seed: u64) -> Result<Policy, String> {
     Ok(match name.trim().to_ascii_lowercase().as_str() {
         "clockline" => Policy::Clockline(seed),
+        "clockline-clock" | "clock" => Policy::ClocklineClock(seed),
         "lru" => Policy::Lru,
         "opt" | "belady" => Policy::Opt,
         "quick_cache" | "quick-cache" | "quickcache" => Policy::QuickCache,

@@ -20,6 +20,14 @@ use crate::table::{Node, RawTable};
 use crossbeam_epoch::{Guard, Shared};
 use crossbeam_utils::CachePadded;
 
+/// A node the hand chose, not yet unlinked.
+pub(crate) struct Victim<'g, K, V> {
+    pub(crate) bucket: usize,
+    pub(crate) slot: usize,
+    pub(crate) node: Shared<'g, Node<K, V>>,
+    pub(crate) cause: RemovalCause,
+}
+
 pub(crate) struct Hand {
     pos: CachePadded<AtomicUsize>,
 }
@@ -78,6 +86,53 @@ impl Hand {
             if table.unlink(b, i, p, held, guard) {
                 return Some((p, cause));
             }
+        }
+        None
+    }
+
+    /// The adaptive policy's hand (see `crate::policy`): sweeps until it finds a victim in the
+    /// main region and returns it *without* unlinking it, for the caller to weigh against a
+    /// candidate from the window. Window nodes are passed by. A referenced node has its bit
+    /// cleared and its frequency raised, and `harvest` is told (the hit reaches the sketch);
+    /// an unreferenced node with a non-zero frequency has it lowered; an unreferenced node
+    /// with none is the victim. An expired node is the victim at once. `None` after two full
+    /// turns without a victim (every node in the window, in flight, or gone).
+    pub(crate) fn find_victim<'g, K, V>(
+        &self,
+        table: &RawTable<K, V>,
+        expired: impl Fn(&Node<K, V>) -> bool,
+        harvest: impl Fn(&Node<K, V>),
+        guard: &'g Guard,
+    ) -> Option<Victim<'g, K, V>> {
+        let nslots = table.nslots();
+        for _ in 0..2 * nslots + 1 {
+            // Relaxed: see `# Orderings`.
+            let pos = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
+            let (bucket, slot) = table.hand_slot(pos);
+            let node = table.load(bucket, slot, guard);
+            // SAFETY: loaded under `guard`; nodes are retired through epoch.
+            let Some(n) = (unsafe { node.as_ref() }) else {
+                continue;
+            };
+            let cause = if expired(n) {
+                RemovalCause::Expired
+            } else if n.in_window() {
+                continue;
+            } else if n.take_ref() {
+                n.bump_freq();
+                harvest(n);
+                continue;
+            } else if n.drop_freq() {
+                continue;
+            } else {
+                RemovalCause::Capacity
+            };
+            return Some(Victim {
+                bucket,
+                slot,
+                node,
+                cause,
+            });
         }
         None
     }

@@ -53,6 +53,8 @@ struct Owned {
 
 pub(crate) struct Stats {
     /// Unique among all `Stats` ever made (never 0, never reused): what [`LAST`] compares.
+    /// (The remembered stripe is compiled out under loom.)
+    #[cfg_attr(clockline_loom, allow(dead_code))]
     id: u64,
     owned: Box<[CachePadded<Owned>]>,
     shared: Box<[CachePadded<Counters>]>,
@@ -60,6 +62,7 @@ pub(crate) struct Stats {
 
 /// The stripe this thread owns in the cache it last counted in.
 #[derive(Clone, Copy)]
+#[cfg_attr(clockline_loom, allow(dead_code))]
 struct Last {
     /// That cache's [`Stats::id`]; 0 (no cache) at first.
     id: u64,

@@ -237,8 +237,8 @@ struct Config {
     time_box: Duration,
 }
 
-fn build(cfg: &Config) -> Cache<u64, Tracked> {
-    let mut b = Cache::builder();
+fn build(cfg: &Config, policy: clockline::Policy) -> Cache<u64, Tracked> {
+    let mut b = Cache::builder().policy(policy);
     if let Some(c) = cfg.capacity {
         b = b.max_capacity(c);
     }
@@ -418,10 +418,16 @@ fn join_or_hang<T>(handles: Vec<thread::JoinHandle<T>>, ops: &AtomicU64, what: &
         .collect()
 }
 
-/// Runs `cfg` and checks the cache at rest and every drop.
+/// Runs `cfg` under each eviction policy and checks the cache at rest and every drop.
 fn run(cfg: &Config) {
+    for policy in [clockline::Policy::Adaptive, clockline::Policy::Clock] {
+        run_with(cfg, policy);
+    }
+}
+
+fn run_with(cfg: &Config, policy: clockline::Policy) {
     let counts = Arc::new(Counts::default());
-    let cache = Arc::new(build(cfg));
+    let cache = Arc::new(build(cfg, policy));
     let ops = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let watch = {
@@ -447,7 +453,7 @@ fn run(cfg: &Config) {
     }
     assert!(samples > 0);
     println!(
-        "{}: {} ops, {samples} bound samples, capacity {}",
+        "{} ({policy:?}): {} ops, {samples} bound samples, capacity {}",
         cfg.name,
         ops.load(Ordering::Relaxed),
         cache.capacity()

@@ -468,6 +468,18 @@ pub trait Feature: Send + Sync + 'static {
 pub struct Ttl;
 /// `record_stats()`: every hit adds one to its thread's stripe.
 pub struct Stats;
+/// `policy(Policy::Clock)`: classic CLOCK instead of the default adaptive policy (issue #5's
+/// throughput comparison).
+pub struct ClockPolicy;
+
+impl Feature for ClockPolicy {
+    const NAME: &'static str = "clockline-clock";
+    fn enable(
+        b: clockline::Builder<u64, u64, ahash::RandomState>,
+    ) -> clockline::Builder<u64, u64, ahash::RandomState> {
+        b.policy(clockline::Policy::Clock)
+    }
+}
 
 impl Feature for Ttl {
     const NAME: &'static str = "clockline+ttl";
@@ -512,7 +524,8 @@ impl<F: Feature> Contender for Featured<F> {
 }
 
 /// True when `CLOCKLINE_FEATURE_VARIANTS=1`: the contender list then also holds clockline with
-/// expiry and with statistics, for the cost-of-features comparison in docs/benchmarks.md.
+/// expiry, with statistics, and with classic CLOCK, for the cost-of-features and policy
+/// comparisons in docs/benchmarks.md.
 pub fn feature_variants() -> bool {
     std::env::var_os("CLOCKLINE_FEATURE_VARIANTS").is_some_and(|v| v == "1")
 }
@@ -621,6 +634,7 @@ pub fn for_each_contender(v: &mut impl Visit) {
     if feature_variants() {
         v.visit::<Featured<Ttl>>();
         v.visit::<Featured<Stats>>();
+        v.visit::<Featured<ClockPolicy>>();
     }
     v.visit::<QuickCache>();
     v.visit::<Moka>();

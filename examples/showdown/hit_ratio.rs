@@ -590,10 +590,12 @@ pub fn replay_clockline(
     keys: &[u64],
     capacity: usize,
     seed: u64,
+    policy: clockline::Policy,
     deadline: Option<Instant>,
 ) -> Replayed {
     let cache: clockline::Cache<u64, u64, ahash::RandomState> = clockline::Cache::builder()
         .max_capacity(capacity)
+        .policy(policy)
         .hasher(seeded(seed))
         .build()
         .expect("valid capacity");
@@ -700,10 +702,12 @@ pub fn replay_clockline_sized(
     max_bytes: u64,
     sizes: Sizes,
     seed: u64,
+    policy: clockline::Policy,
     deadline: Option<Instant>,
 ) -> Replayed {
     let cache: clockline::Cache<u64, u64, ahash::RandomState> = clockline::Cache::builder()
         .max_weight(max_bytes)
+        .policy(policy)
         .weigher(|_, &size| size)
         .hasher(seeded(seed))
         .build()
@@ -778,8 +782,12 @@ pub fn replay_moka_sized(
 /// A contender, or a reference model.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Policy {
-    /// clockline, with ahash under this seed ([`seeded`]).
+    /// clockline (its default, adaptive policy), with ahash under this seed ([`seeded`]).
     Clockline(u64),
+    /// clockline with `Policy::Clock`, the classic CLOCK, same hasher (the simulator's
+    /// `--policies clockline-clock`; the showdown's table keeps to the default policy).
+    #[allow(dead_code)]
+    ClocklineClock(u64),
     /// The exact LRU.
     Lru,
     /// Belady's OPT.
@@ -797,7 +805,7 @@ impl Policy {
         match self {
             Policy::Lru => 0,
             Policy::QuickCache => 1,
-            Policy::Clockline(_) => 2,
+            Policy::Clockline(_) | Policy::ClocklineClock(_) => 2,
             Policy::Opt => 3,
             Policy::Moka => 8,
         }
@@ -807,6 +815,7 @@ impl Policy {
     pub fn name(self) -> &'static str {
         match self {
             Policy::Clockline(_) => "clockline",
+            Policy::ClocklineClock(_) => "clockline-clock",
             Policy::Lru => "LRU",
             Policy::Opt => "OPT",
             Policy::QuickCache => "quick_cache",
@@ -937,14 +946,24 @@ pub fn run_jobs(
                             Ok(trace.opt.get_or_init(|| OptTrace::new(keys)).hits(capacity))
                         }
                         (Policy::Clockline(seed), None) => {
-                            replay_clockline(keys, capacity, seed, deadline)
+                            let adaptive = clockline::Policy::Adaptive;
+                            replay_clockline(keys, capacity, seed, adaptive, deadline)
+                        }
+                        (Policy::ClocklineClock(seed), None) => {
+                            let clock = clockline::Policy::Clock;
+                            replay_clockline(keys, capacity, seed, clock, deadline)
                         }
                         (Policy::QuickCache, None) => replay_quick_cache(keys, capacity, deadline),
                         (Policy::Moka, None) => replay_moka(keys, capacity, deadline),
                         (Policy::Lru, Some(s)) => Ok(Lru::hits_sized(keys, bytes, s)),
                         (Policy::Opt, Some(_)) => continue,
                         (Policy::Clockline(seed), Some(s)) => {
-                            replay_clockline_sized(keys, bytes, s, seed, deadline)
+                            let adaptive = clockline::Policy::Adaptive;
+                            replay_clockline_sized(keys, bytes, s, seed, adaptive, deadline)
+                        }
+                        (Policy::ClocklineClock(seed), Some(s)) => {
+                            let clock = clockline::Policy::Clock;
+                            replay_clockline_sized(keys, bytes, s, seed, clock, deadline)
                         }
                         (Policy::QuickCache, Some(s)) => {
                             let items = (bytes as f64 / s.mean(keys)).ceil() as usize;

@@ -19,9 +19,24 @@ pub type Cache = clockline::Cache<u64, Payload, BuildHasherDefault<IdHasher>>;
 /// Under `clockline_loom` a bucket has two slots and the table keeps a fifth of its slots free:
 /// capacities 1 and 2 give one bucket (all keys share one home, so all writers share one lock),
 /// 3 gives two buckets (four slots), so writers of keys with different homes run concurrently.
+///
+/// Classic CLOCK (`Policy::Clock`): the table and CLOCK models check the hand as such. The
+/// adaptive policy's models use [`adaptive_cache`].
 pub fn cache(capacity: usize) -> Cache {
     clockline::Cache::builder()
         .max_capacity(capacity)
+        .policy(clockline::Policy::Clock)
+        .hasher(BuildHasherDefault::<IdHasher>::default())
+        .build()
+        .expect("valid capacity")
+}
+
+/// Like [`cache`], under the default adaptive policy (window, admission, ghost). Under
+/// `clockline_loom` its window may hold up to two entries.
+pub fn adaptive_cache(capacity: usize) -> Cache {
+    clockline::Cache::builder()
+        .max_capacity(capacity)
+        .policy(clockline::Policy::Adaptive)
         .hasher(BuildHasherDefault::<IdHasher>::default())
         .build()
         .expect("valid capacity")

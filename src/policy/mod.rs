@@ -1,0 +1,198 @@
+//! Eviction policies: classic CLOCK, and the default, an adaptive, scan-resistant CLOCK in the
+//! shape of W-TinyLFU whose hits stay what CLOCK's are (read a bit, set it only when clear).
+//!
+//! # The adaptive policy
+//!
+//! * **Window.** A new entry enters a small probationary *window* (its node's `WINDOW` bit
+//!   set, its slot appended to [`window::Ring`]). It leaves, oldest first, when the window
+//!   is over its target size. One that was read while in the window gets a second turn
+//!   (its reference bit cleared, appended again), as in an LRU window.
+//! * **Admission.** An entry leaving the window while the cache is full competes with the
+//!   victim the CLOCK hand would evict from the main region: the one with the higher
+//!   estimated frequency ([`sketch::Sketch`], TinyLFU) stays, the other goes. The newcomer
+//!   must beat the victim by more than one count: with a plain "greater than", estimates
+//!   that differ by the timing of the last halving churn a loop-shaped workload (measured:
+//!   loop at 250 entries, 13.8 % against 24.4 %; docs/design.md).
+//! * **Main region.** CLOCK over the table, with a saturating 2-bit frequency per node: the
+//!   hand clears a set reference bit and raises the count; it lowers a count of a node it finds
+//!   unreferenced; it evicts a node it finds unreferenced with a zero count. Window nodes are
+//!   the window's business: the hand passes them by.
+//! * **Hits** only set the reference bit when it is clear, as under CLOCK. What a hit means
+//!   for the frequency estimate is collected by the hand: each time it clears a reference
+//!   bit it counts one event for that key in the sketch. So the read path writes nothing
+//!   more than CLOCK's, and the sketch is written only by inserts and the hand.
+//! * **Ghost and adaptation.** Evicted keys leave a fingerprint in the [`ghost::Ghost`], with
+//!   the region and the time. When a new key arrives that the ghost saw leave the window a
+//!   short while ago (within a tenth of what the window could still grow by), a larger window
+//!   would have kept it: the window's target grows by a step. When it saw the key leave main
+//!   a short while ago (within a tenth of the window's size), a larger main region would have
+//!   kept it: the target shrinks by a step. Recency-shaped workloads grow the window (an LRU);
+//!   loops and frequency-skewed ones keep it small (TinyLFU).
+//!
+//! The numbers behind every choice, and the alternatives measured, are in docs/design.md.
+//!
+//! # Orderings
+//!
+//! The policy's state is hints: the sketch, the ghost, the ring and the window's target are
+//! read and written Relaxed (see each module). Two things are exact. A node is in the
+//! window exactly while its `WINDOW` bit is set, and the window's count is decremented by
+//! whoever clears that bit with an RMW (`Node::take_window`: a promotion, or the thread that
+//! unlinked the node), so each node leaves the count once. And every eviction is an unlink
+//! (a CAS of the slot pointer, see the table's `# Orderings`), so the entry bound holds
+//! exactly as under CLOCK whatever the policy decided.
+
+pub(crate) mod ghost;
+pub(crate) mod sketch;
+pub(crate) mod window;
+
+use crate::sync::{AtomicUsize, Ordering};
+use crossbeam_utils::CachePadded;
+use ghost::{Ghost, Region};
+use sketch::Sketch;
+use window::Ring;
+
+/// Which eviction policy a cache uses; see [`crate::Builder::policy`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Policy {
+    /// The default: CLOCK with a probationary window, frequency-based admission (TinyLFU)
+    /// and a window size that adapts to the workload. At or near the best of LRU, TinyLFU
+    /// and CLOCK-Pro-like policies on recency, frequency and loop traces (docs/benchmarks.md).
+    /// Costs about 2.5 bytes per entry (sketch, ghost, window queue) and some work per
+    /// insert; a read hit costs what it costs under [`Policy::Clock`].
+    #[default]
+    Adaptive,
+    /// Classic CLOCK, an approximation of LRU: one reference bit per entry, no admission
+    /// filter. LRU's hit ratio and LRU's failures (a loop one entry longer than the cache
+    /// hits nothing).
+    Clock,
+}
+
+/// The window's size bounds: at most a quarter of the cache, except that small caches may
+/// give it up to 80 % (a recency workload wants it large; 4096 window slots cost 16 KiB).
+fn max_window(capacity: usize) -> usize {
+    #[cfg(not(clockline_loom))]
+    const SMALL: usize = 4096;
+    #[cfg(clockline_loom)]
+    const SMALL: usize = 2;
+    if capacity / 4 >= SMALL {
+        capacity / 4
+    } else {
+        SMALL.min(capacity * 4 / 5).max(1)
+    }
+}
+
+/// The adaptive policy's shared state.
+pub(crate) struct Adaptive {
+    sketch: Sketch,
+    ring: Ring,
+    ghost: Ghost,
+    /// Nodes with the `WINDOW` bit set.
+    window_len: CachePadded<AtomicUsize>,
+    /// The window's target size, in entries.
+    target: CachePadded<AtomicUsize>,
+    /// The entry capacity the fractions above refer to.
+    capacity: usize,
+    /// How far one ghost hit moves the target.
+    step: usize,
+}
+
+impl Adaptive {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let ring = Ring::new(max_window(capacity));
+        Self {
+            sketch: Sketch::new(capacity),
+            ghost: Ghost::new(capacity),
+            window_len: CachePadded::new(AtomicUsize::new(0)),
+            target: CachePadded::new(AtomicUsize::new((capacity / 100).clamp(1, ring.capacity()))),
+            ring,
+            capacity,
+            step: (capacity / 500).max(1),
+        }
+    }
+
+    /// True while the window holds more nodes than its target.
+    pub(crate) fn over_target(&self) -> bool {
+        // Relaxed: both are hints for when to drain the window.
+        self.window_len.load(Ordering::Relaxed) > self.target.load(Ordering::Relaxed)
+    }
+
+    /// A new key arrived (a miss that inserts): counts it and lets the ghost adapt the window.
+    pub(crate) fn arrived(&self, hash: u64) {
+        self.sketch.increment(hash);
+        let Some((region, age)) = self.ghost.take(hash) else {
+            return;
+        };
+        // Relaxed: the target is a hint; racing adjustments may lose a step.
+        let w = self.target.load(Ordering::Relaxed);
+        let next = match region {
+            Region::Window if age * 10 <= self.capacity.saturating_sub(w) => {
+                (w + self.step).min(self.ring.capacity())
+            }
+            Region::Main if age * 10 <= w => w.saturating_sub(self.step).max(1),
+            _ => return,
+        };
+        self.target.store(next, Ordering::Relaxed);
+    }
+
+    /// The node in `slot` entered the window (its `WINDOW` bit is set). Returns a slot whose
+    /// entry the ring had to overwrite: its node, if still in the window, must leave it.
+    pub(crate) fn entered(&self, slot: usize) -> Option<usize> {
+        // Relaxed: a count; see the module's `# Orderings` for who decrements.
+        self.window_len.fetch_add(1, Ordering::Relaxed);
+        self.ring.push(slot)
+    }
+
+    /// A window node left the window (the caller cleared its `WINDOW` bit).
+    pub(crate) fn left(&self) {
+        // Relaxed: as in `entered`.
+        self.window_len.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Puts a window node's slot back at the end of the queue (its second turn). Returns a
+    /// slot the ring overwrote, as [`Self::entered`] does.
+    pub(crate) fn requeue(&self, slot: usize) -> Option<usize> {
+        self.ring.push(slot)
+    }
+
+    /// The oldest slot in the window's queue, if any.
+    pub(crate) fn oldest(&self) -> Option<usize> {
+        self.ring.pop()
+    }
+
+    /// Forgets the queue, for a table that is being rebuilt (see [`window`]'s docs).
+    pub(crate) fn clear_queue(&self) {
+        self.ring.clear();
+    }
+
+    /// One event for a key the hand found referenced (a hit since its last pass).
+    pub(crate) fn harvest(&self, hash: u64) {
+        self.sketch.increment(hash);
+    }
+
+    /// Whether a candidate leaving the window should replace the main region's victim.
+    pub(crate) fn admit(&self, candidate: u64, victim: u64) -> bool {
+        self.sketch.frequency(candidate) > self.sketch.frequency(victim) + 1
+    }
+
+    /// Records an eviction in the ghost.
+    pub(crate) fn evicted(&self, hash: u64, from_window: bool) {
+        let region = if from_window {
+            Region::Window
+        } else {
+            Region::Main
+        };
+        self.ghost.record(hash, region);
+    }
+
+    /// The window's current size, target and largest target, for diagnostics and tests.
+    pub(crate) fn window(&self) -> (usize, usize, usize) {
+        // Relaxed: a snapshot for diagnostics.
+        (
+            self.window_len.load(Ordering::Relaxed),
+            self.target.load(Ordering::Relaxed),
+            self.ring.capacity(),
+        )
+    }
+}
