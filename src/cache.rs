@@ -118,6 +118,8 @@ enum Locked<K, V> {
     Grow(NodeBox<K, V>),
     /// A versioned insert older than (or as old as) what the cache knows.
     Stale(NodeBox<K, V>, u64),
+    /// The adaptive policy did not admit a heavy newcomer ([`InsertErrorKind::Rejected`]).
+    Rejected(NodeBox<K, V>),
 }
 
 // SAFETY: the table shares keys and values between threads (readers get `&K`/`&V`, and any
@@ -414,6 +416,11 @@ where
                     let version = version.unwrap_or(0);
                     return refuse(key, value, InsertErrorKind::Stale { version, current });
                 }
+                Locked::Rejected(back) => {
+                    drop(lock);
+                    let (key, value) = back.into_kv();
+                    return refuse(key, value, InsertErrorKind::Rejected { weight });
+                }
                 Locked::Grow(back) => {
                     node = back;
                     drop(lock);
@@ -506,10 +513,14 @@ where
         }
         let mut reservation = Reservation::new(&self.budget);
         let mut step = 0;
+        // Set once the key was found: an update is never refused admission, even if making
+        // room for its extra weight evicted the old entry meanwhile.
+        let mut updating = false;
         loop {
             let new_key = &node.kv().0;
             match table.find(hash, |k| k == new_key, guard) {
                 Some(found) => {
+                    updating = true;
                     if let Some(v) = version {
                         let current = self.ext.version(found.node()).unwrap_or(0);
                         if v <= current {
@@ -542,6 +553,15 @@ where
                     }
                 }
                 None => {
+                    if let Some(policy) = &self.policy {
+                        if !updating
+                            && !reservation.has_entry()
+                            && !self.admits_heavy(policy, table, hash, weight, now, guard)
+                        {
+                            policy.arrived(hash);
+                            return Locked::Rejected(node);
+                        }
+                    }
                     if !self.make_room(
                         table,
                         table.home(hash),
@@ -748,6 +768,46 @@ where
         if node.take_window() {
             policy.left();
         }
+    }
+
+    /// The adaptive policy's admission of a new entry of `weight` that does not fit the free
+    /// weight: the hand picks the victims that would make room (without evicting them, at most
+    /// eight); if it takes more than one, the newcomer must be estimated more frequent than the
+    /// most frequent of them, or it is not admitted. So a heavy entry that arrives once does
+    /// not flush many small, popular ones; one that keeps being requested gets in. One
+    /// victim: the ordinary contest at the window's exit decides, as for any entry.
+    fn admits_heavy(
+        &self,
+        policy: &Adaptive,
+        table: &RawTable<K, V>,
+        hash: u64,
+        weight: u64,
+        now: u64,
+        guard: &Guard,
+    ) -> bool {
+        let free = self
+            .budget
+            .max_weight()
+            .saturating_sub(self.budget.weight());
+        if weight <= free {
+            return true;
+        }
+        let expired = |n: &Node<K, V>| self.expiry.is_some() && self.expired(n, now);
+        let harvest = |n: &Node<K, V>| policy.harvest(self.node_hash(n));
+        let (mut room, mut victims, mut hottest) = (free, 0, 0);
+        while room < weight && victims < 8 {
+            let Some(v) = self.hand.find_victim(table, expired, harvest, guard) else {
+                break;
+            };
+            // SAFETY: loaded under `guard` by the hand.
+            let vn = unsafe { v.node.deref() };
+            room = room.saturating_add(vn.weight());
+            victims += 1;
+            if v.cause != RemovalCause::Expired {
+                hottest = hottest.max(policy.frequency(self.node_hash(vn)));
+            }
+        }
+        victims < 2 || policy.frequency(hash) + 1 > hottest
     }
 
     /// The adaptive policy's eviction (see `crate::policy`): unlinks one entry and returns its

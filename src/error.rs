@@ -102,6 +102,16 @@ pub enum InsertErrorKind {
     ExpiryDisabled,
     /// `insert_versioned` on a cache built without `versioned()`: its entries have no version.
     NotVersioned,
+    /// The adaptive policy did not admit a new entry that needed more than one entry evicted
+    /// to fit: its estimated recent frequency did not beat that of the most popular entry it
+    /// would have displaced (see [`Policy::Adaptive`](crate::Policy::Adaptive)). Nothing was
+    /// evicted for it, and the attempt counts: a key requested often enough gets in. Only
+    /// caches with a weigher see this; under [`Policy::Clock`](crate::Policy::Clock) every
+    /// entry that fits `max_weight` is admitted.
+    Rejected {
+        /// The weigher's answer for this entry.
+        weight: u64,
+    },
     /// A versioned insert no newer than what the cache knows of the key (its entry's or its
     /// tombstone's version). Nothing changed.
     Stale {
@@ -133,6 +143,10 @@ impl<K, V> fmt::Display for InsertError<K, V> {
             InsertErrorKind::NotVersioned => {
                 write!(f, "insert_versioned needs a cache built with versioned()")
             }
+            InsertErrorKind::Rejected { weight } => write!(
+                f,
+                "entry of weight {weight} not admitted: the entries it would displace are used more"
+            ),
             InsertErrorKind::Stale { version, current } => write!(
                 f,
                 "stale write: version {version} is not newer than the known version {current}"

@@ -219,6 +219,20 @@ fn step<S: BuildHasher>(cache: &Cache<u8, Val, S>, m: &mut Model, op: &Op) {
                     m.map = now;
                     return;
                 }
+                Some(_) if matches!(&res, Err(e) if e.kind == InsertErrorKind::Rejected { weight: w }) =>
+                {
+                    // The adaptive policy did not admit a heavy newcomer (tests/policy.rs).
+                    let err = res.unwrap_err();
+                    assert_eq!((err.key, &err.value), (k, &v), "the pair is handed back");
+                    assert!(
+                        !prev.contains_key(&k),
+                        "only a new key is refused admission"
+                    );
+                    let now = check_state(cache, m);
+                    assert_eq!(now, prev, "a refused insert changes nothing");
+                    m.map = now;
+                    return;
+                }
                 _ => res.expect("insert succeeds"),
             }
             let now = check_state(cache, m);

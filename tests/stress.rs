@@ -212,6 +212,19 @@ impl Mix {
     }
 }
 
+/// An insert's result: stored, or, in a weighted cache under the adaptive policy, a new heavy
+/// entry not admitted (`InsertErrorKind::Rejected`); anything else fails the test.
+#[track_caller]
+fn stored<K, V>(r: Result<(), clockline::InsertError<K, V>>) {
+    if let Err(e) = r {
+        assert!(
+            matches!(e.kind, clockline::InsertErrorKind::Rejected { .. }),
+            "insert failed: {}",
+            e
+        );
+    }
+}
+
 /// The weight of a value: a function of the key alone, so that a replace keeps the weight, or
 /// (`varying`) of the insert too, so that replaces grow and shrink entries.
 fn weight_of(key: u64, seq: u64, varying: bool) -> u64 {
@@ -333,12 +346,12 @@ fn worker(
         };
         if pick(m.insert) {
             let v = new_value(key, &mut obs);
-            assert!(cache.insert(key, v).is_ok());
+            stored(cache.insert(key, v));
             assert_bounds(cache);
         } else if pick(m.pinned_insert) {
             let v = new_value(key, &mut obs);
             let pinned = cache.pin();
-            assert!(pinned.insert(key, v).is_ok());
+            stored(pinned.insert(key, v));
             if let Some(v) = pinned.get(&key) {
                 obs.saw(key, v);
             }
@@ -368,7 +381,7 @@ fn worker(
             for j in 1..=4 {
                 let k = (key + j) % cfg.keys;
                 let v = new_value(k, &mut obs);
-                assert!(pinned.insert(k, v).is_ok());
+                stored(pinned.insert(k, v));
             }
             if let Some(v) = pinned.remove(&((key + 2) % cfg.keys)) {
                 v.check((key + 2) % cfg.keys);
@@ -992,7 +1005,7 @@ fn replaces_that_change_weight(run_for: Duration, stall: Duration) {
                         (_, 0) => 9,
                         _ => 3,
                     };
-                    cache.insert(t, w).unwrap();
+                    stored(cache.insert(t, w));
                     ops.fetch_add(1, Ordering::Relaxed);
                 }
             })

@@ -13,10 +13,16 @@
 //!   must beat the victim by more than one count: with a plain "greater than", estimates
 //!   that differ by the timing of the last halving churn a loop-shaped workload (measured:
 //!   loop at 250 entries, 13.8 % against 24.4 %; docs/design.md).
-//! * **Main region.** CLOCK over the table, with a saturating 2-bit frequency per node: the
-//!   hand clears a set reference bit and raises the count; it lowers a count of a node it finds
-//!   unreferenced; it evicts a node it finds unreferenced with a zero count. Window nodes are
+//! * **Main region.** CLOCK over the table, with a saturating frequency count per node (0 or
+//!   1): the hand clears a set reference bit and raises the count; it lowers the count of a
+//!   node it finds unreferenced; it evicts a node it finds unreferenced with a zero count. A
+//!   node hit once gets two turns, not one (generalized CLOCK, which protects frequent
+//!   entries a little better than one bit; a count up to 2 cost twice the hand's travel). Window nodes are
 //!   the window's business: the hand passes them by.
+//! * **Weights.** A new entry that would need more than one entry evicted to fit (a heavy
+//!   one, in a cache with a weigher) is admitted only if its estimated frequency beats that
+//!   of the most frequent entry it would displace; otherwise the insert returns
+//!   [`InsertErrorKind::Rejected`](crate::InsertErrorKind::Rejected) and evicts nothing.
 //! * **Hits** only set the reference bit when it is clear, as under CLOCK. What a hit means
 //!   for the frequency estimate is collected by the hand: each time it clears a reference
 //!   bit it counts one event for that key in the sketch. So the read path writes nothing
@@ -169,6 +175,11 @@ impl Adaptive {
     /// One event for a key the hand found referenced (a hit since its last pass).
     pub(crate) fn harvest(&self, hash: u64) {
         self.sketch.increment(hash);
+    }
+
+    /// The sketch's estimate for `hash` (0..=15).
+    pub(crate) fn frequency(&self, hash: u64) -> u64 {
+        self.sketch.frequency(hash)
     }
 
     /// Whether a candidate leaving the window should replace the main region's victim.
