@@ -36,6 +36,7 @@ if command -v valgrind >/dev/null; then
   }
   run_cg "core ($base)" "$work/probe-base/target/release/feature-ab-probe" plain probe_plain
   run_cg "plain" "$work/probe-new/target/release/feature-ab-probe" plain probe_plain
+  run_cg "plain, Policy::Clock" "$work/probe-new/target/release/feature-ab-probe" clock probe_plain
   run_cg "+ttl (cached tick)" "$work/probe-new/target/release/feature-ab-probe" ttl probe_ttl
   run_cg "+stats" "$work/probe-new/target/release/feature-ab-probe" stats probe_stats
   run_cg "+ttl (CoarseClock)" "$work/probe-new/target/release/feature-ab-probe" coarse probe_ttl

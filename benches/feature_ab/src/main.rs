@@ -59,6 +59,12 @@ fn main() {
             .build()
             .unwrap(),
         #[cfg(feature = "new")]
+        "clock" => C::builder()
+            .max_capacity(1 << 17)
+            .policy(clockline::Policy::Clock)
+            .build()
+            .unwrap(),
+        #[cfg(feature = "new")]
         "coarse" => C::builder()
             .max_capacity(1 << 17)
             .time_to_live(std::time::Duration::from_secs(3600))
