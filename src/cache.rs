@@ -862,8 +862,7 @@ where
                 // the cache expires entries, where the search also finds an expired entry to
                 // take first. (Measured: a little better hit ratio, +6 points summed over 55
                 // trace points, as the hand then harvests less often.)
-                let can_win =
-                    now.is_some() || expired(cn) || policy.frequency(candidate_hash) >= 2;
+                let can_win = now.is_some() || expired(cn) || policy.frequency(candidate_hash) >= 2;
                 let victim = if can_win {
                     self.hand.find_victim(table, expired, harvest, guard)
                 } else {

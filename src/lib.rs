@@ -146,6 +146,38 @@
 //! assert_eq!(cache.stats().unwrap().hit_ratio(), 1.0);
 //! ```
 //!
+//! # Eviction policy
+//!
+//! The default, [`Policy::Adaptive`], keeps CLOCK's read hit (read a bit, set it only when
+//! clear) and adds a probationary window for new entries, a frequency filter (TinyLFU) for
+//! who stays when the cache is full, and a ghost of evicted keys' fingerprints that adapts the
+//! window's size to the workload: LRU-like on recency workloads, scan- and loop-resistant on
+//! frequency ones. [`Policy::Clock`] is classic CLOCK. In a weighted cache the adaptive policy
+//! may refuse a heavy newcomer that would displace several more popular entries
+//! ([`InsertErrorKind::Rejected`]). Design and measurements: `docs/design.md`,
+//! `docs/benchmarks.md`.
+//!
+//! ```
+//! use clockline::{Cache, Policy};
+//! let cache: Cache<u64, u64> = Cache::builder().max_capacity(100).build().unwrap();
+//! // A hot set read again and again...
+//! for _ in 0..5 {
+//!     for k in 0..50 {
+//!         if cache.get(&k).is_none() {
+//!             cache.insert(k, k).unwrap();
+//!         }
+//!     }
+//! }
+//! // ...survives a scan of keys read once.
+//! for k in 1_000..11_000 {
+//!     if cache.get(&k).is_none() {
+//!         cache.insert(k, k).unwrap();
+//!     }
+//! }
+//! assert!((0..50).filter(|k| cache.peek(k).is_some()).count() >= 40);
+//! # let _ = Policy::Clock;
+//! ```
+//!
 //! # Consistency
 //!
 //! Each operation on one key is linearizable: a `get` that starts after an `insert` of the same
@@ -158,8 +190,9 @@
 //!
 //! Per entry: one node (`K`, `V` and an 8-byte metadata word, padded to the alignment of `K`
 //! and `V`; 24 bytes for `u64 -> u64`) plus table slots: 64 bytes per 7 slots, with 1.4 slots
-//! per entry of capacity, so about 12.8 bytes per entry of capacity. `u64 -> u64` at capacity
-//! costs about 37 bytes per entry (36.8 measured); see `docs/benchmarks.md`.
+//! per entry of capacity, so about 12.8 bytes per entry of capacity; the adaptive policy adds
+//! about 2.5 (sketch, ghost, window queue). `u64 -> u64` at capacity costs 39.3 bytes per entry
+//! measured (36.8 under [`Policy::Clock`]); see `docs/benchmarks.md`.
 //!
 //! # User code
 //!
