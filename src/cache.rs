@@ -40,6 +40,10 @@ pub struct Cache<K, V, S = DefaultHashBuilder> {
     janitor: Option<Janitor>,
 }
 
+/// How many slots the adaptive policy's hand looks at for a victim to weigh against a
+/// window candidate before it calls main hot and lets the candidate go (docs/design.md).
+const CONTEST_REACH: usize = 32;
+
 /// The adaptive policy's queue stores slot numbers in 32 bits; a table with more slots (over
 /// three billion entries) runs plain CLOCK.
 fn table_fits_ring(entries: usize) -> bool {
@@ -796,7 +800,7 @@ where
         let harvest = |n: &Node<K, V>| policy.harvest(self.node_hash(n));
         let (mut room, mut victims, mut hottest) = (free, 0, 0);
         while room < weight && victims < 8 {
-            let Some(v) = self.hand.find_victim(table, expired, harvest, guard) else {
+            let Some(v) = self.hand.find_victim(table, None, expired, harvest, guard) else {
                 break;
             };
             // SAFETY: loaded under `guard` by the hand.
@@ -832,7 +836,8 @@ where
                 RemovalCause::Capacity
             }
         };
-        for _ in 0..8 {
+        const ATTEMPTS: usize = 8;
+        for attempt in 0..ATTEMPTS {
             // The window's candidate, if the window is over its target.
             let candidate = if policy.over_target() {
                 policy.oldest()
@@ -864,7 +869,10 @@ where
                 // trace points, as the hand then harvests less often.)
                 let can_win = now.is_some() || expired(cn) || policy.frequency(candidate_hash) >= 2;
                 let victim = if can_win {
-                    self.hand.find_victim(table, expired, harvest, guard)
+                    // A bounded search: if the hand finds no cold entry in main within
+                    // CONTEST_REACH slots, main is hot and the candidate loses.
+                    self.hand
+                        .find_victim(table, Some(CONTEST_REACH), expired, harvest, guard)
                 } else {
                     None
                 };
@@ -898,8 +906,11 @@ where
                 }
                 continue;
             }
-            // The window is within its target: the main region gives up its victim.
-            match self.hand.find_victim(table, expired, harvest, guard) {
+            // The window is within its target: the main region gives up its victim, if the
+            // hand finds a cold one within CONTEST_REACH slots (the last attempt searches as
+            // far as it must); else main is hot and the window's oldest goes instead.
+            let reach = (attempt + 1 < ATTEMPTS).then_some(CONTEST_REACH);
+            match self.hand.find_victim(table, reach, expired, harvest, guard) {
                 Some(v) => {
                     if table.unlink(v.bucket, v.slot, v.node, Some(held), guard) {
                         // SAFETY: unlinked by us; alive under `guard`.
@@ -908,11 +919,17 @@ where
                     }
                 }
                 None => {
-                    // Every node is in the window (a cache of a few entries): its oldest goes.
-                    let s = policy.oldest()?;
+                    // Main is hot, or every node is in the window (a cache of a few
+                    // entries): the window's oldest goes.
+                    let Some(s) = policy.oldest() else { continue };
                     let c = table.load_slot(s, guard);
                     // SAFETY: loaded under `guard`; nodes are retired through epoch.
-                    let cn = unsafe { c.as_ref() }?;
+                    let Some(cn) = (unsafe { c.as_ref() }) else {
+                        continue;
+                    };
+                    if !cn.in_window() {
+                        continue;
+                    }
                     if table.unlink(s / SLOTS, s % SLOTS, c, Some(held), guard) {
                         policy.evicted(self.node_hash(cn), cn.in_window());
                         return Some(self.retire_owned(c, cause_of(cn), notes, guard));

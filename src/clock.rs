@@ -95,17 +95,20 @@ impl Hand {
     /// candidate from the window. Window nodes are passed by. A referenced node has its bit
     /// cleared and its frequency raised, and `harvest` is told (the hit reaches the sketch);
     /// an unreferenced node with a non-zero frequency has it lowered; an unreferenced node
-    /// with none is the victim. An expired node is the victim at once. `None` after two full
-    /// turns without a victim (every node in the window, in flight, or gone).
+    /// with none is the victim. An expired node is the victim at once. `None` after `limit`
+    /// slots, or two full turns, without a victim (every node in the window, in flight, gone,
+    /// or, with a limit, recently used).
     pub(crate) fn find_victim<'g, K, V>(
         &self,
         table: &RawTable<K, V>,
+        limit: Option<usize>,
         expired: impl Fn(&Node<K, V>) -> bool,
         harvest: impl Fn(&Node<K, V>),
         guard: &'g Guard,
     ) -> Option<Victim<'g, K, V>> {
         let nslots = table.nslots();
-        for _ in 0..2 * nslots + 1 {
+        let steps = (2 * nslots + 1).min(limit.unwrap_or(usize::MAX));
+        for _ in 0..steps {
             // Relaxed: see `# Orderings`.
             let pos = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
             let (bucket, slot) = table.hand_slot(pos);
