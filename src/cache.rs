@@ -204,7 +204,7 @@ where
                     Some(limit) => entries.max(limit.min(1 << 16)),
                     None => entries,
                 };
-                Adaptive::new(sized_for)
+                Adaptive::new(sized_for, entries)
             }),
             budget: Budget::new(entries, max_weight.unwrap_or(MAX_WEIGHT)),
             hasher,
@@ -562,7 +562,7 @@ where
                             && !reservation.has_entry()
                             && !self.admits_heavy(policy, table, hash, weight, now, guard)
                         {
-                            policy.arrived(hash);
+                            policy.arrived(hash, self.policy_entries());
                             return Locked::Rejected(node);
                         }
                     }
@@ -728,6 +728,17 @@ where
         catch_unwind(AssertUnwindSafe(|| self.hash(&node.kv().0))).unwrap_or(0)
     }
 
+    /// The cache's size in entries, for the adaptive policy's fractions: the entry capacity of a
+    /// cache without a weigher, the current count of one with (its weights decide how many
+    /// entries it holds).
+    fn policy_entries(&self) -> usize {
+        if self.weigher.is_some() {
+            self.budget.len()
+        } else {
+            self.budget.max_len()
+        }
+    }
+
     /// A new key's node is published in `slot`, in the window: counts the key, lets the
     /// ghost adapt the window, and while the cache is not full moves the window's oldest
     /// entries beyond its target to main (with no contest: nothing needs to leave).
@@ -739,7 +750,7 @@ where
         hash: u64,
         guard: &Guard,
     ) {
-        policy.arrived(hash);
+        policy.arrived(hash, self.policy_entries());
         if let Some(overwritten) = policy.entered(slot) {
             self.promote(policy, table, overwritten, guard);
         }
@@ -798,6 +809,10 @@ where
         }
         let expired = |n: &Node<K, V>| self.expiry.is_some() && self.expired(n, now);
         let harvest = |n: &Node<K, V>| policy.harvest(self.node_hash(n));
+        // Only entries estimated at HOT or more recent uses are protected: a newcomer that
+        // would displace entries used once or twice (a recency workload's) is admitted, so
+        // new entries survive a short while whatever their weight.
+        const HOT: u64 = 4;
         let (mut room, mut victims, mut hottest) = (free, 0, 0);
         while room < weight && victims < 8 {
             let Some(v) = self.hand.find_victim(table, None, expired, harvest, guard) else {
@@ -811,7 +826,7 @@ where
                 hottest = hottest.max(policy.frequency(self.node_hash(vn)));
             }
         }
-        victims < 2 || policy.frequency(hash) + 1 > hottest
+        victims < 2 || hottest < HOT || policy.frequency(hash) + 1 > hottest
     }
 
     /// The adaptive policy's eviction (see `crate::policy`): unlinks one entry and returns its

@@ -97,24 +97,20 @@ pub(crate) struct Adaptive {
     window_len: CachePadded<AtomicUsize>,
     /// The window's target size, in entries.
     target: CachePadded<AtomicUsize>,
-    /// The entry capacity the fractions above refer to.
-    capacity: usize,
-    /// How far one ghost hit moves the target.
-    step: usize,
 }
 
 impl Adaptive {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// State sized for `capacity` entries, with the window's target starting at 1 % of
+    /// `initial` entries (the entry capacity now; less than `capacity` for a table that grows).
+    pub(crate) fn new(capacity: usize, initial: usize) -> Self {
         let capacity = capacity.max(1);
         let ring = Ring::new(max_window(capacity));
         Self {
             sketch: Sketch::new(capacity),
             ghost: Ghost::new(capacity),
             window_len: CachePadded::new(AtomicUsize::new(0)),
-            target: CachePadded::new(AtomicUsize::new((capacity / 100).clamp(1, ring.capacity()))),
+            target: CachePadded::new(AtomicUsize::new((initial / 100).clamp(1, ring.capacity()))),
             ring,
-            capacity,
-            step: (capacity / 500).max(1),
         }
     }
 
@@ -125,18 +121,22 @@ impl Adaptive {
     }
 
     /// A new key arrived (a miss that inserts): counts it and lets the ghost adapt the window.
-    pub(crate) fn arrived(&self, hash: u64) {
+    /// `entries`: the cache's size in entries, which the window's size and steps are fractions
+    /// of (the capacity of a count-bounded cache; the current count of a weighted one, whose
+    /// entry count follows the weights).
+    pub(crate) fn arrived(&self, hash: u64, entries: usize) {
         self.sketch.increment(hash);
         let Some((region, age)) = self.ghost.take(hash) else {
             return;
         };
+        let entries = entries.max(1);
+        let most = max_window(entries).min(self.ring.capacity());
+        let step = (entries / 500).max(1);
         // Relaxed: the target is a hint; racing adjustments may lose a step.
         let w = self.target.load(Ordering::Relaxed);
         let next = match region {
-            Region::Window if age * 10 <= self.capacity.saturating_sub(w) => {
-                (w + self.step).min(self.ring.capacity())
-            }
-            Region::Main if age * 10 <= w => w.saturating_sub(self.step).max(1),
+            Region::Window if age * 10 <= entries.saturating_sub(w) => (w + step).min(most),
+            Region::Main if age * 10 <= w => w.saturating_sub(step).clamp(1, most),
             _ => return,
         };
         self.target.store(next, Ordering::Relaxed);
