@@ -44,6 +44,13 @@ pub struct Cache<K, V, S = DefaultHashBuilder> {
 /// window candidate before it calls main hot and lets the candidate go (docs/design.md).
 const CONTEST_REACH: usize = 32;
 
+/// The adaptive policy's victim search limit: [`CONTEST_REACH`], or none in a cache that
+/// expires entries (`now` is its clock), where the hand must reach expired entries before a
+/// live one goes (tests/expiry.rs, `the_hand_takes_expired_entries_first`).
+fn reach_of(now: Option<u64>) -> Option<usize> {
+    now.is_none().then_some(CONTEST_REACH)
+}
+
 /// The adaptive policy's queue stores slot numbers in 32 bits; a table with more slots (over
 /// three billion entries) runs plain CLOCK.
 fn table_fits_ring(entries: usize) -> bool {
@@ -887,7 +894,7 @@ where
                     // A bounded search: if the hand finds no cold entry in main within
                     // CONTEST_REACH slots, main is hot and the candidate loses.
                     self.hand
-                        .find_victim(table, Some(CONTEST_REACH), expired, harvest, guard)
+                        .find_victim(table, reach_of(now), expired, harvest, guard)
                 } else {
                     None
                 };
@@ -924,7 +931,7 @@ where
             // The window is within its target: the main region gives up its victim, if the
             // hand finds a cold one within CONTEST_REACH slots (the last attempt searches as
             // far as it must); else main is hot and the window's oldest goes instead.
-            let reach = (attempt + 1 < ATTEMPTS).then_some(CONTEST_REACH);
+            let reach = reach_of(now).filter(|_| attempt + 1 < ATTEMPTS);
             match self.hand.find_victim(table, reach, expired, harvest, guard) {
                 Some(v) => {
                     if table.unlink(v.bucket, v.slot, v.node, Some(held), guard) {
