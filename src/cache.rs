@@ -820,9 +820,19 @@ where
         // would displace entries used once or twice (a recency workload's) is admitted, so
         // new entries survive a short while whatever their weight.
         const HOT: u64 = 4;
-        let (mut room, mut victims, mut hottest) = (free, 0, 0);
+        let (mut room, mut victims, mut hottest, mut main_hot) = (free, 0, 0, false);
         while room < weight && victims < 8 {
-            let Some(v) = self.hand.find_victim(table, None, expired, harvest, guard) else {
+            // Bounded like the contest's search (none in a cache that expires entries), so
+            // the check does not cost an insert a sweep of the table. A search that stops
+            // having passed mostly recently used main entries means main is hot; one that
+            // stops on a sparse or window-filled stretch (a growing table) only ends the look.
+            let reach = reach_of(self.expiry.as_ref().map(|_| now));
+            let mut hot = 0;
+            let Some(v) = self
+                .hand
+                .find_victim(table, reach, expired, harvest, &mut hot, guard)
+            else {
+                main_hot = hot * 2 >= CONTEST_REACH;
                 break;
             };
             // SAFETY: loaded under `guard` by the hand.
@@ -833,7 +843,11 @@ where
                 hottest = hottest.max(policy.frequency(self.node_hash(vn)));
             }
         }
-        victims < 2 || hottest < HOT || policy.frequency(hash) + 1 > hottest
+        let newcomer = policy.frequency(hash) + 1;
+        if main_hot {
+            return newcomer > hottest.max(HOT);
+        }
+        victims < 2 || hottest < HOT || newcomer > hottest
     }
 
     /// The adaptive policy's eviction (see `crate::policy`): unlinks one entry and returns its
@@ -894,7 +908,7 @@ where
                     // A bounded search: if the hand finds no cold entry in main within
                     // CONTEST_REACH slots, main is hot and the candidate loses.
                     self.hand
-                        .find_victim(table, reach_of(now), expired, harvest, guard)
+                        .find_victim(table, reach_of(now), expired, harvest, &mut 0, guard)
                 } else {
                     None
                 };
@@ -932,7 +946,10 @@ where
             // hand finds a cold one within CONTEST_REACH slots (the last attempt searches as
             // far as it must); else main is hot and the window's oldest goes instead.
             let reach = reach_of(now).filter(|_| attempt + 1 < ATTEMPTS);
-            match self.hand.find_victim(table, reach, expired, harvest, guard) {
+            match self
+                .hand
+                .find_victim(table, reach, expired, harvest, &mut 0, guard)
+            {
                 Some(v) => {
                     if table.unlink(v.bucket, v.slot, v.node, Some(held), guard) {
                         // SAFETY: unlinked by us; alive under `guard`.

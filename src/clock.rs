@@ -97,13 +97,15 @@ impl Hand {
     /// an unreferenced node with a non-zero frequency has it lowered; an unreferenced node
     /// with none is the victim. An expired node is the victim at once. `None` after `limit`
     /// slots, or two full turns, without a victim (every node in the window, in flight, gone,
-    /// or, with a limit, recently used).
+    /// or, with a limit, recently used). `hot` counts the main nodes passed because they were
+    /// recently used, so a caller can tell a hot main region from a sparse stretch.
     pub(crate) fn find_victim<'g, K, V>(
         &self,
         table: &RawTable<K, V>,
         limit: Option<usize>,
         expired: impl Fn(&Node<K, V>) -> bool,
         harvest: impl Fn(&Node<K, V>),
+        hot: &mut usize,
         guard: &'g Guard,
     ) -> Option<Victim<'g, K, V>> {
         let nslots = table.nslots();
@@ -124,8 +126,10 @@ impl Hand {
             } else if n.take_ref() {
                 n.bump_freq();
                 harvest(n);
+                *hot += 1;
                 continue;
             } else if n.drop_freq() {
+                *hot += 1;
                 continue;
             } else {
                 RemovalCause::Capacity
