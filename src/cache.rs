@@ -612,7 +612,9 @@ where
                             if self.can_grow() && self.budget.len() >= max_len / 4 {
                                 return Locked::Grow(node);
                             }
-                            if let Some(victim) = self.hand.evict_near(table, hash, guard) {
+                            let expired = |n: &Node<K, V>| self.expired(n, now);
+                            if let Some(victim) = self.hand.evict_near(table, hash, expired, guard)
+                            {
                                 let cause = if self.expired(
                                     // SAFETY: just unlinked by us; alive under `guard`.
                                     unsafe { victim.deref() },

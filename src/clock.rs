@@ -145,7 +145,8 @@ impl Hand {
     }
 
     /// Evicts one entry of the neighbourhood of `hash`, whose buckets are all full, so that a
-    /// new key of that neighbourhood has a slot. The CLOCK rule, applied to the neighbourhood:
+    /// new key of that neighbourhood has a slot. An expired entry first; then the CLOCK rule,
+    /// applied to the neighbourhood:
     /// the first unmarked entry goes; if every entry is marked, all are cleared and the first
     /// goes. Returns `None` if nothing could be unlinked (every slot in flight).
     ///
@@ -155,9 +156,21 @@ impl Hand {
         &self,
         table: &RawTable<K, V>,
         hash: u64,
+        expired: impl Fn(&Node<K, V>) -> bool,
         guard: &'g Guard,
     ) -> Option<Shared<'g, Node<K, V>>> {
         let held = Some(table.home(hash));
+        // An expired entry of the neighbourhood goes first, as under the hand.
+        for b in table.neighbourhood(hash) {
+            for i in 0..crate::table::SLOTS {
+                let p = table.load(b, i, guard);
+                // SAFETY: loaded under `guard`; nodes are retired through epoch.
+                if unsafe { p.as_ref() }.is_some_and(&expired) && table.unlink(b, i, p, held, guard)
+                {
+                    return Some(p);
+                }
+            }
+        }
         for clear in [false, true] {
             for b in table.neighbourhood(hash) {
                 for i in 0..crate::table::SLOTS {
