@@ -40,6 +40,22 @@ pub struct Cache<K, V, S = DefaultHashBuilder> {
     janitor: Option<Janitor>,
 }
 
+/// A node's pointer, as the table holds it, and the node.
+type Loaded<'g, K, V> = (Shared<'g, Node<K, V>>, &'g Node<K, V>);
+
+/// The node in `slot`, if there is one and it is in the adaptive policy's window (a queue
+/// entry may be stale: its node gone, or out of the window already).
+fn window_node<'g, K, V>(
+    table: &RawTable<K, V>,
+    slot: usize,
+    guard: &'g Guard,
+) -> Option<Loaded<'g, K, V>> {
+    let p = table.load_slot(slot, guard);
+    // SAFETY: loaded under `guard`; nodes are retired through epoch.
+    let n = unsafe { p.as_ref() }?;
+    n.in_window().then_some((p, n))
+}
+
 /// How many slots the adaptive policy's hand looks at for a victim to weigh against a
 /// window candidate before it calls main hot and lets the candidate go (docs/design.md).
 const CONTEST_REACH: usize = 32;
@@ -784,6 +800,14 @@ where
         }
     }
 
+    /// Puts the window node in `slot` back at the end of the window's queue; a node whose
+    /// entry the ring had to overwrite for it leaves the window.
+    fn requeue(&self, policy: &Adaptive, table: &RawTable<K, V>, slot: usize, guard: &Guard) {
+        if let Some(overwritten) = policy.requeue(slot) {
+            self.promote(policy, table, overwritten, guard);
+        }
+    }
+
     /// Moves `node` to the main region if it is still in the window. It keeps its place in
     /// the hand's turn. (Starting it marked when that place is just ahead of the hand, as a new
     /// CLOCK entry does, was measured and changed nothing: within 0.1 point on most traces,
@@ -867,12 +891,13 @@ where
     ) -> Option<u64> {
         let expired = |n: &Node<K, V>| now.is_some_and(|now| self.expired(n, now));
         let harvest = |n: &Node<K, V>| policy.harvest(self.node_hash(n));
-        let cause_of = |n: &Node<K, V>| {
-            if expired(n) {
-                RemovalCause::Expired
-            } else {
-                RemovalCause::Capacity
+        // Unlinks the node in (`bucket`, `slot`), records it in the ghost, and retires it.
+        let mut take = |bucket, slot, node: Shared<'g, Node<K, V>>, hash, cause, from_window| {
+            if !table.unlink(bucket, slot, node, Some(held), guard) {
+                return None;
             }
+            policy.evicted(hash, from_window);
+            Some(self.retire_owned(node, cause, notes, guard))
         };
         const ATTEMPTS: usize = 8;
         for attempt in 0..ATTEMPTS {
@@ -883,64 +908,63 @@ where
                 None
             };
             if let Some(s) = candidate {
-                let c = table.load_slot(s, guard);
-                // SAFETY: loaded under `guard`; nodes are retired through epoch.
-                let Some(cn) = (unsafe { c.as_ref() }) else {
-                    continue;
-                };
-                if !cn.in_window() {
+                let Some((c, cn)) = window_node(table, s, guard) else {
                     continue; // A stale queue entry: the node left the window already.
-                }
-                if !expired(cn) && cn.take_ref() {
+                };
+                let candidate_expired = expired(cn);
+                if !candidate_expired && cn.take_ref() {
                     // Read while in the window: a second turn, and the hit is counted.
                     harvest(cn);
-                    if let Some(overwritten) = policy.requeue(s) {
-                        self.promote(policy, table, overwritten, guard);
-                    }
+                    self.requeue(policy, table, s, guard);
                     continue;
                 }
                 let candidate_hash = self.node_hash(cn);
-                // A candidate estimated below 2 cannot win (it must beat the victim's estimate,
-                // at least 0, by more than one): it goes without a search for a victim, unless
-                // the cache expires entries, where the search also finds an expired entry to
-                // take first. (Measured: a little better hit ratio, +6 points summed over 55
-                // trace points, as the hand then harvests less often.)
-                let can_win = now.is_some() || expired(cn) || policy.frequency(candidate_hash) >= 2;
-                let victim = if can_win {
+                if !candidate_expired {
+                    // A candidate estimated below 2 cannot win (it must beat the victim's
+                    // estimate, at least 0, by more than one): it goes without a search for a
+                    // victim, unless the cache expires entries, where the search also finds an
+                    // expired entry to take first. (Measured: a little better hit ratio, +6
+                    // points summed over 55 trace points, as the hand then harvests less often.)
+                    let can_win = now.is_some() || policy.frequency(candidate_hash) >= 2;
                     // A bounded search: if the hand finds no cold entry in main within
                     // CONTEST_REACH slots, main is hot and the candidate loses.
-                    self.hand
-                        .find_victim(table, reach_of(now), expired, harvest, &mut 0, guard)
-                } else {
-                    None
-                };
-                if let Some(v) = victim {
-                    // SAFETY: loaded under `guard` by the hand.
-                    let vn = unsafe { v.node.deref() };
-                    let victim_hash = self.node_hash(vn);
-                    if v.cause == RemovalCause::Expired
-                        || expired(cn)
-                        || policy.admit(candidate_hash, victim_hash)
-                    {
-                        if !expired(cn) && table.unlink(v.bucket, v.slot, v.node, Some(held), guard)
+                    let victim = can_win
+                        .then(|| {
+                            self.hand.find_victim(
+                                table,
+                                reach_of(now),
+                                expired,
+                                harvest,
+                                &mut 0,
+                                guard,
+                            )
+                        })
+                        .flatten();
+                    if let Some(v) = victim {
+                        // SAFETY: loaded under `guard` by the hand.
+                        let victim_hash = self.node_hash(unsafe { v.node.deref() });
+                        if v.cause == RemovalCause::Expired
+                            || policy.admit(candidate_hash, victim_hash)
                         {
-                            self.promote_node(policy, cn);
-                            policy.evicted(victim_hash, false);
-                            return Some(self.retire_owned(v.node, v.cause, notes, guard));
-                        }
-                        if !expired(cn) {
-                            // The victim went meanwhile: the candidate waits its turn again.
-                            if let Some(overwritten) = policy.requeue(s) {
-                                self.promote(policy, table, overwritten, guard);
+                            let (b, i, node, cause) = (v.bucket, v.slot, v.node, v.cause);
+                            if let Some(weight) = take(b, i, node, victim_hash, cause, false) {
+                                self.promote_node(policy, cn);
+                                return Some(weight);
                             }
+                            // The victim went meanwhile: the candidate waits its turn again.
+                            self.requeue(policy, table, s, guard);
                             continue;
                         }
                     }
                 }
                 // The candidate loses (or has expired, or main has no victim).
-                if table.unlink(s / SLOTS, s % SLOTS, c, Some(held), guard) {
-                    policy.evicted(candidate_hash, true);
-                    return Some(self.retire_owned(c, cause_of(cn), notes, guard));
+                let cause = if candidate_expired {
+                    RemovalCause::Expired
+                } else {
+                    RemovalCause::Capacity
+                };
+                if let Some(weight) = take(s / SLOTS, s % SLOTS, c, candidate_hash, cause, true) {
+                    return Some(weight);
                 }
                 continue;
             }
@@ -948,34 +972,34 @@ where
             // hand finds a cold one within CONTEST_REACH slots (the last attempt searches as
             // far as it must); else main is hot and the window's oldest goes instead.
             let reach = reach_of(now).filter(|_| attempt + 1 < ATTEMPTS);
-            match self
+            let weight = match self
                 .hand
                 .find_victim(table, reach, expired, harvest, &mut 0, guard)
             {
                 Some(v) => {
-                    if table.unlink(v.bucket, v.slot, v.node, Some(held), guard) {
-                        // SAFETY: unlinked by us; alive under `guard`.
-                        policy.evicted(self.node_hash(unsafe { v.node.deref() }), false);
-                        return Some(self.retire_owned(v.node, v.cause, notes, guard));
-                    }
+                    // SAFETY: loaded under `guard` by the hand.
+                    let hash = self.node_hash(unsafe { v.node.deref() });
+                    take(v.bucket, v.slot, v.node, hash, v.cause, false)
                 }
                 None => {
                     // Main is hot, or every node is in the window (a cache of a few
                     // entries): the window's oldest goes.
-                    let Some(s) = policy.oldest() else { continue };
-                    let c = table.load_slot(s, guard);
-                    // SAFETY: loaded under `guard`; nodes are retired through epoch.
-                    let Some(cn) = (unsafe { c.as_ref() }) else {
+                    let Some((s, (c, cn))) = policy
+                        .oldest()
+                        .and_then(|s| Some((s, window_node(table, s, guard)?)))
+                    else {
                         continue;
                     };
-                    if !cn.in_window() {
-                        continue;
-                    }
-                    if table.unlink(s / SLOTS, s % SLOTS, c, Some(held), guard) {
-                        policy.evicted(self.node_hash(cn), cn.in_window());
-                        return Some(self.retire_owned(c, cause_of(cn), notes, guard));
-                    }
+                    let cause = if expired(cn) {
+                        RemovalCause::Expired
+                    } else {
+                        RemovalCause::Capacity
+                    };
+                    take(s / SLOTS, s % SLOTS, c, self.node_hash(cn), cause, true)
                 }
+            };
+            if weight.is_some() {
+                return weight;
             }
         }
         None
@@ -1039,10 +1063,8 @@ where
             policy.clear_queue();
             for s in 0..new.nslots() {
                 // SAFETY: loaded under `guard`; nodes are retired through epoch.
-                if unsafe { new.load_slot(s, guard).as_ref() }.is_some_and(|n| n.in_window()) {
-                    if let Some(overwritten) = policy.requeue(s) {
-                        self.promote(policy, &new, overwritten, guard);
-                    }
+                if window_node(&new, s, guard).is_some() {
+                    self.requeue(policy, &new, s, guard);
                 }
             }
         }
