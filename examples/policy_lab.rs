@@ -246,9 +246,9 @@ impl W {
         let i = (h >> 32) as usize % self.ga.len();
         let seq = if win { self.wseq } else { self.mseq };
         let tick = ((seq >> self.gk) & 0xff) as u16;
-        self.ga[i] = ((win as u16) << 15) | (((h & 0x7f) as u16) << 8) | tick | 0x8000 * 0;
-        self.ga[i] |= 0x0000;
-        // mark used with fp | 0x80? fp 7 bits; empty = 0 collides with fp 0 tick 0: accept
+        // Region bit, 7-bit fingerprint, 8-bit tick. An empty record (0) matches a key whose
+        // fingerprint is 0; the model accepts that (the shipped ghost never stores fingerprint 0).
+        self.ga[i] = ((win as u16) << 15) | (((h & 0x7f) as u16) << 8) | tick;
     }
     fn gget(&mut self, h: u64) -> (Option<f64>, Option<f64>) {
         if self.cfg.garr == 0.0 {
