@@ -17,7 +17,7 @@ use crate::budget::{Budget, Reservation};
 use crate::builder::{Builder, Weigher};
 use crate::clock::Hand;
 use crate::error::{BuildError, InsertError, InsertErrorKind};
-use crate::expiry::{ClockSource, Expiry, ExtLayout};
+use crate::expiry::{ticker, ClockSource, Expiry, ExtLayout, MS};
 use crate::janitor::Janitor;
 use crate::listener::{Listener, Notes, RemovalCause};
 use crate::loader::Flights;
@@ -89,10 +89,20 @@ fn table_fits_ring(entries: usize) -> bool {
 enum Repr<K, V, S> {
     /// Neither expiry nor statistics: lookups take the core's read path unchanged.
     Plain(Inner<K, V, S>),
-    /// Expiry or statistics (or both): lookups go through [`Inner::lookup`].
+    /// Expiry or statistics (or both): lookups go through [`Inner::lookup`], or the short
+    /// path of [`Inner::ticked`].
     Inline(Inner<K, V, S>),
     /// With a janitor, which needs expiry, so never plain.
     Boxed(Box<Inner<K, V, S>>),
+}
+
+/// The instant a lookup judges expiry at.
+#[derive(Clone, Copy)]
+pub(crate) enum At {
+    /// Now, on the cache's clock (read only if the cache expires entries).
+    Now,
+    /// A fixed instant in clock nanoseconds: a [`Pinned`] handle's.
+    Fixed(u64),
 }
 
 /// Everything a cache is; see [`Cache`].
@@ -106,6 +116,14 @@ pub(crate) struct Inner<K, V, S> {
     /// cache grows; the old one is retired through epoch.
     table: Atomic<RawTable<K, V>>,
     hasher: S,
+    /// The cache's only feature is a TTL kept in the weight bits and judged against the cached
+    /// tick (the default clock): a lookup probes, compares the deadline with the tick's
+    /// milliseconds and marks the entry, nothing else. Through the feature half of
+    /// [`Inner::lookup`] the same hit cost 30 more instructions than a plain one (the clock's
+    /// match, the division to milliseconds, the feature checks); this way it costs 6
+    /// (callgrind, docs/benchmarks.md section 8). A flag, not a fourth [`Repr`]: LLVM turned
+    /// a four-way match into a jump table that cost every plain hit 5 instructions.
+    ticked: bool,
     weigher: Option<Weigher<K, V>>,
     /// The most entries a growable table may grow to; `None` for a fixed table.
     grow_limit: Option<usize>,
@@ -217,6 +235,11 @@ where
             e.set_layout(ext);
         }
         let plain = expiry.is_none() && !features.stats;
+        // Boxed caches (with a janitor) take the long path: their hits already pay a load.
+        let ticked = !features.stats
+            && features.janitor.is_none()
+            && features.clock.is_ticker()
+            && expiry.as_ref().is_some_and(|e| e.only_packed);
         let inner = Inner {
             table: Atomic::new(table),
             hand: Hand::new(),
@@ -231,6 +254,7 @@ where
             }),
             budget: Budget::new(entries, max_weight.unwrap_or(MAX_WEIGHT)),
             hasher,
+            ticked,
             weigher,
             grow_limit,
             grow_failed: AtomicBool::new(false),
@@ -1293,11 +1317,14 @@ where
 {
     /// [`Inner::lookup`], after one branch on the [`Repr`] tag: a plain cache (neither expiry
     /// nor statistics) probes and marks the entry, the core's read path and nothing more.
+    ///
+    /// A cache with only a packed TTL on the cached tick ([`Inner::ticked`]) compares the
+    /// deadline with the tick's milliseconds and takes the plain path otherwise.
     #[inline(always)]
     pub(crate) fn lookup<'g, Q>(
         &self,
         key: &Q,
-        now: impl FnOnce() -> u64,
+        at: At,
         touch: bool,
         guard: &'g Guard,
     ) -> Option<&'g Node<K, V>>
@@ -1312,8 +1339,29 @@ where
                 }
                 return Some(node);
             }
+            Repr::Inline(inner) if inner.ticked => {
+                let node = inner.find(key, guard)?;
+                // The deadline is read after the probe, like every other expiry check; the
+                // tick (read after it here) may only be later, never earlier, than at the
+                // probe, so the answer is one a probe at that instant could have given.
+                let now_ms = match at {
+                    At::Now => ticker::now_ms(),
+                    At::Fixed(nanos) => nanos / MS,
+                };
+                if Expiry::is_expired_packed_ms(node, now_ms) {
+                    return None;
+                }
+                if touch {
+                    node.touch();
+                }
+                return Some(node);
+            }
             Repr::Inline(inner) => inner,
             Repr::Boxed(inner) => inner,
+        };
+        let now = || match at {
+            At::Now => inner.now(),
+            At::Fixed(nanos) => nanos,
         };
         inner.lookup(key, now, touch, guard)
     }
@@ -1340,7 +1388,7 @@ where
         V: Clone,
     {
         let guard = crate::sync::pin();
-        let node = self.lookup(key, || self.inner().now(), true, &guard)?;
+        let node = self.lookup(key, At::Now, true, &guard)?;
         Some(node.read(|_, v| v.clone()))
     }
 
@@ -1351,7 +1399,7 @@ where
         V: Clone,
     {
         let guard = crate::sync::pin();
-        self.lookup(key, || self.inner().now(), false, &guard)
+        self.lookup(key, At::Now, false, &guard)
             .map(|n| n.read(|_, v| v.clone()))
     }
 
@@ -1361,8 +1409,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let guard = crate::sync::pin();
-        self.lookup(key, || self.inner().now(), false, &guard)
-            .is_some()
+        self.lookup(key, At::Now, false, &guard).is_some()
     }
 
     /// Inserts or replaces the entry for `key`, evicting others if the cache is full. In a cache
@@ -1592,7 +1639,9 @@ where
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
-        let node = self.cache.lookup(key, || self.now, true, &self.guard)?;
+        let node = self
+            .cache
+            .lookup(key, At::Fixed(self.now), true, &self.guard)?;
         Some(&node.kv().1)
     }
 
@@ -1602,7 +1651,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
-            .lookup(key, || self.now, false, &self.guard)
+            .lookup(key, At::Fixed(self.now), false, &self.guard)
             .map(|n| &n.kv().1)
     }
 
@@ -1612,7 +1661,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
-            .lookup(key, || self.now, false, &self.guard)
+            .lookup(key, At::Fixed(self.now), false, &self.guard)
             .is_some()
     }
 

@@ -46,7 +46,7 @@ use crate::table::Node;
 pub(crate) const NEVER: u64 = u64::MAX;
 
 /// Nanoseconds per millisecond: the unit of a deadline packed into a node's weight bits.
-const MS: u64 = 1_000_000;
+pub(crate) const MS: u64 = 1_000_000;
 
 /// A monotonic time source for expiry. Inject one with
 /// [`Builder::clock`](crate::Builder::clock) to move time in tests without sleeping.
@@ -158,7 +158,7 @@ impl Clock for CoarseClock {
 }
 
 /// The process-wide cached tick (see the module docs, "Precision").
-mod ticker {
+pub(crate) mod ticker {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Mutex, PoisonError};
     use std::time::Duration;
@@ -170,9 +170,18 @@ mod ticker {
 
     pub(super) const PERIOD: Duration = Duration::from_millis(1);
 
-    /// The last coarse-clock reading. Not a loom type: the ticker is a real thread and no
-    /// model uses it (models inject their own clock).
-    static NOW: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
+    /// The last coarse-clock reading, in nanoseconds and in whole milliseconds (its floor):
+    /// one line, written together, so a hit that reads either loads a line it already shares.
+    /// The milliseconds spare a packed-TTL hit the division (`Cache::lookup`). Not loom types:
+    /// the ticker is a real thread and no model uses it (models inject their own clock).
+    struct Tick {
+        nanos: AtomicU64,
+        ms: AtomicU64,
+    }
+    static NOW: CachePadded<Tick> = CachePadded::new(Tick {
+        nanos: AtomicU64::new(0),
+        ms: AtomicU64::new(0),
+    });
     /// (caches using the tick, whether the thread runs)
     static STATE: Mutex<(usize, bool)> = Mutex::new((0, false));
 
@@ -180,12 +189,22 @@ mod ticker {
     pub(super) fn now() -> u64 {
         // Relaxed: a timestamp, ordering nothing else; a reader may see it up to one period
         // stale, which the precision statement includes.
-        NOW.load(Ordering::Relaxed)
+        NOW.nanos.load(Ordering::Relaxed)
+    }
+
+    /// `now() / MS`, without the division. The two words are stored one after the other, so
+    /// a reader may see one a tick ahead of the other; each alone only moves forward.
+    #[inline(always)]
+    pub(crate) fn now_ms() -> u64 {
+        // Relaxed: see `now`.
+        NOW.ms.load(Ordering::Relaxed)
     }
 
     fn refresh() {
-        // Relaxed: see `now`. `fetch_max`: never let the tick go backwards.
-        NOW.fetch_max(CoarseClock::default().nanos(), Ordering::Relaxed);
+        // Relaxed: see `now`. `fetch_max`: never let either word go backwards.
+        let nanos = CoarseClock::default().nanos();
+        NOW.nanos.fetch_max(nanos, Ordering::Relaxed);
+        NOW.ms.fetch_max(nanos / super::MS, Ordering::Relaxed);
     }
 
     /// Registers one more cache; starts the thread if none runs. False if it cannot start.
@@ -271,6 +290,11 @@ impl ClockSource {
             Self::Custom(c) => u64::try_from(c.now().as_nanos()).unwrap_or(u64::MAX),
         };
         n.min(NEVER - 1)
+    }
+
+    /// True for the cached tick, whose milliseconds [`ticker::now_ms`] reads directly.
+    pub(crate) fn is_ticker(&self) -> bool {
+        matches!(self, Self::Ticker(_))
     }
 
     /// Starts timing something (a load): on the injected clock if there is one, else with
@@ -393,7 +417,14 @@ impl Expiry {
     /// Alone, it is the whole test of a cache where `only_packed` holds.
     #[inline(always)]
     pub(crate) fn is_expired_packed<K, V>(node: &Node<K, V>, now: u64) -> bool {
-        node.packed_deadline() <= now / MS
+        Self::is_expired_packed_ms(node, now / MS)
+    }
+
+    /// [`is_expired_packed`](Self::is_expired_packed) with `now` already in whole
+    /// milliseconds (rounded down).
+    #[inline(always)]
+    pub(crate) fn is_expired_packed_ms<K, V>(node: &Node<K, V>, now_ms: u64) -> bool {
+        node.packed_deadline() <= now_ms
     }
 
     /// True if `node` is at or past one of its deadlines at `now`.

@@ -374,9 +374,19 @@ fn the_coarse_clock_is_the_default_and_real_time_expires_entries() {
         .unwrap();
     cache.insert(1, 1).unwrap();
     assert_eq!(cache.get(&1), Some(1));
+    // A handle made now judges expiry now, even after the deadline has passed.
+    let before = cache.pin();
     let deadline = Duration::from_millis(20) + clockline::CoarseClock::resolution() * 2;
     std::thread::sleep(deadline + Duration::from_millis(5));
+    // Every read path of this cache (TTL only, default clock: the short path that compares
+    // with the tick's milliseconds) agrees that the entry is gone...
     assert_eq!(cache.get(&1), None);
+    assert_eq!(cache.peek(&1), None);
+    assert!(!cache.contains_key(&1));
+    assert_eq!(cache.pin().get(&1), None);
+    // ...except the handle made before the deadline.
+    assert_eq!(before.get(&1), Some(&1));
+    assert!(before.contains_key(&1));
 }
 
 /// A weighted cache keeps its TTL deadline in an extension word; an unweighted one packs it
