@@ -4,8 +4,10 @@
 #      +stats, +ttl with CoarseClock), with a one-file probe (benches/feature_ab/) built against
 #      each checkout; deterministic;
 #   2. throughput: the showdown's read-hit rows, core vs this tree, interleaved ALTERNATIONS
-#      times (default 7).
-# Usage: benches/feature_ab.sh [BASE_COMMIT]. Needs git, valgrind; takes about 6 minutes.
+#      times (default 7); within this tree's process, +ttl and +stats over plain as the median
+#      of per-round ratios over ROUNDS rounds (default 9), which a noisy neighbour disturbs
+#      less than a ratio of medians; the medians of all three ratios over the alternations.
+# Usage: benches/feature_ab.sh [BASE_COMMIT]. Needs git, valgrind; takes about 8 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -49,11 +51,27 @@ fi
 cargo build --release -q --example showdown
 base_bin=$work/target-base/release/examples/showdown
 new_bin=${CARGO_TARGET_DIR:-target}/release/examples/showdown
-echo "read-hit Mops/s: core | plain +ttl +stats (same process)"
+echo "read-hit Mops/s: core | plain +ttl +stats (same process); 'pair' = +ttl and +stats over"
+echo "plain, median of per-round ratios (CLOCKLINE_PAIRED; rounds taken back to back)"
 for r in $(seq "${ALTERNATIONS:-7}"); do
   "$base_bin" --only throughput --contenders clockline --rounds 5 2>&1 \
     | grep -A3 '^read-hit' | tail -2 | awk '{ print "core", $1 "T", $2 }'
-  CLOCKLINE_FEATURE_VARIANTS=1 "$new_bin" --only throughput \
-    --contenders clockline,clockline+ttl,clockline+stats --rounds 5 2>&1 \
-    | grep -A3 '^read-hit' | tail -2 | awk '{ print "new ", $1 "T", $2, $3, $4 }'
-done
+  CLOCKLINE_PAIRED=1 CLOCKLINE_FEATURE_VARIANTS=1 "$new_bin" --only throughput \
+    --contenders clockline,clockline+ttl,clockline+stats --rounds "${ROUNDS:-9}" 2>&1 \
+    | grep -A5 '^read-hit' | tail -4 \
+    | awk '$1 == "paired" { print "pair", t "T", $3, $4; next } { t = $1; print "new ", $1 "T", $2, $3, $4 }'
+done | tee "$work/runs.txt"
+
+# Medians over the alternations: plain/core pairs each core line with the next new line.
+echo "medians over ${ALTERNATIONS:-7} alternations:"
+awk '
+  $1 == "core" { core[$2] = $3 }
+  $1 == "new" { n[$2]++; pc[$2, n[$2]] = $3 / core[$2] }
+  $1 == "pair" { m[$2]++; tt[$2, m[$2]] = $3 + 0; st[$2, m[$2]] = $4 + 0 }
+  function med(a, t, k,   i, j, x, v) {
+    for (i = 1; i <= k; i++) v[i] = a[t, i]
+    for (i = 2; i <= k; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+    return k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+  }
+  END { for (t in n) printf "  %s  plain/core %.3f  ttl/plain %.3f  stats/plain %.3f\n", t, med(pc, t, n[t]), med(tt, t, m[t]), med(st, t, m[t]) }
+' "$work/runs.txt" | sort

@@ -60,28 +60,6 @@ pub(crate) fn flush() {
     pin().flush();
 }
 
-/// A small number fixed per thread, handed out round robin: which stripe of a striped counter
-/// this thread writes. Not modeled by loom (any stripe is correct; only contention differs).
-#[inline]
-pub(crate) fn thread_stripe() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-    std::thread_local! {
-        // Const-initialised, so a read is one thread-local load with no lazy-init check;
-        // 0 means "not yet assigned".
-        static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    }
-    STRIPE.with(|s| {
-        let n = s.get();
-        if n != 0 {
-            return n - 1;
-        }
-        // Relaxed: a counter that hands out distinct numbers; it orders nothing.
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        s.set(n);
-        n - 1
-    })
-}
-
 #[cfg(clockline_loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;

@@ -144,6 +144,10 @@ pub struct Measured {
     pub spread: f64,
     /// Pre-filled keys each contender did not keep (read-only workloads; else 0).
     pub missing: Vec<usize>,
+    /// Each contender's throughput over the first contender's in the same round, median over
+    /// the rounds: the two samples of a round are taken back to back, so a noisy neighbour
+    /// slows both, and this ratio varies less than the ratio of the medians.
+    pub paired: Vec<f64>,
 }
 
 /// Builds and pre-fills one cache per contender, runs one untimed warm-up round each, then
@@ -173,6 +177,7 @@ pub fn measure(
         hits: Vec::new(),
         spread: 0.0,
         missing: runners.iter().map(|r| r.missing()).collect(),
+        paired: Vec::new(),
     };
     for s in &samples {
         let mut xs: Vec<f64> = s.iter().map(|x| x.ops_per_sec).collect();
@@ -181,6 +186,12 @@ pub fn measure(
         m.ops.push(med);
         let mut hs: Vec<f64> = s.iter().map(|x| x.hit_ratio).collect();
         m.hits.push(median(&mut hs));
+        let mut rs: Vec<f64> = s
+            .iter()
+            .zip(&samples[0])
+            .map(|(x, first)| x.ops_per_sec / first.ops_per_sec)
+            .collect();
+        m.paired.push(median(&mut rs));
     }
     m
 }
@@ -248,6 +259,7 @@ pub fn run(cfg: &Config) -> Vec<ThroughputRow> {
                 hits,
                 spread,
                 missing,
+                paired,
             } = measure(w, threads, &list, cfg.rounds, cfg.round_time);
             for ((name, _), o) in list.iter().zip(&ops) {
                 rows.push(ThroughputRow {
@@ -270,6 +282,13 @@ pub fn run(cfg: &Config) -> Vec<ThroughputRow> {
                 spread * 100.0
             );
             println!("{row}");
+            if std::env::var_os("CLOCKLINE_PAIRED").is_some() {
+                let mut row = format!("{:>7}", "paired");
+                for r in &paired {
+                    row += &format!(" {r:>10.3}x");
+                }
+                println!("{row}   (median per-round ratio to {})", list[0].0);
+            }
             for (&missing, (name, _)) in missing.iter().zip(&list) {
                 if missing > 0 {
                     println!(
