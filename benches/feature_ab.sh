@@ -3,11 +3,14 @@
 #   1. callgrind: instructions and D1 misses per read hit, core vs this tree (plain, +ttl,
 #      +stats, +ttl with CoarseClock), with a one-file probe (benches/feature_ab/) built against
 #      each checkout; deterministic;
-#   2. throughput: the showdown's read-hit rows, core vs this tree, interleaved ALTERNATIONS
+#   2. throughput in one process (benches/feature_ab_timed/): the core and this tree's plain,
+#      +ttl and +stats caches in back-to-back rounds, medians of per-round ratios (TIMED_ROUNDS
+#      rounds of 20 ms, default 101), on the probe's skewed, cache-resident workload;
+#   3. throughput: the showdown's read-hit rows, core vs this tree, interleaved ALTERNATIONS
 #      times (default 7); within this tree's process, +ttl and +stats over plain as the median
 #      of per-round ratios over ROUNDS rounds (default 9), which a noisy neighbour disturbs
 #      less than a ratio of medians; the medians of all three ratios over the alternations.
-# Usage: benches/feature_ab.sh [BASE_COMMIT]. Needs git, valgrind; takes about 8 minutes.
+# Usage: benches/feature_ab.sh [BASE_COMMIT]. Needs git, valgrind; takes about 9 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -45,6 +48,17 @@ if command -v valgrind >/dev/null; then
 else
   echo "skipped callgrind: valgrind not installed"
 fi
+
+# Throughput in one process: the core (renamed 0.0.0-core so both link) and this tree's
+# variants in back-to-back rounds (benches/feature_ab_timed/).
+mkdir -p "$work/timed"
+cp -r benches/feature_ab_timed/src "$work/timed/"
+sed -i 's/^version = .*/version = "0.0.0-core"/' "$work/base/Cargo.toml"
+sed "s#path = \"../..\"#path = \"$root\"#; s#CORE_PATH#$work/base#" \
+  benches/feature_ab_timed/Cargo.toml > "$work/timed/Cargo.toml"
+(cd "$work/timed" && CARGO_TARGET_DIR="$work/timed/target" cargo build --release -q)
+"$work/timed/target/release/feature-ab-timed" "${TIMED_ROUNDS:-101}" 20
+git -C "$work/base" checkout -q -- Cargo.toml
 
 # Throughput, interleaved.
 (cd "$work/base" && CARGO_TARGET_DIR="$work/target-base" cargo build --release -q --example showdown)
