@@ -81,6 +81,57 @@ fn striped_sums_are_exact_under_concurrency() {
     assert_eq!(s.hits, 41_084, "keys below 500 hit, the rest miss");
 }
 
+/// Threads end and new ones start while others count: a new thread takes an ended thread's
+/// number, and with it the stripes that thread owned (src/stats.rs). Two live threads must
+/// never hold one number (their plain, non-locked increments would lose counts), and no count
+/// may be lost in the hand-over.
+#[test]
+fn counts_are_exact_while_threads_come_and_go() {
+    let cache: Arc<Cache<u64, u64>> = Arc::new(
+        Cache::builder()
+            .max_capacity(1000)
+            .record_stats()
+            .build()
+            .unwrap(),
+    );
+    for k in 0..500 {
+        cache.insert(k, k).unwrap();
+    }
+    // Eight lanes, each starting 40 short-lived threads one after another: 320 threads in all,
+    // at most eight alive at once, so numbers are handed over all the time.
+    let lanes: Vec<_> = (0..8u64)
+        .map(|lane| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                for round in 0..40u64 {
+                    let cache = cache.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..250u64 {
+                            cache.get(&((i * 4 + lane + round) % 1000));
+                        }
+                    })
+                    .join()
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for l in lanes {
+        l.join().unwrap();
+    }
+    let s = cache.stats().unwrap();
+    assert_eq!(s.hits + s.misses, 8 * 40 * 250, "no count lost");
+    let hits: u64 = (0..8u64)
+        .flat_map(|lane| (0..40u64).map(move |round| (lane, round)))
+        .map(|(lane, round)| {
+            (0..250u64)
+                .filter(|i| (i * 4 + lane + round) % 1000 < 500)
+                .count() as u64
+        })
+        .sum();
+    assert_eq!(s.hits, hits, "keys below 500 hit, the rest miss");
+}
+
 /// A thread remembers the stripe of the last cache it counted in (src/stats.rs): switching
 /// between caches, and a new cache where a dropped one was, must neither lose nor misplace a
 /// count.
