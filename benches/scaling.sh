@@ -7,8 +7,9 @@
 # It prints the machine (lscpu) and a time estimate, then runs, each step only if it can still
 # start before DEADLINE seconds (default 540; the device allows 600 per command):
 #   1. the throughput section (read-hit, cache-aside, write-50) at threads 1,2,4,8,16, then
-#      the same for clockline, clockline+ttl and clockline+stats (the cost of issue #3's
-#      features; about 70 s);
+#      the same for clockline, clockline+ttl, clockline+stats (the cost of issue #3's
+#      features) and clockline-pinned (one epoch pin per 1,024 lookups: how much of read-hit
+#      scaling the per-get pin costs), with paired per-round ratios; about 90 s;
 #   2. the sweep: the get/put grid (Zipf 0.8/0.99/1.2 x 100/95/75/50/0 % get) at the same
 #      threads, 3 interleaved rounds of 100 ms per cell and contender (about 190 s on 16 cores);
 #   3. the latency section at 16 threads;
@@ -89,10 +90,12 @@ say "== estimate (full sizes): throughput $((est_tp / 1000)) s + sweep $((est_sw
 
 step throughput "$bin" "${quick[@]}" --only throughput --threads "$threads" \
   --rounds "$rounds" --ms "$ms" --csv "$out/throughput-${cores}core-standard.csv"
-# Issue #3: clockline with expiry (cached tick) and with statistics beside plain clockline.
-CLOCKLINE_FEATURE_VARIANTS=1 step features "$bin" "${quick[@]}" --only throughput \
-  --threads "$threads" --rounds "$rounds" --ms "$ms" \
-  --contenders clockline,clockline+ttl,clockline+stats
+# Issue #3: clockline with expiry (cached tick) and with statistics beside plain clockline;
+# issue #2: clockline read through one pinned handle per 1,024 lookups (no epoch pin per get),
+# whose scaling against plain clockline's says how much of the 16-core gap the pin is.
+CLOCKLINE_PAIRED=1 CLOCKLINE_FEATURE_VARIANTS=1 step features "$bin" "${quick[@]}" \
+  --only throughput --threads "$threads" --rounds "$rounds" --ms "$ms" \
+  --contenders clockline,clockline+ttl,clockline+stats,clockline-pinned
 step sweep "$bin" "${quick[@]}" --only sweep --threads "$threads" --zipf "$zipf" \
   --reads "$reads" --rounds "$sweep_rounds" --ms "$sweep_ms" \
   --csv "$out/throughput-${cores}core.csv"

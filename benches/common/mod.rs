@@ -356,11 +356,7 @@ pub fn run_ops<C: Contender>(cache: &C, w: &Workload, start: usize, n: usize) ->
     debug_assert!(keys.len().is_power_of_two());
     let mut hits = 0u64;
     match w.op {
-        Op::Get => {
-            for i in start..start + n {
-                hits += cache.get(&keys[i & mask]) as u64;
-            }
-        }
+        Op::Get => hits = cache.get_run(keys, start, n),
         Op::CacheAside => {
             for i in start..start + n {
                 let k = keys[i & mask];
@@ -413,6 +409,18 @@ pub trait Contender: Send + Sync + Sized + 'static {
     fn insert(&self, key: u64, value: u64);
     /// Finishes deferred work after pre-filling (moka's pending tasks); nothing for most.
     fn settle(&self) {}
+    /// `get` over `keys[(start + i) & mask]` for `i` in `0..n`; the number of hits. One `get`
+    /// after another, unless a contender has a cheaper way a user would take for a run of
+    /// lookups ([`ClocklinePinned`]).
+    #[inline]
+    fn get_run(&self, keys: &[u64], start: usize, n: usize) -> u64 {
+        let mask = keys.len() - 1;
+        let mut hits = 0u64;
+        for i in start..start + n {
+            hits += self.get(&keys[i & mask]) as u64;
+        }
+        hits
+    }
 }
 
 pub type Clockline = clockline::Cache<u64, u64, ahash::RandomState>;
@@ -523,9 +531,45 @@ impl<F: Feature> Contender for Featured<F> {
     }
 }
 
+/// clockline read through one [`clockline::Pinned`] handle per run of lookups (1,024 in the
+/// showdown) instead of an epoch pin per `get`: what a request handler that pins once for its
+/// lookups gets. Beside plain clockline on many cores it shows how much of the read path's
+/// scaling the per-`get` pin costs (docs/benchmarks.md section 3; issue #2's 16-core target).
+/// Writes are plain clockline's.
+pub struct ClocklinePinned(Clockline);
+
+impl Contender for ClocklinePinned {
+    const NAME: &'static str = "clockline-pinned";
+
+    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
+        Self(<Clockline as Contender>::new(capacity, hasher))
+    }
+
+    #[inline]
+    fn get(&self, key: &u64) -> bool {
+        Contender::get(&self.0, key)
+    }
+
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        Contender::insert(&self.0, key, value)
+    }
+
+    #[inline]
+    fn get_run(&self, keys: &[u64], start: usize, n: usize) -> u64 {
+        let mask = keys.len() - 1;
+        let pinned = self.0.pin();
+        let mut hits = 0u64;
+        for i in start..start + n {
+            hits += pinned.get(&keys[i & mask]).is_some() as u64;
+        }
+        hits
+    }
+}
+
 /// True when `CLOCKLINE_FEATURE_VARIANTS=1`: the contender list then also holds clockline with
-/// expiry, with statistics, and with classic CLOCK, for the cost-of-features and policy
-/// comparisons in docs/benchmarks.md.
+/// expiry, with statistics, with classic CLOCK and read through a pinned handle, for the
+/// cost-of-features, policy and pin comparisons in docs/benchmarks.md.
 pub fn feature_variants() -> bool {
     std::env::var_os("CLOCKLINE_FEATURE_VARIANTS").is_some_and(|v| v == "1")
 }
@@ -635,6 +679,7 @@ pub fn for_each_contender(v: &mut impl Visit) {
         v.visit::<Featured<Ttl>>();
         v.visit::<Featured<Stats>>();
         v.visit::<Featured<ClockPolicy>>();
+        v.visit::<ClocklinePinned>();
     }
     v.visit::<QuickCache>();
     v.visit::<Moka>();
