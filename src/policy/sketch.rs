@@ -31,8 +31,15 @@ const MIN_COUNTERS: usize = 1 << 16;
 #[cfg(clockline_loom)]
 const MIN_COUNTERS: usize = 128;
 
+/// One hash's counters: a cache line, aligned as one. A plain `Box<[AtomicU64]>` is only
+/// 8-byte aligned (glibc puts a large allocation 16 bytes into its pages), so most blocks
+/// straddled two lines: 1.97 D1 misses per increment on a cache-aside run (callgrind), against
+/// one now.
+#[repr(C, align(64))]
+struct Block([AtomicU64; BLOCK_WORDS]);
+
 pub(crate) struct Sketch {
-    words: Box<[AtomicU64]>,
+    blocks: Box<[Block]>,
     /// Blocks, minus one: the block count is a power of two.
     block_mask: usize,
     /// Sampled events since the last reset.
@@ -51,8 +58,8 @@ impl Sketch {
             .next_power_of_two();
         let blocks = (counters / 16 / BLOCK_WORDS).max(1);
         Self {
-            words: (0..blocks * BLOCK_WORDS)
-                .map(|_| AtomicU64::new(0))
+            blocks: (0..blocks)
+                .map(|_| Block(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
             block_mask: blocks - 1,
             events: CachePadded::new(AtomicUsize::new(0)),
@@ -62,14 +69,14 @@ impl Sketch {
 
     /// The word and nibble shift of counter `row` (0..4) of `hash`.
     #[inline]
-    fn cell(&self, hash: u64, row: u32) -> (usize, u32) {
+    fn cell(&self, hash: u64, row: u32) -> (&AtomicU64, u32) {
         // A second mix, so the sketch's bits do not repeat the table's (home: high bits; tag:
         // low bits).
         let h = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17);
         let block = (h >> 32) as usize & self.block_mask;
         let bits = (h >> (row * 8)) as u32;
-        let word = block * BLOCK_WORDS + 2 * row as usize + (bits & 1) as usize;
-        (word, ((bits >> 1) & 15) * 4)
+        let word = 2 * row as usize + (bits & 1) as usize;
+        (&self.blocks[block].0[word], ((bits >> 1) & 15) * 4)
     }
 
     /// The estimated number of recent events for `hash` (0..=15).
@@ -78,7 +85,7 @@ impl Sketch {
             .map(|row| {
                 let (w, shift) = self.cell(hash, row);
                 // Relaxed: see `# Orderings`.
-                (self.words[w].load(Ordering::Relaxed) >> shift) & NIBBLE_MAX
+                (w.load(Ordering::Relaxed) >> shift) & NIBBLE_MAX
             })
             .min()
             .unwrap_or(0)
@@ -89,9 +96,9 @@ impl Sketch {
         for row in 0..4 {
             let (w, shift) = self.cell(hash, row);
             // Relaxed, and not a read-modify-write: see `# Orderings`.
-            let word = self.words[w].load(Ordering::Relaxed);
+            let word = w.load(Ordering::Relaxed);
             if (word >> shift) & NIBBLE_MAX < NIBBLE_MAX {
-                self.words[w].store(word + (1 << shift), Ordering::Relaxed);
+                w.store(word + (1 << shift), Ordering::Relaxed);
             }
         }
         if hash % SAMPLE == 0 {
@@ -106,7 +113,7 @@ impl Sketch {
     #[cold]
     fn reset(&self) {
         const HALF: u64 = 0x7777_7777_7777_7777;
-        for w in self.words.iter() {
+        for w in self.blocks.iter().flat_map(|b| &b.0) {
             // Relaxed: see `# Orderings`.
             w.store((w.load(Ordering::Relaxed) >> 1) & HALF, Ordering::Relaxed);
         }
@@ -118,7 +125,7 @@ impl Sketch {
     /// Heap bytes, for the memory accounting in docs.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
-        self.words.len() * 8
+        self.blocks.len() * std::mem::size_of::<Block>()
     }
 }
 
