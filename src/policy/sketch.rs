@@ -138,12 +138,18 @@ mod tests {
     #[test]
     fn a_hashs_counters_share_one_cache_line() {
         let s = Sketch::new(1 << 20);
-        assert!(s.blocks.iter().all(|b| (b as *const Block as usize) % 64 == 0));
+        assert!(s
+            .blocks
+            .iter()
+            .all(|b| (b as *const Block as usize) % 64 == 0));
         for h in (0..1000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
             let lines: Vec<usize> = (0..4)
                 .map(|row| s.cell(h, row).0 as *const AtomicU64 as usize / 64)
                 .collect();
-            assert!(lines.iter().all(|&l| l == lines[0]), "hash {h:#x}: lines {lines:?}");
+            assert!(
+                lines.iter().all(|&l| l == lines[0]),
+                "hash {h:#x}: lines {lines:?}"
+            );
         }
     }
 
