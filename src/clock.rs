@@ -16,7 +16,7 @@
 
 use crate::listener::RemovalCause;
 use crate::sync::{AtomicUsize, Ordering};
-use crate::table::{Node, RawTable};
+use crate::table::{Node, RawTable, SLOTS};
 use crossbeam_epoch::{Guard, Shared};
 use crossbeam_utils::CachePadded;
 
@@ -71,6 +71,10 @@ impl Hand {
             // Relaxed: see `# Orderings`.
             let pos = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
             let (b, i) = table.hand_slot(pos);
+            if i == 0 {
+                // Entering a bucket: its nodes are loaded one per step from here on.
+                table.prefetch_for_hand(b, table.hand_slot((pos + SLOTS) % nslots).0, guard);
+            }
             let p = table.load(b, i, guard);
             // SAFETY: loaded under `guard`; nodes are retired through epoch.
             let Some(node) = (unsafe { p.as_ref() }) else {
@@ -114,6 +118,10 @@ impl Hand {
             // Relaxed: see `# Orderings`.
             let pos = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
             let (bucket, slot) = table.hand_slot(pos);
+            if slot == 0 {
+                // Entering a bucket: its nodes are loaded one per step from here on.
+                table.prefetch_for_hand(bucket, table.hand_slot((pos + SLOTS) % nslots).0, guard);
+            }
             let node = table.load(bucket, slot, guard);
             // SAFETY: loaded under `guard`; nodes are retired through epoch.
             let Some(n) = (unsafe { node.as_ref() }) else {
