@@ -1240,7 +1240,11 @@ where
         let mut removed = 0;
         'restart: loop {
             let table = self.table(&guard);
-            for b in 0..table.nbuckets() {
+            let n = table.nbuckets();
+            for b in 0..n {
+                // The next bucket's nodes, and the line after it: their loads then overlap
+                // with this bucket's work instead of each waiting its turn.
+                table.prefetch_for_hand((b + 1) % n, (b + 2) % n, &guard);
                 let mut notes = Notes::new(self.listener.is_some());
                 {
                     // Writers hold a lock of the table they write (see `grow`).

@@ -562,11 +562,15 @@ impl<K, V> RawTable<K, V> {
     /// after all nodes are freed.
     pub(crate) unsafe fn drop_nodes(&mut self) {
         let mut first_panic = None;
-        for bucket in self.buckets.iter() {
+        let n = self.buckets.len();
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            // SAFETY: no thread is inside the table (the caller's contract), so the
+            // unprotected guard is sound.
+            let guard = unsafe { crossbeam_epoch::unprotected() };
+            // The next bucket's nodes: their loads (the free reads each node's allocation
+            // header) overlap with this bucket's frees.
+            self.prefetch_for_hand((b + 1) % n, (b + 2) % n, guard);
             for slot in &bucket.slots {
-                // SAFETY: no thread is inside the table (the caller's contract), so the
-                // unprotected guard is sound.
-                let guard = unsafe { crossbeam_epoch::unprotected() };
                 let p = slot.swap(Shared::null(), Ordering::Relaxed, guard);
                 if !p.is_null() {
                     // SAFETY: the table is the node's only owner (the caller's contract).
