@@ -1724,7 +1724,15 @@ impl<'g, K, V> Iterator for Iter<'g, K, V> {
     type Item = (&'g K, &'g V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.slot < self.table.nslots() {
+        let nslots = self.table.nslots();
+        while self.slot < nslots {
+            if self.slot % SLOTS == 0 {
+                // Entering a bucket: the next one's nodes start loading now (as the hands do).
+                let b = self.slot / SLOTS;
+                let n = nslots / SLOTS;
+                self.table
+                    .prefetch_for_hand((b + 1) % n, (b + 2) % n, self.guard);
+            }
             let p = self.table.load_slot(self.slot, self.guard);
             self.slot += 1;
             // SAFETY: loaded under the handle's guard, which outlives `'g`.
