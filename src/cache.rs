@@ -22,7 +22,7 @@ use crate::janitor::Janitor;
 use crate::listener::{Listener, Notes, RemovalCause};
 use crate::loader::Flights;
 use crate::policy::{Adaptive, Policy};
-use crate::stats::{CacheStats, Counter, Stats};
+use crate::stats::{count_remembered, CacheStats, Counter, Stats, NO_STATS};
 use crate::sync::{spin_wait, AtomicBool, Ordering};
 use crate::table::{retire, Found, Node, NodeBox, RawTable, MAX_WEIGHT, REF, SLOTS, WINDOW};
 use crate::versions::Tombstones;
@@ -124,6 +124,9 @@ pub(crate) struct Inner<K, V, S> {
     /// (callgrind, docs/benchmarks.md section 8). A flag, not a fourth [`Repr`]: LLVM turned
     /// a four-way match into a jump table that cost every plain hit 5 instructions.
     ticked: bool,
+    /// The id of the cache's statistics, or [`NO_STATS`]: a hit counts through the stripe
+    /// its thread remembers with one compare against this, before looking at `stats`.
+    stats_id: u64,
     weigher: Option<Weigher<K, V>>,
     /// The most entries a growable table may grow to; `None` for a fixed table.
     grow_limit: Option<usize>,
@@ -240,6 +243,7 @@ where
             && features.janitor.is_none()
             && features.clock.is_ticker()
             && expiry.as_ref().is_some_and(|e| e.only_packed);
+        let stats = features.stats.then(Stats::new);
         let inner = Inner {
             table: Atomic::new(table),
             hand: Hand::new(),
@@ -255,6 +259,7 @@ where
             budget: Budget::new(entries, max_weight.unwrap_or(MAX_WEIGHT)),
             hasher,
             ticked,
+            stats_id: stats.as_ref().map_or(NO_STATS, Stats::id),
             weigher,
             grow_limit,
             grow_failed: AtomicBool::new(false),
@@ -262,7 +267,7 @@ where
             expiry,
             clock: features.clock,
             listener: features.listener,
-            stats: features.stats.then(Stats::new),
+            stats,
             flights: Flights::new(),
             tombstones: features.versioned,
         };
@@ -380,11 +385,14 @@ where
         match live {
             Some(node) if touch => {
                 node.touch();
-                if let Some(st) = &self.stats {
-                    st.add(Counter::Hit, 1);
+                if !count_remembered(self.stats_id, Counter::Hit) {
+                    if let Some(st) = &self.stats {
+                        st.add(Counter::Hit, 1);
+                    }
                 }
             }
-            None if touch => {
+            // The guard counts (and is then true) when this thread remembers the stripe.
+            None if touch && !count_remembered(self.stats_id, Counter::Miss) => {
                 if let Some(st) = &self.stats {
                     st.add(Counter::Miss, 1);
                 }

@@ -91,6 +91,32 @@ std::thread_local! {
     };
 }
 
+/// Adds one to counter `c` of the stripe this thread remembers, if it remembers one of the
+/// cache whose [`Stats::id`] is `id`; false if not (then the caller counts through
+/// [`Stats::add`]). The read path's count: the id sits in `Inner`'s first line, so a hit in
+/// a cache with statistics counts without first testing whether the cache has any (a cache
+/// without passes [`NO_STATS`], which no thread remembers).
+#[inline(always)]
+pub(crate) fn count_remembered(id: u64, c: Counter) -> bool {
+    #[cfg(not(clockline_loom))]
+    {
+        let last = LAST.get();
+        if last.id == id {
+            // SAFETY: as in `Stats::count`: ids are unique and never `NO_STATS`, so `last` was
+            // recorded by `count_slow` on the `Stats` with this id, which the caller borrows.
+            let c = unsafe { &(*last.counters)[c as usize] };
+            // Relaxed, load and store: as in `Stats::count`.
+            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            return true;
+        }
+    }
+    let _ = (id, c);
+    false
+}
+
+/// The id of no `Stats`: what a cache without statistics passes to [`count_remembered`].
+pub(crate) const NO_STATS: u64 = u64::MAX;
+
 /// The numbers of live threads that have counted (under [`NUMBERS`]' lock).
 struct Numbers {
     /// The smallest number never handed out.
@@ -240,6 +266,11 @@ impl Stats {
     #[inline]
     pub(crate) fn add(&self, c: Counter, n: u64) {
         self.count(c as usize, n);
+    }
+
+    /// This cache's id, for [`count_remembered`].
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     #[inline]
