@@ -385,14 +385,16 @@ where
         match live {
             Some(node) if touch => {
                 node.touch();
-                if !count_remembered(self.stats_id, Counter::Hit) {
+                // SAFETY: `stats_id` is `NO_STATS` or `self.stats`'s id, borrowed with `self`.
+                if !unsafe { count_remembered(self.stats_id, Counter::Hit) } {
                     if let Some(st) = &self.stats {
                         st.add(Counter::Hit, 1);
                     }
                 }
             }
-            // The guard counts (and is then true) when this thread remembers the stripe.
-            None if touch && !count_remembered(self.stats_id, Counter::Miss) => {
+            // The guard counts (and is then false) when this thread remembers the stripe.
+            // SAFETY: as for the hit.
+            None if touch && !unsafe { count_remembered(self.stats_id, Counter::Miss) } => {
                 if let Some(st) = &self.stats {
                     st.add(Counter::Miss, 1);
                 }

@@ -91,27 +91,48 @@ std::thread_local! {
     };
 }
 
-/// Adds one to counter `c` of the stripe this thread remembers, if it remembers one of the
-/// cache whose [`Stats::id`] is `id`; false if not (then the caller counts through
-/// [`Stats::add`]). The read path's count: the id sits in `Inner`'s first line, so a hit in
-/// a cache with statistics counts without first testing whether the cache has any (a cache
-/// without passes [`NO_STATS`], which no thread remembers).
+/// Adds `n` to counter `i` of the stripe this thread remembers, if it remembers one of the
+/// cache whose [`Stats::id`] is `id`; false if not (the caller then counts the slow way).
+///
+/// # Safety
+/// `id` is [`NO_STATS`] or the id of a `Stats` the caller borrows for the whole call: a
+/// remembered pointer into a dropped `Stats` is followed only if its id is passed.
 #[inline(always)]
-pub(crate) fn count_remembered(id: u64, c: Counter) -> bool {
+unsafe fn count_last(id: u64, i: usize, n: u64) -> bool {
+    // Not under loom: its threads share the OS thread, hence one `LAST`, and would all take
+    // the same stripe for their own. The slow path is the protocol loom checks.
     #[cfg(not(clockline_loom))]
     {
         let last = LAST.get();
         if last.id == id {
-            // SAFETY: as in `Stats::count`: ids are unique and never `NO_STATS`, so `last` was
-            // recorded by `count_slow` on the `Stats` with this id, which the caller borrows.
-            let c = unsafe { &(*last.counters)[c as usize] };
-            // Relaxed, load and store: as in `Stats::count`.
-            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            // SAFETY: ids are unique and never `NO_STATS`, so `last` was recorded by
+            // `count_slow` on the `Stats` with this id, which the caller borrows (this
+            // function's contract); `counters` points into its `owned`, a heap slice that
+            // lives and stays put as long as it does.
+            let c = unsafe { &(*last.counters)[i] };
+            // Relaxed, load and store: this thread owns the stripe (`count_slow` recorded
+            // it only then, and ownership lasts until this thread gives its number back,
+            // which clears `LAST` first), so it is the only writer; readers sum snapshots.
+            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
             return true;
         }
     }
-    let _ = (id, c);
+    let _ = (id, i, n);
     false
+}
+
+/// Adds one to counter `c` of the stripe this thread remembers for the cache whose stats id
+/// is `id`; false if it remembers none (then count through [`Stats::add`]). The read path's
+/// count: the id sits in `Inner`'s first line, so a hit in a cache with statistics counts
+/// without first testing whether the cache has any (a cache without passes [`NO_STATS`],
+/// which no thread remembers).
+///
+/// # Safety
+/// As for [`count_last`]: `id` is `NO_STATS` or the id of a `Stats` the caller borrows.
+#[inline(always)]
+pub(crate) unsafe fn count_remembered(id: u64, c: Counter) -> bool {
+    // SAFETY: this function's contract is `count_last`'s.
+    unsafe { count_last(id, c as usize, 1) }
 }
 
 /// The id of no `Stats`: what a cache without statistics passes to [`count_remembered`].
@@ -208,24 +229,10 @@ impl Stats {
     /// counted in this cache, else [`count_slow`](Self::count_slow).
     #[inline(always)]
     fn count(&self, i: usize, n: u64) {
-        // Not under loom: its threads share the OS thread, hence one `LAST`, and would all take
-        // the same stripe for their own. The slow path is the protocol loom checks.
-        #[cfg(not(clockline_loom))]
-        {
-            let last = LAST.get();
-            if last.id == self.id {
-                // SAFETY: ids are unique, so `last` was recorded by `count_slow` on `self`,
-                // which is alive (borrowed); `counters` points into `self.owned`, a heap slice
-                // that lives and stays put as long as `self`.
-                let c = unsafe { &(*last.counters)[i] };
-                // Relaxed, load and store: this thread owns the stripe (`count_slow` recorded
-                // it only then, and ownership lasts until this thread gives its number back,
-                // which clears `LAST` first), so it is the only writer; readers sum snapshots.
-                c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-                return;
-            }
+        // SAFETY: `self` is the `Stats` with `self.id`, borrowed for the call.
+        if !unsafe { count_last(self.id, i, n) } {
+            self.count_slow(i, n);
         }
-        self.count_slow(i, n);
     }
 
     /// Finds this thread's stripe, claims it if unowned, counts, and remembers an owned stripe
