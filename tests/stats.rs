@@ -51,8 +51,8 @@ fn no_stats_unless_asked() {
     assert_eq!(cache.stats(), None);
 }
 
-#[test]
-fn striped_sums_are_exact_under_concurrency() {
+/// A cache of 1,000 with statistics, holding keys 0..500: a get of a key below 500 hits.
+fn half_full_stats_cache() -> Arc<Cache<u64, u64>> {
     let cache: Arc<Cache<u64, u64>> = Arc::new(
         Cache::builder()
             .max_capacity(1000)
@@ -63,6 +63,12 @@ fn striped_sums_are_exact_under_concurrency() {
     for k in 0..500 {
         cache.insert(k, k).unwrap();
     }
+    cache
+}
+
+#[test]
+fn striped_sums_are_exact_under_concurrency() {
+    let cache = half_full_stats_cache();
     let threads: Vec<_> = (0..32)
         .map(|t| {
             let cache = cache.clone();
@@ -87,16 +93,7 @@ fn striped_sums_are_exact_under_concurrency() {
 /// may be lost in the hand-over.
 #[test]
 fn counts_are_exact_while_threads_come_and_go() {
-    let cache: Arc<Cache<u64, u64>> = Arc::new(
-        Cache::builder()
-            .max_capacity(1000)
-            .record_stats()
-            .build()
-            .unwrap(),
-    );
-    for k in 0..500 {
-        cache.insert(k, k).unwrap();
-    }
+    let cache = half_full_stats_cache();
     // Eight lanes, each starting 40 short-lived threads one after another: 320 threads in all,
     // at most eight alive at once, so numbers are handed over all the time.
     let lanes: Vec<_> = (0..8u64)

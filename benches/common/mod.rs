@@ -411,7 +411,7 @@ pub trait Contender: Send + Sync + Sized + 'static {
     fn settle(&self) {}
     /// `get` over `keys[(start + i) & mask]` for `i` in `0..n`; the number of hits. One `get`
     /// after another, unless a contender has a cheaper way a user would take for a run of
-    /// lookups ([`ClocklinePinned`]).
+    /// lookups (`Featured<Pinned>`).
     #[inline]
     fn get_run(&self, keys: &[u64], start: usize, n: usize) -> u64 {
         let mask = keys.len() - 1;
@@ -466,6 +466,8 @@ pub struct Featured<F: Feature>(Clockline, std::marker::PhantomData<F>);
 /// What a [`Featured`] contender turns on.
 pub trait Feature: Send + Sync + 'static {
     const NAME: &'static str;
+    /// Read a run of lookups through one pinned handle instead of a pin per `get`.
+    const PIN_RUNS: bool = false;
     fn enable(
         b: clockline::Builder<u64, u64, ahash::RandomState>,
     ) -> clockline::Builder<u64, u64, ahash::RandomState>;
@@ -486,6 +488,23 @@ impl Feature for ClockPolicy {
         b: clockline::Builder<u64, u64, ahash::RandomState>,
     ) -> clockline::Builder<u64, u64, ahash::RandomState> {
         b.policy(clockline::Policy::Clock)
+    }
+}
+
+/// No builder change: lookups are read through one [`clockline::Pinned`] handle per run
+/// (1,024 in the showdown) instead of an epoch pin per `get`, what a request handler that
+/// pins once for its lookups gets. Beside plain clockline on many cores it shows how much of
+/// the read path's scaling the per-`get` pin costs (docs/benchmarks.md section 5.3; issue #2's
+/// 16-core target). Writes are plain clockline's.
+pub struct Pinned;
+
+impl Feature for Pinned {
+    const NAME: &'static str = "clockline-pinned";
+    const PIN_RUNS: bool = true;
+    fn enable(
+        b: clockline::Builder<u64, u64, ahash::RandomState>,
+    ) -> clockline::Builder<u64, u64, ahash::RandomState> {
+        b
     }
 }
 
@@ -529,34 +548,12 @@ impl<F: Feature> Contender for Featured<F> {
     fn insert(&self, key: u64, value: u64) {
         Contender::insert(&self.0, key, value)
     }
-}
-
-/// clockline read through one [`clockline::Pinned`] handle per run of lookups (1,024 in the
-/// showdown) instead of an epoch pin per `get`: what a request handler that pins once for its
-/// lookups gets. Beside plain clockline on many cores it shows how much of the read path's
-/// scaling the per-`get` pin costs (docs/benchmarks.md section 3; issue #2's 16-core target).
-/// Writes are plain clockline's.
-pub struct ClocklinePinned(Clockline);
-
-impl Contender for ClocklinePinned {
-    const NAME: &'static str = "clockline-pinned";
-
-    fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
-        Self(<Clockline as Contender>::new(capacity, hasher))
-    }
-
-    #[inline]
-    fn get(&self, key: &u64) -> bool {
-        Contender::get(&self.0, key)
-    }
-
-    #[inline]
-    fn insert(&self, key: u64, value: u64) {
-        Contender::insert(&self.0, key, value)
-    }
 
     #[inline]
     fn get_run(&self, keys: &[u64], start: usize, n: usize) -> u64 {
+        if !F::PIN_RUNS {
+            return Contender::get_run(&self.0, keys, start, n);
+        }
         let mask = keys.len() - 1;
         let pinned = self.0.pin();
         let mut hits = 0u64;
@@ -679,7 +676,7 @@ pub fn for_each_contender(v: &mut impl Visit) {
         v.visit::<Featured<Ttl>>();
         v.visit::<Featured<Stats>>();
         v.visit::<Featured<ClockPolicy>>();
-        v.visit::<ClocklinePinned>();
+        v.visit::<Featured<Pinned>>();
     }
     v.visit::<QuickCache>();
     v.visit::<Moka>();
