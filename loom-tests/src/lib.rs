@@ -60,6 +60,24 @@ pub fn growable_cache(max_weight: u64) -> Cache {
 /// [`IdHasher`] hashes a key to itself and the table takes the home from the high bits.
 pub const HOME_1: u64 = 1 << 63;
 
+/// Two inserts that both must evict, at once, into a full cache of three whose first two
+/// payloads are in place: `HOME_1 | 4` (payload 3, value 40) on a second thread, `5` (payload
+/// 4, value 50) on this one, each checking the bound after its insert. Shared by the CLOCK
+/// and the adaptive policy's models.
+pub fn two_evicting_inserts(cache: &loom::sync::Arc<Cache>, drops: &Drops) {
+    let other = {
+        let cache = cache.clone();
+        let value = drops.payload(3, 40);
+        loom::thread::spawn(move || {
+            cache.insert(HOME_1 | 4, value).unwrap();
+            assert!(cache.len() <= 3);
+        })
+    };
+    cache.insert(5, drops.payload(4, 50)).unwrap();
+    assert!(cache.len() <= 3);
+    other.join().unwrap();
+}
+
 /// Hashes a `u64` key to itself. The table takes the home bucket from the high bits and the tag
 /// from the low seven, so small keys all live in bucket 0 with distinct tags, and setting bit 63
 /// moves a key's home to the last bucket of a two-bucket table.

@@ -5,7 +5,7 @@
 //! models with two writers use a two-bucket table (capacity 3) and a key with [`HOME_1`].
 #![cfg(clockline_loom)]
 
-use clockline_loom_tests::{cache, collect_garbage, Cache, Drops, HOME_1};
+use clockline_loom_tests::{cache, collect_garbage, two_evicting_inserts, Cache, Drops, HOME_1};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -70,17 +70,7 @@ fn evict_vs_insert_into_freed_slot() {
         cache.insert(2, drops.payload(1, 20)).unwrap();
         cache.insert(HOME_1 | 3, drops.payload(2, 30)).unwrap();
 
-        let other = {
-            let cache = cache.clone();
-            let value = drops.payload(3, 40);
-            thread::spawn(move || {
-                cache.insert(HOME_1 | 4, value).unwrap();
-                assert!(cache.len() <= 3);
-            })
-        };
-        cache.insert(5, drops.payload(4, 50)).unwrap();
-        assert!(cache.len() <= 3);
-        other.join().unwrap();
+        two_evicting_inserts(&cache, &drops);
 
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.check_invariants(), Ok(3));

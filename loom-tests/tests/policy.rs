@@ -11,7 +11,9 @@
 //! more than one count).
 #![cfg(clockline_loom)]
 
-use clockline_loom_tests::{adaptive_cache, collect_garbage, Cache, Drops, HOME_1};
+use clockline_loom_tests::{
+    adaptive_cache, collect_garbage, two_evicting_inserts, Cache, Drops, HOME_1,
+};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -170,17 +172,7 @@ fn concurrent_adaptation_steps() {
     loom::model(|| {
         let drops = Drops::new(5);
         let cache = set_up(&drops);
-        let other = {
-            let cache = cache.clone();
-            let value = drops.payload(3, 40);
-            thread::spawn(move || {
-                cache.insert(HOME_1 | 4, value).unwrap();
-                assert!(cache.len() <= 3);
-            })
-        };
-        cache.insert(5, drops.payload(4, 50)).unwrap();
-        assert!(cache.len() <= 3);
-        other.join().unwrap();
+        two_evicting_inserts(&cache, &drops);
         finish(cache, drops, &[3]);
     });
 }
