@@ -1254,7 +1254,7 @@ where
             for b in 0..n {
                 // The next bucket's nodes, and the line after it: their loads then overlap
                 // with this bucket's work instead of each waiting its turn.
-                table.prefetch_for_hand((b + 1) % n, (b + 2) % n, &guard);
+                table.prefetch_ahead((b + 1) % n, (b + 2) % n, &guard);
                 let mut notes = Notes::new(self.listener.is_some());
                 {
                     // Writers hold a lock of the table they write (see `grow`).
@@ -1741,7 +1741,7 @@ impl<'g, K, V> Iterator for Iter<'g, K, V> {
                 let b = self.slot / SLOTS;
                 let n = nslots / SLOTS;
                 self.table
-                    .prefetch_for_hand((b + 1) % n, (b + 2) % n, self.guard);
+                    .prefetch_ahead((b + 1) % n, (b + 2) % n, self.guard);
             }
             let p = self.table.load_slot(self.slot, self.guard);
             self.slot += 1;

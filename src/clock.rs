@@ -73,7 +73,7 @@ impl Hand {
             let (b, i) = table.hand_slot(pos);
             if i == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.
-                table.prefetch_for_hand(b, table.hand_slot((pos + SLOTS) % nslots).0, guard);
+                table.prefetch_ahead(b, table.hand_slot((pos + SLOTS) % nslots).0, guard);
             }
             let p = table.load(b, i, guard);
             // SAFETY: loaded under `guard`; nodes are retired through epoch.
@@ -120,7 +120,7 @@ impl Hand {
             let (bucket, slot) = table.hand_slot(pos);
             if slot == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.
-                table.prefetch_for_hand(bucket, table.hand_slot((pos + SLOTS) % nslots).0, guard);
+                table.prefetch_ahead(bucket, table.hand_slot((pos + SLOTS) % nslots).0, guard);
             }
             let node = table.load(bucket, slot, guard);
             // SAFETY: loaded under `guard`; nodes are retired through epoch.

@@ -441,7 +441,7 @@ impl<K, V> RawTable<K, V> {
     /// which the hand visits next. Only a hint: nothing is read through the pointers here.
     /// Nothing under loom, whose models would only gain interleavings from the slot loads.
     #[inline]
-    pub(crate) fn prefetch_for_hand(&self, b: usize, next: usize, guard: &Guard) {
+    pub(crate) fn prefetch_ahead(&self, b: usize, next: usize, guard: &Guard) {
         if cfg!(clockline_loom) {
             return;
         }
@@ -569,7 +569,7 @@ impl<K, V> RawTable<K, V> {
             let guard = unsafe { crossbeam_epoch::unprotected() };
             // The next bucket's nodes: their loads (the free reads each node's allocation
             // header) overlap with this bucket's frees.
-            self.prefetch_for_hand((b + 1) % n, (b + 2) % n, guard);
+            self.prefetch_ahead((b + 1) % n, (b + 2) % n, guard);
             for slot in &bucket.slots {
                 let p = slot.swap(Shared::null(), Ordering::Relaxed, guard);
                 if !p.is_null() {
