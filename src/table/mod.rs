@@ -438,8 +438,9 @@ impl<K, V> RawTable<K, V> {
     }
 
     /// Asks the CPU to start loading the nodes of bucket `b` and the line of bucket `next`,
-    /// which a walk over the table (a hand, a sweep, iteration, `Drop`) visits next. Only a hint: nothing is read through the pointers here.
-    /// Nothing under loom, whose models would only gain interleavings from the slot loads.
+    /// which a walk over the table (a hand, a sweep, iteration, `Drop`) visits next. Only a
+    /// hint: nothing is read through the pointers here. Nothing under loom, whose models
+    /// would only gain interleavings from the slot loads.
     #[inline]
     pub(crate) fn prefetch_ahead(&self, b: usize, next: usize, guard: &Guard) {
         if cfg!(clockline_loom) {
