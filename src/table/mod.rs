@@ -52,6 +52,7 @@
 
 mod bucket;
 mod node;
+mod pool;
 
 pub(crate) use bucket::SLOTS;
 

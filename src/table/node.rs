@@ -25,6 +25,8 @@
 //! layout computed from `n`), so a cache built without expiry or versions carries none.
 
 use std::alloc::{self, Layout};
+
+use super::pool;
 use std::ptr::NonNull;
 
 use crate::sync::{AtomicU64, ExtWord, Ordering, UnsafeCell};
@@ -76,7 +78,7 @@ impl<K, V> NodeBox<K, V> {
         assert!(ext.len() as u64 <= EXT_MAX);
         let layout = Node::<K, V>::layout(ext.len());
         // SAFETY: the layout has a non-zero size (the metadata word alone is 8 bytes).
-        let raw = unsafe { alloc::alloc(layout) } as *mut Node<K, V>;
+        let raw = unsafe { pool::alloc(layout) } as *mut Node<K, V>;
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
@@ -129,7 +131,7 @@ impl<K, V> NodeBox<K, V> {
         unsafe {
             let kv = std::ptr::addr_of!((*raw).kv).read().into_inner();
             std::ptr::drop_in_place(std::ptr::addr_of_mut!((*raw).meta));
-            alloc::dealloc(raw.cast(), layout);
+            pool::dealloc(raw.cast(), layout);
             kv
         }
     }
@@ -156,7 +158,7 @@ impl<K, V> Drop for NodeBox<K, V> {
         impl Drop for Free {
             fn drop(&mut self) {
                 // SAFETY: allocated in `NodeBox::new` with this layout; freed once.
-                unsafe { alloc::dealloc(self.0, self.1) }
+                unsafe { pool::dealloc(self.0, self.1) }
             }
         }
         let _free = Free(raw.cast(), layout);
