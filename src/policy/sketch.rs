@@ -80,15 +80,19 @@ impl Sketch {
     }
 
     /// The estimated number of recent events for `hash` (0..=15).
+    ///
+    /// A plain loop: as an iterator chain (`map`, `min`) LLVM stopped unrolling it once the
+    /// node allocation changed what got inlined around it, 30 more instructions per evicting
+    /// insert (callgrind).
+    #[inline]
     pub(crate) fn frequency(&self, hash: u64) -> u64 {
-        (0..4)
-            .map(|row| {
-                let (w, shift) = self.cell(hash, row);
-                // Relaxed: see `# Orderings`.
-                (w.load(Ordering::Relaxed) >> shift) & NIBBLE_MAX
-            })
-            .min()
-            .unwrap_or(0)
+        let mut least = NIBBLE_MAX;
+        for row in 0..4 {
+            let (w, shift) = self.cell(hash, row);
+            // Relaxed: see `# Orderings`.
+            least = least.min((w.load(Ordering::Relaxed) >> shift) & NIBBLE_MAX);
+        }
+        least
     }
 
     /// Counts one event for `hash`.
