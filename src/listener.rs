@@ -88,8 +88,18 @@ impl<'g, K, V> Notes<'g, K, V> {
 
     /// Calls `listener` once per recorded node, every call even if one panics; then raises the
     /// first panic, if any. Call with no lock held, under the guard the nodes were seen with.
+    ///
+    /// Without a listener this is a test and the drop of an empty list, inlined: as a call it
+    /// was 20 of a replace's instructions (callgrind).
+    #[inline(always)]
     pub(crate) fn deliver(self, listener: Option<&Listener<K, V>>) {
-        let Some(listener) = listener else { return };
+        if let Some(listener) = listener {
+            self.call(listener);
+        }
+    }
+
+    #[inline(never)]
+    fn call(self, listener: &Listener<K, V>) {
         let mut first_panic = None;
         for (node, cause) in self.list {
             // SAFETY: the node was unlinked and retired by this thread under the guard `'g`,
