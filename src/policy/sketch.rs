@@ -67,16 +67,25 @@ impl Sketch {
         }
     }
 
-    /// The word and nibble shift of counter `row` (0..4) of `hash`.
-    #[inline]
-    fn cell(&self, hash: u64, row: u32) -> (&AtomicU64, u32) {
+    /// The block of `hash`'s counters, and the mixed hash that places them in it.
+    ///
+    /// The block is looked up once per estimate or increment, and each row's word is then
+    /// an index below 8 into it, which needs no bounds check: looking the block up per row
+    /// cost an evicting insert about 40 instructions (callgrind).
+    #[inline(always)]
+    fn block(&self, hash: u64) -> (&[AtomicU64; BLOCK_WORDS], u64) {
         // A second mix, so the sketch's bits do not repeat the table's (home: high bits; tag:
         // low bits).
         let h = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17);
-        let block = (h >> 32) as usize & self.block_mask;
+        (&self.blocks[(h >> 32) as usize & self.block_mask].0, h)
+    }
+
+    /// The word and nibble shift of counter `row` (0..4) in the block of mixed hash `h`.
+    #[inline(always)]
+    fn cell(block: &[AtomicU64; BLOCK_WORDS], h: u64, row: u32) -> (&AtomicU64, u32) {
         let bits = (h >> (row * 8)) as u32;
         let word = 2 * row as usize + (bits & 1) as usize;
-        (&self.blocks[block].0[word], ((bits >> 1) & 15) * 4)
+        (&block[word], ((bits >> 1) & 15) * 4)
     }
 
     /// The estimated number of recent events for `hash` (0..=15).
@@ -86,9 +95,10 @@ impl Sketch {
     /// insert (callgrind, 2^16 entries).
     #[inline]
     pub(crate) fn frequency(&self, hash: u64) -> u64 {
+        let (block, h) = self.block(hash);
         let mut least = NIBBLE_MAX;
         for row in 0..4 {
-            let (w, shift) = self.cell(hash, row);
+            let (w, shift) = Self::cell(block, h, row);
             // Relaxed: see `# Orderings`.
             least = least.min((w.load(Ordering::Relaxed) >> shift) & NIBBLE_MAX);
         }
@@ -97,8 +107,9 @@ impl Sketch {
 
     /// Counts one event for `hash`.
     pub(crate) fn increment(&self, hash: u64) {
+        let (block, h) = self.block(hash);
         for row in 0..4 {
-            let (w, shift) = self.cell(hash, row);
+            let (w, shift) = Self::cell(block, h, row);
             // Relaxed, and not a read-modify-write: see `# Orderings`.
             let word = w.load(Ordering::Relaxed);
             if (word >> shift) & NIBBLE_MAX < NIBBLE_MAX {
@@ -147,8 +158,9 @@ mod tests {
             .iter()
             .all(|b| (b as *const Block as usize) % 64 == 0));
         for h in (0..1000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+            let (block, mixed) = s.block(h);
             let lines: Vec<usize> = (0..4)
-                .map(|row| s.cell(h, row).0 as *const AtomicU64 as usize / 64)
+                .map(|row| Sketch::cell(block, mixed, row).0 as *const AtomicU64 as usize / 64)
                 .collect();
             assert!(
                 lines.iter().all(|&l| l == lines[0]),
