@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Deterministic cost per operation: instructions, data reads and writes, D1 and LL misses per
-# `get` hit, `get` miss and `insert`, simulated by valgrind's callgrind around one probe function
-# per operation and contender (examples/cachesim.rs, workloads in benches/common/per_op.rs), with
-# a pinned cache geometry: 32 KiB 8-way D1, 8 MiB 16-way LL, 64-byte lines (valgrind would
-# otherwise read the VM's CPUID). The fallback for machines without hardware counters.
+# `get` hit, `get` miss, replace (`insert` of a resident key) and `insert` of a new key,
+# simulated by valgrind's callgrind around one probe function per operation and contender
+# (examples/cachesim.rs, workloads in benches/common/per_op.rs), with a pinned cache geometry:
+# 32 KiB 8-way D1, 8 MiB 16-way LL, 64-byte lines (valgrind would otherwise read the VM's
+# CPUID). The fallback for machines without hardware counters.
 #
 #   benches/cachesim.sh                       # all contenders, 2^20 entries: about 2 minutes
 #   benches/cachesim.sh --check               # run twice, fail unless both print the same numbers
@@ -46,7 +47,7 @@ bin="${CARGO_TARGET_DIR:-target}/release/examples/cachesim"
 "$bin" "${sim_args[@]}" --entries 1024 --accesses 1024 "${contenders[@]}" >/dev/null
 
 jobs_max=$(nproc 2>/dev/null || echo 2)
-ops=(get_hit get_miss insert)
+ops=(get_hit get_miss replace insert)
 
 # One simulation of every contender, in parallel (each valgrind runs one thread); prints the table.
 measure() {
@@ -61,7 +62,7 @@ measure() {
         for op in "${ops[@]}"; do
             dumps+=("--dump-after=cachesim_${op}_$c")
         done
-        # callgrind 3.19 honours only one --toggle-collect: one pattern covers the three probes.
+        # callgrind 3.19 honours only one --toggle-collect: one pattern covers the four probes.
         valgrind --tool=callgrind --cache-sim=yes --collect-atstart=no \
             --toggle-collect="cachesim_*_$c" "${dumps[@]}" \
             --D1=32768,8,64 --LL=8388608,16,64 --callgrind-out-file="$dir/$c.out" \

@@ -1,4 +1,4 @@
-//! Deterministic per-operation cost of `get` hits, `get` misses and `insert`s, for
+//! Deterministic per-operation cost of `get` hits, `get` misses, replaces and `insert`s, for
 //! `benches/cachesim.sh`.
 //!
 //! ```text
@@ -7,11 +7,13 @@
 //!
 //! For each contender named (default: all of clockline, quick_cache, moka, lru_mutex, papaya),
 //! builds a cache of capacity `--entries` (default 2^20) filled with that many keys, then runs
-//! the three workloads of `benches/common/per_op.rs` through one `#[inline(never)]`,
+//! the four workloads of `benches/common/per_op.rs` through one `#[inline(never)]`,
 //! `#[no_mangle]` probe function each: `cachesim_get_hit_<contender>` (Zipf 0.99 over the
 //! resident keys, `--accesses` of them, default 2^18, minus the few a contender did not keep),
-//! `cachesim_get_miss_<contender>` (`--accesses` keys never inserted) and
-//! `cachesim_insert_<contender>` (a quarter as many of those keys, inserted into the full cache).
+//! `cachesim_get_miss_<contender>` (`--accesses` keys never inserted),
+//! `cachesim_replace_<contender>` (an `insert` of each get-hit key again: the write of
+//! write-50, which replaces a resident entry) and `cachesim_insert_<contender>` (a quarter as
+//! many of the get-miss keys, inserted into the full cache).
 //! Everything outside the probes (key generation, filling, settling) is left out of the
 //! measurement: `benches/cachesim.sh` runs this under callgrind with collection toggled only
 //! inside the probes and a profile dumped after each, and divides each dump by the operation
@@ -30,7 +32,7 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 macro_rules! probes {
-    ($get_hit:ident, $get_miss:ident, $insert:ident, $ty:ty) => {
+    ($get_hit:ident, $get_miss:ident, $replace:ident, $insert:ident, $ty:ty) => {
         #[inline(never)]
         #[no_mangle]
         #[allow(clippy::no_mangle_with_rust_abi)]
@@ -50,6 +52,15 @@ macro_rules! probes {
         #[inline(never)]
         #[no_mangle]
         #[allow(clippy::no_mangle_with_rust_abi)]
+        pub fn $replace(cache: &$ty, keys: &[u64]) -> usize {
+            // Returns the count, so that its code differs from the insert probe's.
+            insert_all(cache, keys);
+            keys.len()
+        }
+
+        #[inline(never)]
+        #[no_mangle]
+        #[allow(clippy::no_mangle_with_rust_abi)]
         pub fn $insert(cache: &$ty, keys: &[u64]) {
             insert_all(cache, keys)
         }
@@ -59,46 +70,53 @@ macro_rules! probes {
 probes!(
     cachesim_get_hit_clockline,
     cachesim_get_miss_clockline,
+    cachesim_replace_clockline,
     cachesim_insert_clockline,
     Clockline
 );
 probes!(
     cachesim_get_hit_quick_cache,
     cachesim_get_miss_quick_cache,
+    cachesim_replace_quick_cache,
     cachesim_insert_quick_cache,
     QuickCache
 );
 probes!(
     cachesim_get_hit_moka,
     cachesim_get_miss_moka,
+    cachesim_replace_moka,
     cachesim_insert_moka,
     Moka
 );
 probes!(
     cachesim_get_hit_lru_mutex,
     cachesim_get_miss_lru_mutex,
+    cachesim_replace_lru_mutex,
     cachesim_insert_lru_mutex,
     MutexLru
 );
 probes!(
     cachesim_get_hit_papaya,
     cachesim_get_miss_papaya,
+    cachesim_replace_papaya,
     cachesim_insert_papaya,
     Papaya
 );
 
-/// The three probes of one contender.
+/// The four probes of one contender.
 struct Probes<C> {
     get_hit: fn(&C, &[u64]) -> usize,
     /// Returns the number of misses.
     get_miss: fn(&C, &[u64]) -> usize,
+    /// Returns the number of keys.
+    replace: fn(&C, &[u64]) -> usize,
     insert: fn(&C, &[u64]),
 }
 
 /// Names as the script and the probe symbols spell them, in report order.
 const CONTENDERS: [&str; 5] = ["clockline", "quick_cache", "moka", "lru_mutex", "papaya"];
 
-/// Runs the three probes of one contender; prints one `ops` line per probe. Returns false if a
+/// Runs the four probes of one contender; prints one `ops` line per probe. Returns false if a
 /// workload did not do what it should (a measured hit that missed, a miss that hit).
 fn run<C: Contender>(name: &str, w: &PerOp, p: Probes<C>) -> bool {
     let cache: C = w.build();
@@ -108,11 +126,14 @@ fn run<C: Contender>(name: &str, w: &PerOp, p: Probes<C>) -> bool {
     cache.settle();
     let miss_hits = w.miss_keys.len() - black_box((p.get_miss)(&cache, &w.miss_keys));
     cache.settle();
+    black_box((p.replace)(&cache, &hit_keys));
+    cache.settle();
     (p.insert)(&cache, &w.miss_keys[..inserts]);
     cache.settle();
     // "ops CONTENDER OP COUNT": what benches/cachesim.sh divides by.
     println!("ops {name} get-hit {}", hit_keys.len());
     println!("ops {name} get-miss {}", w.miss_keys.len());
+    println!("ops {name} replace {}", hit_keys.len());
     println!("ops {name} insert {inserts}");
     println!(
         "# {name}: {} of {} Zipf accesses resident; get-hit hits {hits}, get-miss hits {miss_hits}",
@@ -176,6 +197,7 @@ fn main() -> ExitCode {
                 Probes {
                     get_hit: cachesim_get_hit_clockline,
                     get_miss: cachesim_get_miss_clockline,
+                    replace: cachesim_replace_clockline,
                     insert: cachesim_insert_clockline,
                 },
             ),
@@ -185,6 +207,7 @@ fn main() -> ExitCode {
                 Probes {
                     get_hit: cachesim_get_hit_quick_cache,
                     get_miss: cachesim_get_miss_quick_cache,
+                    replace: cachesim_replace_quick_cache,
                     insert: cachesim_insert_quick_cache,
                 },
             ),
@@ -194,6 +217,7 @@ fn main() -> ExitCode {
                 Probes {
                     get_hit: cachesim_get_hit_moka,
                     get_miss: cachesim_get_miss_moka,
+                    replace: cachesim_replace_moka,
                     insert: cachesim_insert_moka,
                 },
             ),
@@ -203,6 +227,7 @@ fn main() -> ExitCode {
                 Probes {
                     get_hit: cachesim_get_hit_lru_mutex,
                     get_miss: cachesim_get_miss_lru_mutex,
+                    replace: cachesim_replace_lru_mutex,
                     insert: cachesim_insert_lru_mutex,
                 },
             ),
@@ -212,6 +237,7 @@ fn main() -> ExitCode {
                 Probes {
                     get_hit: cachesim_get_hit_papaya,
                     get_miss: cachesim_get_miss_papaya,
+                    replace: cachesim_replace_papaya,
                     insert: cachesim_insert_papaya,
                 },
             ),

@@ -10,7 +10,9 @@
 //!   them with one unmeasured pass of `get`s, which also warms the cache the way the hot keys of
 //!   a running system are warm. Every measured `get` hits.
 //! * get-miss: the keys of ranks `entries..entries + accesses`, never inserted.
-//! * insert: the same keys, inserted after the get-miss pass (cache-aside: a key that just
+//! * replace (callgrind only, `examples/cachesim.rs`): the get-hit keys inserted again, each
+//!   replacing a resident entry, as the writes of write-50 do.
+//! * insert: the get-miss keys, inserted after the get-miss pass (cache-aside: a key that just
 //!   missed), into the full cache, so each insert into a cache with eviction evicts (or, for
 //!   moka, may be refused by its admission filter); papaya, which never evicts, grows instead.
 
