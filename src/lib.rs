@@ -194,6 +194,9 @@
 //! about 2.5 (sketch, ghost, window queue). `u64 -> u64` at capacity costs 39.3 bytes per entry
 //! measured (36.8 under [`Policy::Clock`]); see `docs/benchmarks.md`.
 //!
+//! Freed nodes are kept for reuse by the thread that freed them: up to 32 KiB per node size,
+//! at most four sizes (128 KiB) per thread, returned to the allocator when the thread exits.
+//!
 //! # User code
 //!
 //! `Hash`, `Eq`, `Clone`, the weigher and `Drop` of keys and values are user code. If one
