@@ -18,7 +18,9 @@
 //! The lists are freed when the thread exits. So a thread keeps at most 128 KiB of freed
 //! nodes, and only of node sizes it has freed itself.
 //!
-//! Under loom the pool is off: every node comes from and goes to the global allocator.
+//! Under loom the pool is off: every node comes from and goes to the global allocator. So it is
+//! with `--cfg clockline_no_pool`, which `ci/asan.sh` sets: a node read after it was freed must
+//! reach AddressSanitizer's poisoned memory, not a recycled node.
 
 use std::alloc::{self, Layout};
 
@@ -28,7 +30,7 @@ use std::alloc::{self, Layout};
 /// As [`std::alloc::alloc`]: `layout` has a non-zero size.
 #[inline]
 pub(crate) unsafe fn alloc(layout: Layout) -> *mut u8 {
-    #[cfg(not(clockline_loom))]
+    #[cfg(not(any(clockline_loom, clockline_no_pool)))]
     if layout.size() <= imp::MAX_SIZE {
         // `try_with` fails only during this thread's teardown, after the pool is freed.
         if let Ok(Some(p)) = imp::POOL.try_with(|pool| pool.pop(layout)) {
@@ -46,7 +48,7 @@ pub(crate) unsafe fn alloc(layout: Layout) -> *mut u8 {
 /// again.
 #[inline]
 pub(crate) unsafe fn dealloc(p: *mut u8, layout: Layout) {
-    #[cfg(not(clockline_loom))]
+    #[cfg(not(any(clockline_loom, clockline_no_pool)))]
     if layout.size() <= imp::MAX_SIZE {
         // SAFETY: forwarded from the caller's contract.
         if let Ok(true) = imp::POOL.try_with(|pool| unsafe { pool.push(p, layout) }) {
@@ -58,7 +60,7 @@ pub(crate) unsafe fn dealloc(p: *mut u8, layout: Layout) {
     unsafe { alloc::dealloc(p, layout) }
 }
 
-#[cfg(not(clockline_loom))]
+#[cfg(not(any(clockline_loom, clockline_no_pool)))]
 mod imp {
     use std::alloc::{self, Layout};
     use std::cell::Cell;
@@ -184,7 +186,7 @@ mod imp {
     }
 }
 
-#[cfg(all(test, not(clockline_loom)))]
+#[cfg(all(test, not(any(clockline_loom, clockline_no_pool))))]
 mod tests {
     use super::imp::{CLASSES, LIST_BYTES};
     use super::*;
