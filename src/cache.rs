@@ -524,6 +524,7 @@ where
     /// Replaces the node at `found` by `node` with one CAS; on success retires the old node and
     /// gives back any weight the new one does not use. Any extra weight the new node needs must
     /// already be reserved (and is then committed by the caller).
+    #[inline]
     fn swap_in<'g>(
         &self,
         table: &RawTable<K, V>,
@@ -1123,6 +1124,7 @@ where
     /// Records a departing node that this thread unlinked or replaced: counts it, owes the
     /// listener a call, and for a versioned entry the cache chose to drop (capacity, expiry),
     /// keeps its version as a tombstone, so that a late, older update is still refused.
+    #[inline]
     fn note<'g>(
         &self,
         node: Shared<'g, Node<K, V>>,

@@ -68,6 +68,7 @@ unsafe impl<K: Send, V: Send> Send for NodeBox<K, V> {}
 impl<K, V> NodeBox<K, V> {
     /// A new node with `ext` as its extension words (at most three). `packed`: an expiry
     /// deadline in milliseconds to keep in the weight bits (then `weight` must be 0).
+    #[inline]
     pub(crate) fn new(key: K, value: V, weight: u64, ext: &[u64], packed: Option<u64>) -> Self {
         debug_assert!(weight <= MAX_WEIGHT);
         debug_assert!(packed.is_none() || weight == 0);
