@@ -814,6 +814,8 @@ where
         if let Some(overwritten) = policy.entered(slot) {
             self.promote(policy, table, overwritten, guard);
         }
+        let (next, after) = policy.next_overwrites();
+        table.prefetch_slots(next, after, guard);
         for _ in 0..2 {
             let full = self.budget.len() >= self.budget.max_len()
                 || self.budget.weight() >= self.budget.max_weight();

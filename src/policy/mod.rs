@@ -150,6 +150,14 @@ impl Adaptive {
         self.ring.push(slot)
     }
 
+    /// The slots whose window entries the next two pushes would overwrite (the ring is full
+    /// there), for the caller to prefetch: the window's target often sits at the ring's size,
+    /// and then nearly every new entry pushes out the oldest, a node not touched since it
+    /// arrived (docs/benchmarks.md section 10(c)).
+    pub(crate) fn next_overwrites(&self) -> (Option<usize>, Option<usize>) {
+        (self.ring.peek_overwrite(0), self.ring.peek_overwrite(1))
+    }
+
     /// A window node left the window (the caller cleared its `WINDOW` bit).
     pub(crate) fn left(&self) {
         // Relaxed: as in `entered`.

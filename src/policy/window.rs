@@ -60,6 +60,15 @@ impl Ring {
         (old != EMPTY).then(|| old as usize - 1)
     }
 
+    /// The slot in the entry that the push `ahead` pushes from now (0: the next one) would
+    /// overwrite: `None` while the ring has room there. A hint for prefetching.
+    pub(crate) fn peek_overwrite(&self, ahead: usize) -> Option<usize> {
+        // Relaxed: see `# Orderings`; a stale answer only costs a useless prefetch.
+        let t = self.tail.load(Ordering::Relaxed) + ahead;
+        let e = self.entries[t % self.entries.len()].load(Ordering::Relaxed);
+        (e != EMPTY).then(|| e as usize - 1)
+    }
+
     /// Takes the oldest entry, if the ring has one that its pusher has finished writing.
     pub(crate) fn pop(&self) -> Option<usize> {
         // Relaxed: see `# Orderings`.
@@ -103,6 +112,8 @@ mod tests {
         for s in [10, 11, 12] {
             assert_eq!(r.push(s), None);
         }
+        assert_eq!(r.peek_overwrite(0), Some(10), "the next push overwrites 10");
+        assert_eq!(r.peek_overwrite(1), Some(11));
         assert_eq!(r.push(13), Some(10), "full: the oldest comes back");
         // The head still points at the overwritten position: that entry is now 13, which
         // leaves first. A hint, not an order: see the module docs.
@@ -110,6 +121,7 @@ mod tests {
         assert_eq!(r.pop(), Some(11));
         assert_eq!(r.pop(), Some(12));
         assert_eq!(r.pop(), None, "the head never passes the tail");
+        assert_eq!(r.peek_overwrite(0), None, "room: nothing to overwrite");
         r.push(5);
         r.clear();
         assert_eq!(r.pop(), None);

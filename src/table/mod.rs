@@ -454,6 +454,24 @@ impl<K, V> RawTable<K, V> {
     }
 }
 
+impl<K, V> RawTable<K, V> {
+    /// Prefetches for a walk of slots known ahead (the window queue's next overwrites): the
+    /// node in slot `next` (whose bucket line an earlier call prefetched) and the bucket line
+    /// of slot `after`, so that two calls in a row have both lines in cache. Nothing under loom.
+    #[inline]
+    pub(crate) fn prefetch_slots(&self, next: Option<usize>, after: Option<usize>, guard: &Guard) {
+        if cfg!(clockline_loom) {
+            return;
+        }
+        if let Some(s) = after {
+            prefetch(&self.buckets[s / SLOTS]);
+        }
+        if let Some(s) = next {
+            prefetch(self.load_slot(s, guard).as_raw());
+        }
+    }
+}
+
 /// A hint to the CPU to bring the line at `p` into the cache; nothing else happens. Any
 /// address will do, freed or null: a prefetch never faults.
 #[inline(always)]
