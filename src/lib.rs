@@ -194,8 +194,9 @@
 //! about 2.5 (sketch, ghost, window queue). `u64 -> u64` at capacity costs 39.3 bytes per entry
 //! measured (36.8 under [`Policy::Clock`]); see `docs/benchmarks.md`.
 //!
-//! Freed nodes are kept for reuse by the thread that freed them: up to 32 KiB per node size,
-//! at most four sizes (128 KiB) per thread, returned to the allocator when the thread exits.
+//! Freed nodes are kept for reuse by the thread that freed them, if it also inserts: up to
+//! 32 KiB per node size, at most four sizes (128 KiB) per thread, returned to the allocator
+//! when the thread exits. A thread that only reads keeps none.
 //!
 //! # User code
 //!

@@ -12,11 +12,13 @@
 //! allocates comes off it: a pointer pop, on memory that is likely still in this core's cache.
 //!
 //! Bounds: one list per node layout (exact size and alignment, as the global allocator's
-//! contract requires), at most 4 layouts per thread (a layout keeps its place for the thread's
-//! life), each list holding at most 32 KiB. A node larger than 1 KiB, a fifth layout, a full
-//! list, or a thread whose pool is already torn down goes to the global allocator as before.
-//! The lists are freed when the thread exits. So a thread keeps at most 128 KiB of freed
-//! nodes, and only of node sizes it has freed itself.
+//! contract requires), created by the thread's first allocation of that layout, at most 4
+//! layouts per thread (a layout keeps its place for the thread's life), each list holding at
+//! most 32 KiB. A node larger than 1 KiB, a layout the thread never allocated (a thread that
+//! only reads also frees nodes, whenever it collects garbage: it keeps none), a fifth layout, a
+//! full list, or a thread whose pool is already torn down goes to the global allocator as
+//! before. The lists are freed when the thread exits. So a thread that inserts keeps at most
+//! 128 KiB of freed nodes, and one that only reads keeps nothing.
 //!
 //! Under loom the pool is off: every node comes from and goes to the global allocator. So it is
 //! with `--cfg clockline_no_pool`, which `ci/asan.sh` sets: a node read after it was freed must
@@ -114,10 +116,18 @@ mod imp {
                 .find(|l| l.size.get() == layout.size() && l.align.get() == layout.align())
         }
 
-        /// A block of exactly `layout`, if this thread freed one.
+        /// A block of exactly `layout`, if this thread freed one. The first request for a
+        /// layout claims a list for it, if one of the places is free: only a thread that
+        /// allocates nodes keeps freed ones (see `push`).
         #[inline]
         pub(super) fn pop(&self, layout: Layout) -> Option<*mut u8> {
-            let list = self.list(layout)?;
+            let Some(list) = self.list(layout) else {
+                if let Some(l) = self.lists.iter().find(|l| l.size.get() == 0) {
+                    l.size.set(layout.size());
+                    l.align.set(layout.align());
+                }
+                return None;
+            };
             let head = list.head.get();
             if head.is_null() {
                 return None;
@@ -128,8 +138,9 @@ mod imp {
             Some(head.cast())
         }
 
-        /// Keeps `p` for reuse; false if the list of its layout is full or there is no room
-        /// for a list of a new layout (the caller frees it).
+        /// Keeps `p` for reuse; false if this thread has no list for its layout (it never
+        /// allocated one: a thread that only reads, and frees what the collector hands it,
+        /// keeps nothing) or the list is full. The caller then frees it.
         ///
         /// # Safety
         /// `p` is an allocation of `layout` from the global allocator that nobody uses any
@@ -137,16 +148,8 @@ mod imp {
         #[inline]
         pub(super) unsafe fn push(&self, p: *mut u8, layout: Layout) -> bool {
             debug_assert!(layout.size() >= 8 && layout.align() >= 8);
-            let list = match self.list(layout) {
-                Some(l) => l,
-                None => match self.lists.iter().find(|l| l.size.get() == 0) {
-                    Some(l) => {
-                        l.size.set(layout.size());
-                        l.align.set(layout.align());
-                        l
-                    }
-                    None => return false,
-                },
+            let Some(list) = self.list(layout) else {
+                return false;
             };
             if (list.len.get() + 1) * layout.size() > LIST_BYTES {
                 return false;
@@ -213,6 +216,26 @@ mod tests {
         .unwrap();
     }
 
+    /// Every thread collects garbage now and then, readers too: one that never allocates a
+    /// node of a layout keeps none of the nodes of that layout it frees.
+    #[test]
+    fn a_thread_that_only_frees_keeps_nothing() {
+        let l = Layout::from_size_align(56, 8).unwrap();
+        // SAFETY: non-zero size; the blocks are freed once each, on the other thread.
+        let blocks: Vec<usize> = (0..16)
+            .map(|_| unsafe { std::alloc::alloc(l) } as usize)
+            .collect();
+        std::thread::spawn(move || {
+            for p in blocks {
+                // SAFETY: allocated above with `l` by the global allocator, freed once.
+                unsafe { dealloc(p as *mut u8, l) };
+            }
+            imp::POOL.with(|pool| assert!(pool.pop(l).is_none(), "nothing was kept"));
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn lists_are_bounded_in_bytes_and_in_layouts() {
         std::thread::spawn(|| {
@@ -232,7 +255,8 @@ mod tests {
                         std::alloc::dealloc(p, l);
                     }
                 });
-                // Four layouts at most: a fifth is never kept.
+                // Four layouts at most: the 64-byte list holds one place, the first three of
+                // these the others, and the last two are never kept.
                 let layouts: Vec<_> = (1..=5)
                     .map(|i| Layout::from_size_align(8 * (i + 10), 8).unwrap())
                     .collect();
