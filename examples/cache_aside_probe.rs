@@ -4,28 +4,41 @@
 //! Prints nanoseconds per operation and the hit ratio of each round. About 80 % hits, so one
 //! operation in five inserts and evicts: the cost of the eviction path shows.
 //!
-//! `cargo run --release --example cache_aside_probe -- [adaptive|clock]`
+//! `cargo run --release --example cache_aside_probe -- [adaptive|clock] [zipf]`
+//!
+//! With `zipf`, the keys are the showdown's cache-aside keys instead (Zipf 0.99 over 2^20,
+//! 2^22 of them, `benches/common`), where the adaptive window stays below its largest size.
 //!
 //! Used for the hands' prefetch (docs/benchmarks.md section 10(c)): build it at two commits and
 //! run the two binaries in turn.
 use std::time::Instant;
 
+#[path = "../benches/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
 fn main() {
-    let policy = match std::env::args().nth(1).as_deref() {
+    let mut args = std::env::args().skip(1);
+    let policy = match args.next().as_deref() {
         Some("clock") => clockline::Policy::Clock,
         _ => clockline::Policy::Adaptive,
     };
     let n: u64 = 1 << 20;
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let keys: Vec<u64> = (0..4_000_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-            ((n as f64).powf(u) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        })
-        .collect();
+    let keys: Vec<u64> = if args.next().as_deref() == Some("zipf") {
+        // The showdown's cache-aside keys: Zipf 0.99 over 2^20 ranks, scattered.
+        common::zipf_keys(n as usize, common::ZIPF_S, 1 << 22, 2)
+    } else {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..4_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                ((n as f64).powf(u) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            })
+            .collect()
+    };
     let cache: clockline::Cache<u64, u64, ahash::RandomState> = clockline::Cache::builder()
         .max_capacity(1 << 17)
         .policy(policy)

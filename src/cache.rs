@@ -945,6 +945,10 @@ where
                 None
             };
             if let Some(s) = candidate {
+                // The next two candidates' lines, for the evictions to come (as for the
+                // queue's overwrites, see `entered_window`).
+                let (next, after) = policy.next_oldest();
+                table.prefetch_slots(next, after, guard);
                 let Some((c, cn)) = window_node(table, s, guard) else {
                     continue; // A stale queue entry: the node left the window already.
                 };

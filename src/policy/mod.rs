@@ -158,6 +158,12 @@ impl Adaptive {
         (self.ring.peek_overwrite(0), self.ring.peek_overwrite(1))
     }
 
+    /// The slots of the window's next two oldest entries, for the caller to prefetch: the
+    /// next candidates, nodes not touched since they entered the window.
+    pub(crate) fn next_oldest(&self) -> (Option<usize>, Option<usize>) {
+        (self.ring.peek_pop(0), self.ring.peek_pop(1))
+    }
+
     /// A window node left the window (the caller cleared its `WINDOW` bit).
     pub(crate) fn left(&self) {
         // Relaxed: as in `entered`.

@@ -69,6 +69,18 @@ impl Ring {
         (e != EMPTY).then(|| e as usize - 1)
     }
 
+    /// The slot in the entry that the pop `ahead` pops from now (0: the next one) would
+    /// take, if the ring holds that many. A hint for prefetching.
+    pub(crate) fn peek_pop(&self, ahead: usize) -> Option<usize> {
+        // Relaxed: see `# Orderings`; a stale answer only costs a useless prefetch.
+        let h = self.head.load(Ordering::Relaxed) + ahead;
+        if h >= self.tail.load(Ordering::Relaxed) {
+            return None;
+        }
+        let e = self.entries[h % self.entries.len()].load(Ordering::Relaxed);
+        (e != EMPTY).then(|| e as usize - 1)
+    }
+
     /// Takes the oldest entry, if the ring has one that its pusher has finished writing.
     pub(crate) fn pop(&self) -> Option<usize> {
         // Relaxed: see `# Orderings`.
@@ -109,9 +121,13 @@ mod tests {
     fn fifo_and_overflow_hands_back_the_oldest() {
         let r = Ring::new(3);
         assert_eq!(r.pop(), None);
+        assert_eq!(r.peek_pop(0), None);
         for s in [10, 11, 12] {
             assert_eq!(r.push(s), None);
         }
+        assert_eq!(r.peek_pop(0), Some(10), "the next pop takes 10");
+        assert_eq!(r.peek_pop(2), Some(12));
+        assert_eq!(r.peek_pop(3), None, "only three entries");
         assert_eq!(r.peek_overwrite(0), Some(10), "the next push overwrites 10");
         assert_eq!(r.peek_overwrite(1), Some(11));
         assert_eq!(r.push(13), Some(10), "full: the oldest comes back");
