@@ -154,13 +154,23 @@ impl Adaptive {
     /// there), for the caller to prefetch: the window's target often sits at the ring's size,
     /// and then nearly every new entry pushes out the oldest, a node not touched since it
     /// arrived (docs/benchmarks.md section 10(c)).
+    ///
+    /// Nothing under loom: the prefetch is compiled out there, and the peeks would only add
+    /// interleavings to the models (they made the policy models several times slower).
     pub(crate) fn next_overwrites(&self) -> (Option<usize>, Option<usize>) {
+        if cfg!(clockline_loom) {
+            return (None, None);
+        }
         (self.ring.peek_overwrite(0), self.ring.peek_overwrite(1))
     }
 
     /// The slots of the window's next two oldest entries, for the caller to prefetch: the
     /// next candidates, nodes not touched since they entered the window.
+    /// Nothing under loom, as for [`Self::next_overwrites`].
     pub(crate) fn next_oldest(&self) -> (Option<usize>, Option<usize>) {
+        if cfg!(clockline_loom) {
+            return (None, None);
+        }
         (self.ring.peek_pop(0), self.ring.peek_pop(1))
     }
 
