@@ -1130,7 +1130,7 @@ where
     /// Records a departing node that this thread unlinked or replaced: counts it, owes the
     /// listener a call, and for a versioned entry the cache chose to drop (capacity, expiry),
     /// keeps its version as a tombstone, so that a late, older update is still refused.
-    #[inline]
+    #[inline(always)]
     fn note<'g>(
         &self,
         node: Shared<'g, Node<K, V>>,
