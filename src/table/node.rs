@@ -25,10 +25,9 @@
 //! layout computed from `n`), so a cache built without expiry or versions carries none.
 
 use std::alloc::{self, Layout};
-
-use super::pool;
 use std::ptr::NonNull;
 
+use super::pool;
 use crate::sync::{AtomicU64, ExtWord, Ordering, UnsafeCell};
 
 /// The CLOCK reference bit.
