@@ -1258,11 +1258,10 @@ where
         let mut removed = 0;
         'restart: loop {
             let table = self.table(&guard);
-            let n = table.nbuckets();
-            for b in 0..n {
+            for b in 0..table.nbuckets() {
                 // The next bucket's nodes, and the line after it: their loads then overlap
                 // with this bucket's work instead of each waiting its turn.
-                table.prefetch_ahead((b + 1) % n, (b + 2) % n, &guard);
+                table.prefetch_walk(b, &guard);
                 let mut notes = Notes::new(self.listener.is_some());
                 {
                     // Writers hold a lock of the table they write (see `grow`).
@@ -1746,10 +1745,7 @@ impl<'g, K, V> Iterator for Iter<'g, K, V> {
         while self.slot < nslots {
             if self.slot % SLOTS == 0 {
                 // Entering a bucket: the next one's nodes start loading now (as the hands do).
-                let b = self.slot / SLOTS;
-                let n = nslots / SLOTS;
-                self.table
-                    .prefetch_ahead((b + 1) % n, (b + 2) % n, self.guard);
+                self.table.prefetch_walk(self.slot / SLOTS, self.guard);
             }
             let p = self.table.load_slot(self.slot, self.guard);
             self.slot += 1;

@@ -452,9 +452,16 @@ impl<K, V> RawTable<K, V> {
         }
         prefetch(&self.buckets[next]);
     }
-}
 
-impl<K, V> RawTable<K, V> {
+    /// [`Self::prefetch_ahead`] for a walk over the buckets in index order (a sweep,
+    /// iteration, `Drop`) that is working on bucket `b`: the next bucket's nodes and the line
+    /// of the one after, so their loads overlap with this bucket's work.
+    #[inline]
+    pub(crate) fn prefetch_walk(&self, b: usize, guard: &Guard) {
+        let n = self.buckets.len();
+        self.prefetch_ahead((b + 1) % n, (b + 2) % n, guard);
+    }
+
     /// Prefetches for a walk of slots known ahead (the window queue's next overwrites): the
     /// node in slot `next` (whose bucket line an earlier call prefetched) and the bucket line
     /// of slot `after`, so that two calls in a row have both lines in cache. Nothing under loom.
@@ -582,14 +589,13 @@ impl<K, V> RawTable<K, V> {
     /// after all nodes are freed.
     pub(crate) unsafe fn drop_nodes(&mut self) {
         let mut first_panic = None;
-        let n = self.buckets.len();
         for (b, bucket) in self.buckets.iter().enumerate() {
             // SAFETY: no thread is inside the table (the caller's contract), so the
             // unprotected guard is sound.
             let guard = unsafe { crossbeam_epoch::unprotected() };
             // The next bucket's nodes: their loads (the free reads each node's allocation
             // header) overlap with this bucket's frees.
-            self.prefetch_ahead((b + 1) % n, (b + 2) % n, guard);
+            self.prefetch_walk(b, guard);
             for slot in &bucket.slots {
                 let p = slot.swap(Shared::null(), Ordering::Relaxed, guard);
                 if !p.is_null() {
