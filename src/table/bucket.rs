@@ -196,7 +196,13 @@ impl<K, V> Bucket<K, V> {
     pub(crate) fn try_lock(&self) -> Option<LockGuard<'_, K, V>> {
         // Acquire: as in `lock`.
         let cur = self.ctrl.fetch_or(LOCK, Ordering::Acquire);
-        (cur & LOCK == 0).then_some(LockGuard { bucket: self })
+        // Not `bool::then_some(LockGuard { .. })`: its argument is built either way, and
+        // dropping the unused guard would unlock the lock's holder.
+        if cur & LOCK == 0 {
+            Some(LockGuard { bucket: self })
+        } else {
+            None
+        }
     }
 }
 
@@ -323,5 +329,22 @@ mod tests {
             assert_ne!(b.ctrl.load(Ordering::Relaxed) & LOCK, 0);
         }
         assert_eq!(b.ctrl.load(Ordering::Relaxed) & LOCK, 0);
+    }
+
+    /// A try-lock that finds the lock taken must leave it with its holder. (It once built its
+    /// guard before testing the bit, and dropping the unused guard unlocked the holder's lock:
+    /// two inserts of one key then ran at once and left two entries.)
+    #[test]
+    fn a_failed_try_lock_leaves_the_holders_lock() {
+        let b = Bucket::<u64, u64>::new();
+        let held = b.lock(|| false).unwrap();
+        for _ in 0..2 {
+            assert!(b.try_lock().is_none());
+            assert_ne!(b.ctrl.load(Ordering::Relaxed) & LOCK, 0, "still locked");
+        }
+        assert!(b.lock(|| true).is_none(), "a waiter still waits");
+        drop(held);
+        assert_eq!(b.ctrl.load(Ordering::Relaxed) & LOCK, 0);
+        assert!(b.try_lock().is_some());
     }
 }
