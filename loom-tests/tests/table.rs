@@ -160,6 +160,43 @@ fn remove_vs_insert_same_key() {
     });
 }
 
+/// A failed try-lock ∥ the lock's holder. As in the model above, thread A's insert of W may
+/// evict key 3 (home 0) while holding home 1's lock, and then tries home 0's lock to clear its
+/// spill bit, which the main thread may hold for its insert of key 5. A then inserts key 5
+/// too. A try-lock that finds the lock taken must leave it taken: once it unlocked the holder's
+/// lock (it built its guard before testing the bit, and dropped the unused guard), so A's
+/// insert of 5 ran inside main's and both published key 5 (found by a stress test in the
+/// AddressSanitizer run; `src/table/bucket.rs`, `a_failed_try_lock_leaves_the_holders_lock`).
+#[test]
+fn failed_try_lock_vs_holder() {
+    const W: u64 = HOME_1 | 4;
+    loom::model(|| {
+        let drops = Drops::new(7);
+        let cache = Arc::new(cache(4));
+        cache.insert(1, drops.payload(0, 10)).unwrap(); // bucket 0, slot 0
+        cache.insert(2, drops.payload(1, 20)).unwrap(); // bucket 0, slot 1
+        cache.insert(3, drops.payload(2, 30)).unwrap(); // bucket 1, slot 0: spilled
+        cache.insert(HOME_1 | 6, drops.payload(3, 40)).unwrap(); // bucket 1, slot 1
+
+        let other = {
+            let cache = cache.clone();
+            let (w, five) = (drops.payload(4, 60), drops.payload(5, 51));
+            thread::spawn(move || {
+                cache.insert(W, w).unwrap();
+                cache.insert(5, five).unwrap();
+            })
+        };
+        let _ = cache.insert(5, drops.payload(6, 50));
+        other.join().unwrap();
+
+        let held = cache.check_invariants().expect("one entry per key");
+        assert_eq!(held, cache.len());
+        assert!(cache.len() <= 4);
+        drop(cache);
+        drops.assert_each_dropped_once();
+    });
+}
+
 /// Spill bits: an unlink of a displaced key ∥ an insert of another key of the same home that
 /// lands in the same bucket. Capacity 4 gives two buckets of two slots under loom (visited by
 /// the hand in memory order), and a neighbourhood is two buckets. Key 3 (home 0) lives in bucket
