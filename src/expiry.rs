@@ -253,7 +253,13 @@ pub(crate) struct TickerHandle(());
 
 impl TickerHandle {
     fn new() -> Option<Self> {
-        ticker::acquire().then_some(Self(()))
+        // Not `then_some(Self(()))`: that builds the handle either way, and dropping the
+        // unused one would release a registration that was never made.
+        if ticker::acquire() {
+            Some(Self(()))
+        } else {
+            None
+        }
     }
 }
 
