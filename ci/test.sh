@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every test clockline has, in the order CI runs them: format, lints, unit + integration + doc
-# tests (including the short stress tests), loom models, AddressSanitizer run of the stress
-# tests. README.md calls this "the test command"; .ci/run runs exactly this.
+# tests (including the short stress tests), loom models, an AddressSanitizer run of the test
+# suites (ci/asan.sh) and a ThreadSanitizer run of the concurrent ones (ci/tsan.sh); each
+# sanitizer step says "skipped" where nightly (and, for TSan, its rust-src) is missing.
+# README.md calls this "the test command"; .ci/run runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +29,7 @@ fi
 
 step "AddressSanitizer (nightly)"
 ci/asan.sh
+step "ThreadSanitizer (nightly, rust-src)"
+ci/tsan.sh
 
 printf '\nall checks passed in %ss\n' "$(( $(date +%s) - t0 ))"
