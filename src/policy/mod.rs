@@ -29,11 +29,11 @@
 //!   more than CLOCK's, and the sketch is written only by inserts and the hand.
 //! * **Ghost and adaptation.** Evicted keys leave a fingerprint in the [`ghost::Ghost`], with
 //!   the region and the time. When a new key arrives that the ghost saw leave the window a
-//!   short while ago (within a tenth of the main region's size, in window evictions), a larger window
-//!   would have kept it: the window's target grows by a step. When it saw the key leave main
-//!   a short while ago (within a tenth of the window's size), a larger main region would have
-//!   kept it: the target shrinks by a step. Recency-shaped workloads grow the window (an LRU);
-//!   loops and frequency-skewed ones keep it small (TinyLFU).
+//!   short while ago (within a tenth of the main region's size, in window evictions), a
+//!   larger window would have kept it: the window's target grows by a step. When it saw the
+//!   key leave main a short while ago (within a tenth of the window's size), a larger main
+//!   region would have kept it: the target shrinks by a step. Recency-shaped workloads grow
+//!   the window (an LRU); loops and frequency-skewed ones keep it small (TinyLFU).
 //!
 //! The numbers behind every choice, and the alternatives measured, are in docs/design.md.
 //!
