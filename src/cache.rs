@@ -53,7 +53,7 @@ fn window_node<'g, K, V>(
     let p = table.load_slot(slot, guard);
     // SAFETY: loaded under `guard`; nodes are retired through epoch.
     let n = unsafe { p.as_ref() }?;
-    n.in_window().then_some((p, n))
+    n.in_window().then(|| (p, n))
 }
 
 /// How many slots the adaptive policy's hand looks at for a victim to weigh against a
@@ -64,7 +64,7 @@ const CONTEST_REACH: usize = 32;
 /// expires entries (`now` is its clock), where the hand must reach expired entries before a
 /// live one goes (tests/expiry.rs, `the_hand_takes_expired_entries_first`).
 fn reach_of(now: Option<u64>) -> Option<usize> {
-    now.is_none().then_some(CONTEST_REACH)
+    now.is_none().then(|| CONTEST_REACH)
 }
 
 /// The adaptive policy's queue stores slot numbers in 32 bits; a table with more slots (over
@@ -367,7 +367,7 @@ where
     ) -> Option<&'g Node<K, V>> {
         let live = match (found, &self.expiry) {
             (Some(node), Some(e)) if e.only_packed => {
-                (!Expiry::is_expired_packed(node, now())).then_some(node)
+                (!Expiry::is_expired_packed(node, now())).then(|| node)
             }
             (Some(node), Some(e)) => {
                 let now = now();
@@ -1295,7 +1295,7 @@ where
             return 0;
         }
         let now = self.now();
-        self.sweep(|n| self.expired(n, now).then_some(RemovalCause::Expired))
+        self.sweep(|n| self.expired(n, now).then(|| RemovalCause::Expired))
     }
 
     pub(crate) fn listener(&self) -> Option<&Listener<K, V>> {

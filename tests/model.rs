@@ -385,7 +385,7 @@ proptest! {
     #[test]
     fn colliding_hashes(cap in 1usize..20, max_w in 1u64..=30, weighted: bool,
                         ops in ops(24, 12, 300)) {
-        run(Some(cap), weighted.then_some(max_w), FewHashes, &ops, false);
+        run(Some(cap), weighted.then(|| max_w), FewHashes, &ops, false);
     }
 
     /// Room for the whole key space: the cache must equal a HashMap exactly.

@@ -279,7 +279,7 @@ impl<K, V> Node<K, V> {
 
     /// Raises the frequency counter by one, up to its maximum.
     pub(crate) fn bump_freq(&self) {
-        self.update_freq(|f| (f < FREQ_MAX).then_some(f + 1));
+        self.update_freq(|f| (f < FREQ_MAX).then(|| f + 1));
     }
 
     /// Lowers the frequency counter by one; false if it was already 0.
