@@ -13,31 +13,14 @@
 # instrumented artifacts must not mix with ordinary ones. Exits with the tests' status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source ci/sanitizer.sh
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "skipped: no nightly"
-    exit 0
-fi
-
-# The host target is named explicitly so that build scripts and proc macros, which run on the
-# host, are built without the sanitizer (only the tests and their dependencies are instrumented).
-target=x86_64-unknown-linux-gnu
-# clockline_no_pool: freed nodes go back to the allocator instead of a per-thread free list
-# (src/table/pool.rs), so that a read of a freed node hits poisoned memory and is reported.
-export RUSTFLAGS="-Zsanitizer=address --cfg clockline_no_pool ${RUSTFLAGS:-}"
-export CARGO_TARGET_DIR="${ASAN_TARGET_DIR:-target/asan}"
+sanitizer_setup asan -Zsanitizer=address
 # detect_leaks: nothing the cache allocated may outlive it once epoch garbage is flushed.
 # The stack-use-after-return check is off: it costs much time and guards nothing clockline does.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:detect_stack_use_after_return=0}"
-# Fewer proptest cases: instrumented code runs several times slower.
-export PROPTEST_CASES="${PROPTEST_CASES:-64}"
 
 if [ "$#" -eq 0 ]; then
     set -- --tests
 fi
-
-start=$(date +%s)
-status=0
-cargo +nightly test --locked --target "$target" "$@" || status=$?
-echo "asan: exit status $status after $(( $(date +%s) - start ))s"
-exit "$status"
+sanitizer_run asan "$@"

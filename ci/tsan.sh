@@ -20,25 +20,15 @@
 # 221 reports in the stress suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source ci/sanitizer.sh
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "skipped: no nightly"
-    exit 0
-fi
-sysroot=$(rustc +nightly --print sysroot)
-if [ ! -d "$sysroot/lib/rustlib/src/rust/library" ]; then
+sanitizer_setup tsan -Zsanitizer=thread --cfg crossbeam_sanitize_thread
+if [ ! -d "$(rustc +nightly --print sysroot)/lib/rustlib/src/rust/library" ]; then
     echo "skipped: nightly has no rust-src (rustup component add rust-src --toolchain nightly)"
     exit 0
 fi
-
-target=x86_64-unknown-linux-gnu
-# clockline_no_pool: freed nodes go back to the allocator, as in the ASan run, so that a node
-# freed too early is memory TSan tracks as freed.
-export RUSTFLAGS="-Zsanitizer=thread --cfg crossbeam_sanitize_thread --cfg clockline_no_pool ${RUSTFLAGS:-}"
-export CARGO_TARGET_DIR="${TSAN_TARGET_DIR:-target/tsan}"
 # halt_on_error=0: report every race of a run, then fail (exit code 66).
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0 report_signal_unsafe=0}"
-export PROPTEST_CASES="${PROPTEST_CASES:-64}"
 
 if [ "$#" -eq 0 ]; then
     set -- --lib
@@ -46,9 +36,4 @@ if [ "$#" -eq 0 ]; then
         set -- "$@" --test "$t"
     done
 fi
-
-start=$(date +%s)
-status=0
-cargo +nightly test --locked -Zbuild-std --target "$target" "$@" || status=$?
-echo "tsan: exit status $status after $(( $(date +%s) - start ))s"
-exit "$status"
+sanitizer_run tsan -Zbuild-std "$@"
