@@ -1058,21 +1058,25 @@ fn rounds_of_evicting_inserts(run_for: Duration) {
                     .build()
                     .unwrap(),
             );
+            let ops = Arc::new(AtomicU64::new(0));
             let workers: Vec<_> = (0..THREADS as u64)
                 .map(|t| {
-                    let cache = cache.clone();
+                    let (cache, ops) = (cache.clone(), ops.clone());
                     let mut rng = Rng::new(rounds * 64 + t + 1);
                     thread::spawn(move || {
-                        for _ in 0..3 * CAPACITY {
+                        for i in 0..3 * CAPACITY {
                             let key = rng.below(2 * CAPACITY);
                             cache.insert(key, key).unwrap();
+                            // Progress for the hang monitor, in steps: a shared counter
+                            // written per insert would serialize the inserts it watches.
+                            if i % 256 == 255 {
+                                ops.fetch_add(256, Ordering::Relaxed);
+                            }
                         }
                     })
                 })
                 .collect();
-            for w in workers {
-                w.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            }
+            join_or_hang(workers, &ops, "evicting inserts");
             let n = cache
                 .check_invariants()
                 .unwrap_or_else(|e| panic!("round {rounds}, {policy:?}: {e}"));
