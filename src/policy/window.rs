@@ -28,6 +28,12 @@ use crossbeam_utils::CachePadded;
 /// An empty ring entry; a slot `s` is stored as `s + 1`.
 const EMPTY: u32 = 0;
 
+/// The slot an entry holds, if any.
+#[inline]
+fn slot_of(entry: u32) -> Option<usize> {
+    (entry != EMPTY).then(|| entry as usize - 1)
+}
+
 pub(crate) struct Ring {
     entries: Box<[AtomicU32]>,
     head: CachePadded<AtomicUsize>,
@@ -45,6 +51,12 @@ impl Ring {
         }
     }
 
+    /// The entry at position `i` (a head or tail count, taken modulo the ring's size).
+    #[inline]
+    fn entry(&self, i: usize) -> &AtomicU32 {
+        &self.entries[i % self.entries.len()]
+    }
+
     /// Most entries the ring holds: the window's largest size.
     pub(crate) fn capacity(&self) -> usize {
         self.entries.len()
@@ -56,8 +68,7 @@ impl Ring {
         debug_assert!(slot < u32::MAX as usize);
         // Relaxed: see `# Orderings`.
         let t = self.tail.fetch_add(1, Ordering::Relaxed);
-        let old = self.entries[t % self.entries.len()].swap(slot as u32 + 1, Ordering::Relaxed);
-        (old != EMPTY).then(|| old as usize - 1)
+        slot_of(self.entry(t).swap(slot as u32 + 1, Ordering::Relaxed))
     }
 
     /// The slot in the entry that the push `ahead` pushes from now (0: the next one) would
@@ -65,8 +76,7 @@ impl Ring {
     pub(crate) fn peek_overwrite(&self, ahead: usize) -> Option<usize> {
         // Relaxed: see `# Orderings`; a stale answer only costs a useless prefetch.
         let t = self.tail.load(Ordering::Relaxed) + ahead;
-        let e = self.entries[t % self.entries.len()].load(Ordering::Relaxed);
-        (e != EMPTY).then(|| e as usize - 1)
+        slot_of(self.entry(t).load(Ordering::Relaxed))
     }
 
     /// The slot in the entry that the pop `ahead` pops from now (0: the next one) would
@@ -77,8 +87,7 @@ impl Ring {
         if h >= self.tail.load(Ordering::Relaxed) {
             return None;
         }
-        let e = self.entries[h % self.entries.len()].load(Ordering::Relaxed);
-        (e != EMPTY).then(|| e as usize - 1)
+        slot_of(self.entry(h).load(Ordering::Relaxed))
     }
 
     /// Takes the oldest entry, if the ring has one that its pusher has finished writing.
@@ -97,8 +106,7 @@ impl Ring {
                 Err(now) => h = now,
             }
         }
-        let old = self.entries[h % self.entries.len()].swap(EMPTY, Ordering::Relaxed);
-        (old != EMPTY).then(|| old as usize - 1)
+        slot_of(self.entry(h).swap(EMPTY, Ordering::Relaxed))
     }
 
     /// Forgets every entry. Only while no other ring operation can run (see the module docs).
