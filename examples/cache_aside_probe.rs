@@ -7,7 +7,8 @@
 //! `cargo run --release --example cache_aside_probe -- [adaptive|clock] [zipf]`
 //!
 //! With `zipf`, the keys are the showdown's cache-aside keys instead (Zipf 0.99 over 2^20,
-//! 2^22 of them, `benches/common`), where the adaptive window stays below its largest size.
+//! 2^22 of them, `benches/common`). The adaptive window grows to its largest size on these too
+//! (docs/design.md, "Zipf, the showdown's cache-aside keys").
 //!
 //! Used for the hands' prefetch (docs/benchmarks.md section 10(c)): build it at two commits and
 //! run the two binaries in turn.
