@@ -464,12 +464,10 @@ impl<K, V> RawTable<K, V> {
 
     /// Prefetches for a walk of slots known ahead (the window queue's next overwrites): the
     /// node in slot `next` (whose bucket line an earlier call prefetched) and the bucket line
-    /// of slot `after`, so that two calls in a row have both lines in cache. Nothing under loom.
+    /// of slot `after`, so that two calls in a row have both lines in cache. (Under loom the
+    /// callers' slots come from `Adaptive::next_overwrites` and `next_oldest`, which give none.)
     #[inline]
     pub(crate) fn prefetch_slots(&self, next: Option<usize>, after: Option<usize>, guard: &Guard) {
-        if cfg!(clockline_loom) {
-            return;
-        }
         if let Some(s) = after {
             prefetch(&self.buckets[s / SLOTS]);
         }
