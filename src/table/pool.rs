@@ -21,8 +21,8 @@
 //! 128 KiB of freed nodes, and one that only reads keeps nothing.
 //!
 //! Under loom the pool is off: every node comes from and goes to the global allocator. So it is
-//! with `--cfg clockline_no_pool`, which `ci/asan.sh` sets: a node read after it was freed must
-//! reach AddressSanitizer's poisoned memory, not a recycled node.
+//! with `--cfg clockline_no_pool`, which both sanitizer runs set (`ci/sanitizer.sh`): a node
+//! read after it was freed must reach memory the sanitizer tracks as freed, not a recycled node.
 
 use std::alloc::{self, Layout};
 
