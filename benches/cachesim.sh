@@ -20,7 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage="usage: benches/cachesim.sh [--check] [--entries N] [--accesses N] [contender...]
-contenders: clockline quick_cache moka lru_mutex papaya (default: all)"
+contenders: clockline clockline_clock quick_cache moka lru_mutex papaya (default: all but
+clockline_clock, clockline under Policy::Clock)"
 check=0
 sim_args=()
 contenders=()
@@ -32,7 +33,7 @@ while (($#)); do
             sim_args+=("$1" "$2")
             shift
             ;;
-        clockline | quick_cache | moka | lru_mutex | papaya) contenders+=("$1") ;;
+        clockline | clockline_clock | quick_cache | moka | lru_mutex | papaya) contenders+=("$1") ;;
         -h | --help) echo "$usage"; exit 0 ;;
         *) echo "unknown argument $1" >&2; echo "$usage" >&2; exit 2 ;;
     esac
@@ -72,7 +73,7 @@ measure() {
     local header
     header=$(head -n1 "$dir/${contenders[0]}.stdout")
     echo "callgrind, D1 32768 B 8-way, LL 8388608 B 16-way, 64 B lines; ${header}; per operation:"
-    printf '%-9s %-12s %9s %8s %8s %8s %8s %8s %8s\n' \
+    printf '%-9s %-15s %9s %8s %8s %8s %8s %8s %8s\n' \
         op contender Ir Dr Dw D1mr D1mw LLdmr LLdmw
     for op in "${ops[@]}"; do
         for c in "${contenders[@]}"; do
@@ -91,7 +92,7 @@ measure() {
                         printf "cachesim: %s %s: nothing collected\n", op, c > "/dev/stderr"
                         exit 1
                     }
-                    printf "%-9s %-12s %9.1f %8.1f %8.1f %8.3f %8.3f %8.3f %8.3f\n", op, c,
+                    printf "%-9s %-15s %9.1f %8.1f %8.1f %8.3f %8.3f %8.3f %8.3f\n", op, c,
                         v["Ir"] / n, v["Dr"] / n, v["Dw"] / n, v["D1mr"] / n, v["D1mw"] / n,
                         v["DLmr"] / n, v["DLmw"] / n
                 }' "$dump" || return 1
@@ -106,7 +107,7 @@ verdict() {
         END {
             if (!("clockline" in d1)) exit
             worst = ""; others = 0
-            for (c in d1) if (c != "clockline") {
+            for (c in d1) if (c != "clockline" && c != "clockline_clock") {
                 others++
                 if (d1[c] < d1["clockline"]) worst = worst " " c
             }

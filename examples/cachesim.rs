@@ -5,7 +5,8 @@
 //! cachesim [--entries N] [--accesses N] [CONTENDER...]
 //! ```
 //!
-//! For each contender named (default: all of clockline, quick_cache, moka, lru_mutex, papaya),
+//! For each contender named (default: all of clockline, clockline_clock (`Policy::Clock`),
+//! quick_cache, moka, lru_mutex, papaya),
 //! builds a cache of capacity `--entries` (default 2^20) filled with that many keys, then runs
 //! the four workloads of `benches/common/per_op.rs` through one `#[inline(never)]`,
 //! `#[no_mangle]` probe function each: `cachesim_get_hit_<contender>` (Zipf 0.99 over the
@@ -27,16 +28,24 @@
 mod common;
 
 use common::per_op::{get_all, insert_all, PerOp};
-use common::{Clockline, Contender, Moka, MutexLru, Papaya, QuickCache};
+use common::{ClockPolicy, Clockline, Contender, Featured, Moka, MutexLru, Papaya, QuickCache};
+
+/// clockline under `Policy::Clock`: what the adaptive policy costs per operation.
+type ClocklineClock = Featured<ClockPolicy>;
 use std::hint::black_box;
 use std::process::ExitCode;
 
+/// Four probes for one contender type. `$salt`, distinct per contender, keeps the linker from
+/// folding two contenders' identical probes into one symbol (clockline's and clockline_clock's
+/// `get` compile to the same code), which would leave callgrind one name for both: each probe
+/// passes it through `black_box` once per call, not per operation.
 macro_rules! probes {
-    ($get_hit:ident, $get_miss:ident, $replace:ident, $insert:ident, $ty:ty) => {
+    ($get_hit:ident, $get_miss:ident, $replace:ident, $insert:ident, $ty:ty, $salt:literal) => {
         #[inline(never)]
         #[no_mangle]
         #[allow(clippy::no_mangle_with_rust_abi)]
         pub fn $get_hit(cache: &$ty, keys: &[u64]) -> usize {
+            black_box($salt);
             get_all(cache, keys)
         }
 
@@ -46,6 +55,7 @@ macro_rules! probes {
         pub fn $get_miss(cache: &$ty, keys: &[u64]) -> usize {
             // Counts misses, so that its code differs from the get-hit probe's and the two are
             // not merged into one symbol.
+            black_box($salt);
             keys.len() - get_all(cache, keys)
         }
 
@@ -54,6 +64,7 @@ macro_rules! probes {
         #[allow(clippy::no_mangle_with_rust_abi)]
         pub fn $replace(cache: &$ty, keys: &[u64]) -> usize {
             // Returns the count, so that its code differs from the insert probe's.
+            black_box($salt);
             insert_all(cache, keys);
             keys.len()
         }
@@ -62,6 +73,7 @@ macro_rules! probes {
         #[no_mangle]
         #[allow(clippy::no_mangle_with_rust_abi)]
         pub fn $insert(cache: &$ty, keys: &[u64]) {
+            black_box($salt);
             insert_all(cache, keys)
         }
     };
@@ -72,35 +84,48 @@ probes!(
     cachesim_get_miss_clockline,
     cachesim_replace_clockline,
     cachesim_insert_clockline,
-    Clockline
+    Clockline,
+    1u8
+);
+probes!(
+    cachesim_get_hit_clockline_clock,
+    cachesim_get_miss_clockline_clock,
+    cachesim_replace_clockline_clock,
+    cachesim_insert_clockline_clock,
+    ClocklineClock,
+    2u8
 );
 probes!(
     cachesim_get_hit_quick_cache,
     cachesim_get_miss_quick_cache,
     cachesim_replace_quick_cache,
     cachesim_insert_quick_cache,
-    QuickCache
+    QuickCache,
+    3u8
 );
 probes!(
     cachesim_get_hit_moka,
     cachesim_get_miss_moka,
     cachesim_replace_moka,
     cachesim_insert_moka,
-    Moka
+    Moka,
+    4u8
 );
 probes!(
     cachesim_get_hit_lru_mutex,
     cachesim_get_miss_lru_mutex,
     cachesim_replace_lru_mutex,
     cachesim_insert_lru_mutex,
-    MutexLru
+    MutexLru,
+    5u8
 );
 probes!(
     cachesim_get_hit_papaya,
     cachesim_get_miss_papaya,
     cachesim_replace_papaya,
     cachesim_insert_papaya,
-    Papaya
+    Papaya,
+    6u8
 );
 
 /// The four probes of one contender.
@@ -114,7 +139,14 @@ struct Probes<C> {
 }
 
 /// Names as the script and the probe symbols spell them, in report order.
-const CONTENDERS: [&str; 5] = ["clockline", "quick_cache", "moka", "lru_mutex", "papaya"];
+const CONTENDERS: [&str; 6] = [
+    "clockline",
+    "clockline_clock",
+    "quick_cache",
+    "moka",
+    "lru_mutex",
+    "papaya",
+];
 
 /// Runs the four probes of one contender; prints one `ops` line per probe. Returns false if a
 /// workload did not do what it should (a measured hit that missed, a miss that hit).
@@ -199,6 +231,16 @@ fn main() -> ExitCode {
                     get_miss: cachesim_get_miss_clockline,
                     replace: cachesim_replace_clockline,
                     insert: cachesim_insert_clockline,
+                },
+            ),
+            "clockline_clock" => run::<ClocklineClock>(
+                name,
+                &w,
+                Probes {
+                    get_hit: cachesim_get_hit_clockline_clock,
+                    get_miss: cachesim_get_miss_clockline_clock,
+                    replace: cachesim_replace_clockline_clock,
+                    insert: cachesim_insert_clockline_clock,
                 },
             ),
             "quick_cache" => run::<QuickCache>(
