@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -92,8 +93,9 @@ enum Repr<K, V, S> {
     /// Expiry or statistics (or both): lookups go through [`Inner::lookup`], or the short
     /// path of [`Inner::ticked`].
     Inline(Inner<K, V, S>),
-    /// With a janitor, which needs expiry, so never plain.
-    Boxed(Box<Inner<K, V, S>>),
+    /// With a janitor, which needs expiry, so never plain; shared with the janitor thread
+    /// (see `janitor`).
+    Shared(Arc<Inner<K, V, S>>),
 }
 
 /// The instant a lookup judges expiry at.
@@ -179,6 +181,9 @@ unsafe impl<K: Send + Sync, V: Send + Sync, S: Send> Send for Cache<K, V, S> {}
 unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync> Sync for Cache<K, V, S> {}
 // SAFETY: as for `Cache`; the janitor thread uses an `Inner` through a shared reference.
 unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync> Sync for Inner<K, V, S> {}
+// SAFETY: as for `Cache`: the janitor thread may drop the last reference to a shared `Inner`
+// (see `janitor`), which drops keys, values and `S` there.
+unsafe impl<K: Send + Sync, V: Send + Sync, S: Send> Send for Inner<K, V, S> {}
 
 impl<K, V> Cache<K, V>
 where
@@ -238,7 +243,7 @@ where
             e.set_layout(ext);
         }
         let plain = expiry.is_none() && !features.stats;
-        // Boxed caches (with a janitor) take the long path: their hits already pay a load.
+        // Shared caches (with a janitor) take the long path: their hits already pay a load.
         let ticked = !features.stats
             && features.janitor.is_none()
             && features.clock.is_ticker()
@@ -273,9 +278,9 @@ where
         };
         let (repr, janitor) = match features.janitor {
             Some(every) => {
-                let inner = Box::new(inner);
+                let inner = Arc::new(inner);
                 let janitor = Janitor::start(&inner, every)?;
-                (Repr::Boxed(inner), Some(janitor))
+                (Repr::Shared(inner), Some(janitor))
             }
             None if plain => (Repr::Plain(inner), None),
             None => (Repr::Inline(inner), None),
@@ -1378,7 +1383,7 @@ where
                 return Some(node);
             }
             Repr::Inline(inner) => inner,
-            Repr::Boxed(inner) => inner,
+            Repr::Shared(inner) => inner,
         };
         let now = || match at {
             At::Now => inner.now(),
@@ -1509,7 +1514,7 @@ impl<K, V, S> Cache<K, V, S> {
     pub(crate) fn inner(&self) -> &Inner<K, V, S> {
         match &self.repr {
             Repr::Plain(i) | Repr::Inline(i) => i,
-            Repr::Boxed(b) => b,
+            Repr::Shared(b) => b,
         }
     }
 
@@ -1615,7 +1620,8 @@ impl<K, V, S> Cache<K, V, S> {
 
 impl<K, V, S> Drop for Cache<K, V, S> {
     fn drop(&mut self) {
-        // The janitor sweeps `inner`: stop and join it before `inner` is dropped.
+        // Stop and join the janitor, so that no sweep or listener call outlives the cache
+        // (it shares `inner`; on its own thread it is only told to stop: see `janitor`).
         if let Some(j) = self.janitor.take() {
             j.stop();
         }

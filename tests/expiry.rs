@@ -418,3 +418,85 @@ fn weighted_and_unweighted_caches_expire_alike() {
         "the expired entry's weight was given back"
     );
 }
+
+/// A value that counts its drops.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A listener called by the janitor's sweep may drop the last handle of the cache (a listener
+/// holding a `Weak<Cache>` is the documented way to call back in). The drop then runs on the
+/// janitor thread, which cannot join itself. It used to try, panic ("failed to join thread:
+/// Resource deadlock avoided") and free the cache under the running sweep: a use after free
+/// that AddressSanitizer reported. Now the drop only signals the janitor, which frees the cache
+/// when its sweep returns.
+#[test]
+fn the_last_handle_may_drop_in_a_listener_on_the_janitor_thread() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, OnceLock, Weak};
+
+    // Panics on janitor threads, from the hook: the failed self-join panicked there.
+    static JANITOR_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("clockline-janitor") {
+            JANITOR_PANICS.lock().unwrap().push(info.to_string());
+        }
+        previous(info);
+    }));
+
+    let clock = ManualClock::new();
+    let handle: Arc<OnceLock<Weak<Cache<u64, Counted>>>> = Arc::default();
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (entered_tx, go_rx) = (Mutex::new(entered_tx), Mutex::new(go_rx));
+    let h = handle.clone();
+    let cache = Arc::new(
+        Cache::builder()
+            .max_capacity(64)
+            .time_to_live(SEC)
+            .clock(clock.clone())
+            .janitor(Duration::from_millis(5))
+            .eviction_listener(move |_: &u64, _: &Counted, _| {
+                if let Some(c) = h.get().and_then(Weak::upgrade) {
+                    let _ = c.contains_key(&99);
+                    let _ = entered_tx.lock().unwrap().send(());
+                    // Wait until the test has dropped its handle: `c` is then the last one.
+                    let _ = go_rx.lock().unwrap().recv_timeout(10 * SEC);
+                }
+            })
+            .build()
+            .unwrap(),
+    );
+    handle.set(Arc::downgrade(&cache)).unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    cache.insert(1, Counted(dropped.clone())).unwrap();
+    cache.insert(2, Counted(dropped.clone())).unwrap();
+    clock.advance(2 * SEC);
+    // Not expired: still in the table when the cache is freed, so its drop shows the free.
+    let live = Arc::new(AtomicUsize::new(0));
+    cache.insert(3, Counted(live.clone())).unwrap();
+    entered_rx
+        .recv_timeout(10 * SEC)
+        .expect("the janitor purged");
+    drop(cache);
+    go_tx.send(()).unwrap();
+    let t = Instant::now();
+    while live.load(Ordering::SeqCst) == 0 && t.elapsed() < 10 * SEC {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let panics: Vec<String> = JANITOR_PANICS.lock().unwrap().clone();
+    assert!(
+        !panics.iter().any(|p| p.contains("join")),
+        "the janitor tried to join itself: {panics:?}"
+    );
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        1,
+        "the cache, dropped on the janitor thread, was freed once its sweep returned"
+    );
+}
