@@ -730,9 +730,17 @@ where
                 reservation.take_weight(more);
                 break;
             }
-            if let Some(victim) = self.evict_one(table, held, &mut step, notes, guard) {
-                self.budget.release_entry();
-                reservation.take_weight(victim);
+            match self.evict_one(table, held, &mut step, notes, guard) {
+                Some(victim) => {
+                    self.budget.release_entry();
+                    reservation.take_weight(victim);
+                }
+                // Nothing to evict: the rest of the budget is held by writers in flight. Give
+                // back what this insert gathered before waiting for them, as a replace does
+                // (`insert_locked`): two inserts that each held part of the budget, with the
+                // table empty, waited for each other forever (tests/stress.rs,
+                // `weighted_inserts_of_new_keys_make_progress`).
+                None => reservation.give_back_weight_above(0),
             }
         }
         reservation.give_back_weight_above(weight);

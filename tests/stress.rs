@@ -1033,6 +1033,57 @@ fn replaces_that_change_weight(run_for: Duration, stall: Duration) {
     cache.check_invariants().unwrap();
 }
 
+/// The same hazard on the path of new keys, found in review: while the weight budget had no
+/// room, an insert evicted entry after entry and kept each victim's weight, and when nothing was
+/// left to evict it waited, holding that part. Two inserts of new weight-7 keys into a budget of
+/// 10 could each hold 4, with the table empty and 2 free: both waited forever (within 2 s here,
+/// under both policies). Fixed: an insert that finds nothing to evict gives back what it holds
+/// before it waits.
+#[test]
+fn weighted_inserts_of_new_keys_make_progress() {
+    for policy in [clockline::Policy::Adaptive, clockline::Policy::Clock] {
+        let cache: Arc<Cache<u64, u64>> = Arc::new(
+            Cache::builder()
+                .max_capacity(100)
+                .max_weight(10)
+                .weigher(|_, v: &u64| *v)
+                .policy(policy)
+                .build()
+                .unwrap(),
+        );
+        let ops = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (cache, ops) = (cache.clone(), ops.clone());
+                thread::spawn(move || {
+                    let start = Instant::now();
+                    let mut i = 0u64;
+                    while start.elapsed() < Duration::from_secs(2) {
+                        i += 1;
+                        let w = if i % 3 == 0 { 7 } else { 2 };
+                        // A new key every time; the adaptive policy may refuse a heavy one.
+                        match cache.insert((t << 40) | i, w) {
+                            Ok(()) => {}
+                            Err(e) => assert!(
+                                matches!(e.kind, clockline::InsertErrorKind::Rejected { .. }),
+                                "{policy:?}: {e}"
+                            ),
+                        }
+                        ops.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        join_or_hang(
+            handles,
+            &ops,
+            &format!("{policy:?}: weighted inserts of new keys"),
+        );
+        cache.check_invariants().unwrap();
+        assert!(cache.weight() <= 10);
+    }
+}
+
 /// Rounds on a fresh, full cache, under each policy: threads insert keys drawn from twice the
 /// capacity, so nearly every insert of a new key evicts, and an eviction of a key displaced
 /// from its home takes that home's lock with a try-lock to clear a spill bit. After each round
