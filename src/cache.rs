@@ -24,7 +24,7 @@ use crate::listener::{Listener, Notes, RemovalCause};
 use crate::loader::Flights;
 use crate::policy::{Adaptive, Policy};
 use crate::stats::{count_remembered, CacheStats, Counter, Stats, NO_STATS};
-use crate::sync::{spin_wait, AtomicBool, Ordering};
+use crate::sync::{fence, spin_wait, AtomicBool, Ordering};
 use crate::table::{retire, Found, Node, NodeBox, RawTable, MAX_WEIGHT, REF, SLOTS, WINDOW};
 use crate::versions::Tombstones;
 
@@ -540,12 +540,13 @@ where
         guard: &'g Guard,
     ) -> Result<(), NodeBox<K, V>> {
         let (old_weight, weight) = (found.node().weight(), node.weight());
-        table.replace(found, node, guard)?;
         let cause = if self.expired(found.node(), now) {
             RemovalCause::Expired
         } else {
             RemovalCause::Replaced
         };
+        self.entomb(found.node(), cause, notes);
+        table.replace(found, node, guard)?;
         if let Some(st) = &self.stats {
             st.add(Counter::Update, 1);
         }
@@ -571,13 +572,6 @@ where
         notes: &mut Notes<'g, K, V>,
         guard: &'g Guard,
     ) -> Locked<K, V> {
-        if let (Some(v), Some(tombs)) = (version, &self.tombstones) {
-            if let Some(t) = tombs.get(hash, &node.kv().0) {
-                if v <= t {
-                    return Locked::Stale(node, t);
-                }
-            }
-        }
         let mut reservation = Reservation::new(&self.budget);
         let mut step = 0;
         // Set once the key was found: an update is never refused admission, even if making
@@ -585,7 +579,23 @@ where
         let mut updating = false;
         loop {
             let new_key = &node.kv().0;
-            match table.find(hash, |k| k == new_key, guard) {
+            let found = table.find(hash, |k| k == new_key, guard);
+            if let (Some(v), Some(tombs)) = (version, &self.tombstones) {
+                // Acquire: an evictor records the tombstone before its unlink (`entomb`). If
+                // the lookup missed the key because of that unlink, it read the unlink's CAS
+                // or the tag clear after it (both Release); this fence makes that read an
+                // acquire, so the tombstone is seen below. (The loom model
+                // `versioned_insert_vs_eviction` checks the order of record and unlink; it
+                // cannot check this fence, as the tombstone store's std `Mutex` is not one of
+                // loom's objects and behaves sequentially consistent there.)
+                fence(Ordering::Acquire);
+                if let Some(t) = tombs.get(hash, new_key) {
+                    if v <= t {
+                        return Locked::Stale(node, t);
+                    }
+                }
+            }
+            match found {
                 Some(found) => {
                     updating = true;
                     if let Some(v) = version {
@@ -669,17 +679,9 @@ where
                                 return Locked::Grow(node);
                             }
                             let expired = |n: &Node<K, V>| self.expired(n, now);
-                            if let Some(victim) = self.hand.evict_near(table, hash, expired, guard)
-                            {
-                                let cause = if self.expired(
-                                    // SAFETY: just unlinked by us; alive under `guard`.
-                                    unsafe { victim.deref() },
-                                    now,
-                                ) {
-                                    RemovalCause::Expired
-                                } else {
-                                    RemovalCause::Capacity
-                                };
+                            let doom = |n: &Node<K, V>, cause| self.entomb(n, cause, notes);
+                            let victim = self.hand.evict_near(table, hash, expired, doom, guard);
+                            if let Some((victim, cause)) = victim {
                                 self.retire_unlinked(victim, cause, notes, guard);
                             }
                         }
@@ -776,13 +778,14 @@ where
             }
             return weight;
         }
+        let doom = |n: &Node<K, V>, cause| self.entomb(n, cause, notes);
         let victim = match &self.expiry {
             Some(e) => {
                 let now = self.clock.now();
                 self.hand
-                    .evict(table, Some(held), |n| e.is_expired(n, now), guard)
+                    .evict(table, Some(held), |n| e.is_expired(n, now), doom, guard)
             }
-            None => self.hand.evict(table, Some(held), |_| false, guard),
+            None => self.hand.evict(table, Some(held), |_| false, doom, guard),
         };
         match victim {
             Some((node, cause)) => Some(self.retire_owned(node, cause, notes, guard)),
@@ -943,6 +946,8 @@ where
         let harvest = |n: &Node<K, V>| policy.harvest(self.node_hash(n));
         // Unlinks the node in (`bucket`, `slot`), records it in the ghost, and retires it.
         let mut take = |bucket, slot, node: Shared<'g, Node<K, V>>, hash, cause, from_window| {
+            // SAFETY: loaded under `guard`; nodes are retired through epoch.
+            self.entomb(unsafe { node.deref() }, cause, notes);
             if !table.unlink(bucket, slot, node, Some(held), guard) {
                 return None;
             }
@@ -1122,6 +1127,12 @@ where
                 }
             }
         }
+        // Homeless nodes (below) leave with the old table: their tombstones first, as for
+        // every eviction (see `entomb`).
+        for node in &homeless {
+            // SAFETY: still in the old table, alive under `guard`.
+            self.entomb(unsafe { node.deref() }, RemovalCause::Capacity, notes);
+        }
         self.budget.set_max_len(entries);
         // Release: publishes the new table's contents and the raised bound (pairs with the
         // Acquire in `table`).
@@ -1140,9 +1151,9 @@ where
         }
     }
 
-    /// Records a departing node that this thread unlinked or replaced: counts it, owes the
-    /// listener a call, and for a versioned entry the cache chose to drop (capacity, expiry),
-    /// keeps its version as a tombstone, so that a late, older update is still refused.
+    /// Records a departing node that this thread unlinked or replaced: counts it and owes the
+    /// listener a call. (A versioned entry's tombstone is recorded before the unlink: see
+    /// [`Self::entomb`].)
     #[inline(always)]
     fn note<'g>(
         &self,
@@ -1159,17 +1170,41 @@ where
                 policy.left();
             }
         }
-        if let (Some(tombs), true) = (&self.tombstones, cause.was_evicted()) {
-            // SAFETY: unlinked by this thread under the guard `'g`, not yet freed.
-            let n = unsafe { node.deref() };
-            if let Some(v) = self.ext.version(n) {
-                if v > 0 {
-                    let key = &n.kv().0;
-                    tombs.record(self.hash(key), key, v);
-                }
-            }
-        }
         notes.push(node, cause);
+    }
+
+    /// For a versioned entry the cache is about to drop by its own choice (`cause`: capacity,
+    /// expiry), keeps its version as a tombstone, so that a late, older update is still
+    /// refused. Call it *before* the unlink (or the replace) that drops `node`.
+    ///
+    /// Why before: an evicting thread does not hold the key's home lock, so a versioned insert
+    /// of the key may run while it evicts. Recorded after the unlink, the insert could find
+    /// neither the entry (unlinked) nor the tombstone (not yet recorded), and store an older
+    /// version (found in review; `tests/versions.rs`,
+    /// `an_evicted_version_refuses_an_older_insert_that_races_the_eviction`). Recorded before,
+    /// the insert sees the entry or, if its lookup saw the unlink, the tombstone: it looks
+    /// tombstones up after its lookup, behind an Acquire fence (`insert_locked`). A tombstone
+    /// recorded for an unlink that then fails (the entry was replaced or removed meanwhile)
+    /// only states a version the cache did hold.
+    ///
+    /// A panic in the key's `Hash`, `Eq` or `Clone` here is caught, so the eviction completes
+    /// with nothing leaked or left counted; the tombstone is lost, and the panic is raised when
+    /// the operation ends (`Notes::deliver`).
+    #[inline]
+    fn entomb(&self, node: &Node<K, V>, cause: RemovalCause, notes: &mut Notes<'_, K, V>) {
+        let Some(tombs) = &self.tombstones else {
+            return;
+        };
+        if !cause.was_evicted() {
+            return;
+        }
+        let Some(v) = self.ext.version(node).filter(|&v| v > 0) else {
+            return;
+        };
+        let key = &node.kv().0;
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| tombs.record(self.hash(key), key, v))) {
+            notes.panicked(p);
+        }
     }
 
     /// Retires a node this thread unlinked and returns its weight; its entry and weight stay
@@ -1230,6 +1265,7 @@ where
                 f(hash, cause.is_some());
             }
             let (found, cause) = (found?, cause?);
+            self.entomb(found.node(), cause, notes);
             if table.unlink(
                 found.bucket,
                 found.slot,
@@ -1287,6 +1323,8 @@ where
                         let Some(cause) = (unsafe { p.as_ref() }).and_then(&pick) else {
                             continue;
                         };
+                        // SAFETY: loaded under `guard`.
+                        self.entomb(unsafe { p.deref() }, cause, &mut notes);
                         if table.unlink(b, i, p, Some(b), &guard) {
                             self.retire_unlinked(p, cause, &mut notes, &guard);
                             removed += 1;
@@ -1572,7 +1610,7 @@ impl<K, V, S> Cache<K, V, S> {
     }
 
     /// Checks the table's invariants without concurrent writers: every published entry is
-    /// reachable from its home bucket, no key appears twice, and the counters are at least the
+    /// reachable from its home bucket, no key appears twice, and the counters equal the
     /// published totals. For tests.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<usize, String>
@@ -1602,10 +1640,12 @@ impl<K, V, S> Cache<K, V, S> {
                 }
             }
         }
-        if count > inner.budget.len() || count > inner.budget.max_len() {
+        // At rest no insert holds a reservation, so the counters equal the published totals:
+        // more would be budget leaked for good.
+        if count != inner.budget.len() || count > inner.budget.max_len() {
             return Err(format!("{count} entries, len {}", inner.budget.len()));
         }
-        if weight > inner.budget.weight() || weight > inner.budget.max_weight() {
+        if weight != inner.budget.weight() || weight > inner.budget.max_weight() {
             return Err(format!(
                 "weight {weight}, counter {}",
                 inner.budget.weight()

@@ -59,11 +59,14 @@ impl Hand {
     /// release its budget and retire it. An entry that `expired` says has expired goes first,
     /// whatever its reference bit. Returns `None` after two full turns found nothing to evict
     /// (every slot empty or being written), so a caller never spins here forever.
+    /// `doom` is told about the victim, with its cause, right before the unlink (for its
+    /// tombstone, see `Inner::entomb`); it may be told and the unlink then fail.
     pub(crate) fn evict<'g, K, V>(
         &self,
         table: &RawTable<K, V>,
         held: Option<usize>,
         expired: impl Fn(&Node<K, V>) -> bool,
+        mut doom: impl FnMut(&Node<K, V>, RemovalCause),
         guard: &'g Guard,
     ) -> Option<(Shared<'g, Node<K, V>>, RemovalCause)> {
         let nslots = table.nslots();
@@ -87,6 +90,7 @@ impl Hand {
             } else {
                 RemovalCause::Capacity
             };
+            doom(node, cause);
             if table.unlink(b, i, p, held, guard) {
                 return Some((p, cause));
             }
@@ -160,22 +164,29 @@ impl Hand {
     ///
     /// This is rare at the table's load (at most 0.71) with a good hash, and it is the price of
     /// bounded probes; with a degenerate hash it is how the cache stays correct, and small.
+    ///
+    /// Returns the victim with its cause. `doom` is told about the victim right before the
+    /// unlink, as in [`Self::evict`].
     pub(crate) fn evict_near<'g, K, V>(
         &self,
         table: &RawTable<K, V>,
         hash: u64,
         expired: impl Fn(&Node<K, V>) -> bool,
+        mut doom: impl FnMut(&Node<K, V>, RemovalCause),
         guard: &'g Guard,
-    ) -> Option<Shared<'g, Node<K, V>>> {
+    ) -> Option<(Shared<'g, Node<K, V>>, RemovalCause)> {
         let held = Some(table.home(hash));
         // An expired entry of the neighbourhood goes first, as under the hand.
         for b in table.neighbourhood(hash) {
             for i in 0..crate::table::SLOTS {
                 let p = table.load(b, i, guard);
                 // SAFETY: loaded under `guard`; nodes are retired through epoch.
-                if unsafe { p.as_ref() }.is_some_and(&expired) && table.unlink(b, i, p, held, guard)
-                {
-                    return Some(p);
+                let Some(node) = (unsafe { p.as_ref() }).filter(|n| expired(n)) else {
+                    continue;
+                };
+                doom(node, RemovalCause::Expired);
+                if table.unlink(b, i, p, held, guard) {
+                    return Some((p, RemovalCause::Expired));
                 }
             }
         }
@@ -193,8 +204,12 @@ impl Hand {
                     } else {
                         node.is_marked()
                     };
-                    if !marked && table.unlink(b, i, p, held, guard) {
-                        return Some(p);
+                    if marked {
+                        continue;
+                    }
+                    doom(node, RemovalCause::Capacity);
+                    if table.unlink(b, i, p, held, guard) {
+                        return Some((p, RemovalCause::Capacity));
                     }
                 }
             }

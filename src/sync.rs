@@ -64,7 +64,7 @@ pub(crate) fn flush() {
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::atomic::{
-        AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+        fence, AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
     };
 
     /// Tell the scheduler this thread waits on another one. Loom needs this in every retry
@@ -77,7 +77,7 @@ mod imp {
 #[cfg(not(clockline_loom))]
 mod imp {
     pub(crate) use std::sync::atomic::{
-        AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+        fence, AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
     };
 
     /// `std::cell::UnsafeCell` with loom's closure-based API.

@@ -56,8 +56,27 @@ pub enum Invalidation {
 }
 
 struct Shard<K> {
-    map: HashMap<K, u64, ahash::RandomState>,
-    fifo: VecDeque<K>,
+    /// Key -> (version, stamp of its latest record).
+    map: HashMap<K, (u64, u64), ahash::RandomState>,
+    /// Keys in the order they were recorded, with the stamp of that record. A key recorded
+    /// again (its tombstone raised) is queued again with a new stamp; the older queue entry is
+    /// then stale and skipped when it reaches the front.
+    fifo: VecDeque<(K, u64)>,
+    /// The next record's stamp.
+    stamp: u64,
+}
+
+impl<K: Hash + Eq> Shard<K> {
+    /// Drops the oldest live tombstone (skipping stale queue entries). False if none is left.
+    fn drop_oldest(&mut self) -> bool {
+        while let Some((key, stamp)) = self.fifo.pop_front() {
+            if self.map.get(&key).is_some_and(|&(_, s)| s == stamp) {
+                self.map.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// The bounded tombstone store: `SHARDS` FIFOs under their own locks.
@@ -68,9 +87,10 @@ pub(crate) struct Tombstones<K> {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No user code other than `Hash`/`Eq`/`Clone` of keys runs under these locks; if one of
-    // those panics, the shard is still consistent (the map and FIFO are only appended to or
-    // popped from after the call returns), so the poison is ignored.
+    // No user code other than `Hash`/`Eq`/`Clone` of keys runs under these locks. If one of
+    // those panics, the shard is still sound: clones are made before anything changes, and a
+    // panic inside the map's or the queue's own operations leaves each of them valid (at worst
+    // a queue entry lost, whose tombstone then outlives its turn). So the poison is ignored.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -82,6 +102,7 @@ impl<K: Hash + Eq> Tombstones<K> {
                     Mutex::new(Shard {
                         map: HashMap::with_hasher(ahash::RandomState::new()),
                         fifo: VecDeque::new(),
+                        stamp: 0,
                     })
                 })
                 .collect(),
@@ -96,25 +117,41 @@ impl<K: Hash + Eq> Tombstones<K> {
 
     /// The tombstone version of `key`, if any.
     pub(crate) fn get(&self, hash: u64, key: &K) -> Option<u64> {
-        lock(self.shard(hash)).map.get(key).copied()
+        lock(self.shard(hash)).map.get(key).map(|&(v, _)| v)
     }
 
     /// Records (or raises) the tombstone of `key` to `version`, dropping the oldest tombstone
-    /// of the shard if it is full.
+    /// of the shard if it is full. A raised tombstone counts as recorded now: it goes to the
+    /// back of the queue. (It used to keep its old place, so the newest knowledge of a key
+    /// could be the first dropped; found in review, `tests/versions.rs`,
+    /// `a_raised_tombstone_is_the_newest`.)
     pub(crate) fn record(&self, hash: u64, key: &K, version: u64) {
+        let queued = (self.clone_key)(key);
         let mut shard = lock(self.shard(hash));
-        if let Some(v) = shard.map.get_mut(key) {
+        let shard = &mut *shard;
+        let stamp = shard.stamp;
+        shard.stamp += 1;
+        if let Some((v, s)) = shard.map.get_mut(key) {
             *v = (*v).max(version);
+            *s = stamp;
+            shard.fifo.push_back((queued, stamp));
+            // Raises queue stale entries; compact once they are as many as the live ones, so
+            // the queue stays within twice the tombstones (amortized: each compaction removes
+            // at least half of what it scans).
+            if shard.fifo.len() > 2 * self.per_shard.max(shard.map.len()) {
+                let map = &shard.map;
+                shard
+                    .fifo
+                    .retain(|(k, s)| map.get(k).is_some_and(|&(_, live)| live == *s));
+            }
             return;
         }
+        let kept = (self.clone_key)(key);
         if shard.map.len() >= self.per_shard {
-            if let Some(old) = shard.fifo.pop_front() {
-                shard.map.remove(&old);
-            }
+            shard.drop_oldest();
         }
-        let (a, b) = ((self.clone_key)(key), (self.clone_key)(key));
-        shard.map.insert(a, version);
-        shard.fifo.push_back(b);
+        shard.map.insert(kept, (version, stamp));
+        shard.fifo.push_back((queued, stamp));
     }
 
     /// Tombstones held now.

@@ -231,3 +231,189 @@ fn load_invalidate_stale_put_race() {
         }
     }
 }
+
+thread_local! {
+    /// Set on the evicting thread of the test below: there, hashing key 0 is slow.
+    static SLOW_HASH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A key whose `Hash` sleeps for key 0 on threads that ask for it: it widens the window between
+/// an eviction's unlink and the tombstone it records (which hashes the key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SlowKey(u64);
+
+impl std::hash::Hash for SlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        if self.0 == 0 && SLOW_HASH.with(|s| s.get()) {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        self.0.hash(h)
+    }
+}
+
+/// Found in review: an evicting thread recorded the evicted entry's tombstone after the unlink,
+/// and it does not hold the key's home lock. A versioned insert of the key in between found
+/// neither the entry nor the tombstone and stored an older version. Now the tombstone is
+/// recorded before the unlink and looked up after the insert's lookup.
+#[test]
+fn an_evicted_version_refuses_an_older_insert_that_races_the_eviction() {
+    use std::time::{Duration, Instant};
+    for policy in [clockline::Policy::Clock, clockline::Policy::Adaptive] {
+        let cache: Arc<Cache<SlowKey, u64>> = Arc::new(
+            Cache::builder()
+                .max_capacity(1024) // many buckets: the evictor holds another home's lock
+                .versioned()
+                .max_tombstones(1 << 12)
+                .policy(policy)
+                .build()
+                .unwrap(),
+        );
+        // Full first, so that key 0 arrives in a full cache: under the adaptive policy it then
+        // leaves through the window's contest, which a key seen once loses.
+        for k in 10_000..10_000 + 1024 {
+            cache.insert(SlowKey(k), k).unwrap();
+        }
+        cache.insert_versioned(SlowKey(0), 500, 5).unwrap();
+        let c = cache.clone();
+        let evictor = std::thread::spawn(move || {
+            SLOW_HASH.with(|s| s.set(true));
+            for k in 100..5000 {
+                c.insert(SlowKey(k), k).unwrap();
+            }
+        });
+        let t = Instant::now();
+        while cache.contains_key(&SlowKey(0)) {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{policy:?}: key 0 never evicted"
+            );
+            std::hint::spin_loop();
+        }
+        // Version 5 left by eviction: the cache must still refuse version 3.
+        let late = cache.insert_versioned(SlowKey(0), 300, 3);
+        evictor.join().unwrap();
+        assert!(
+            matches!(&late, Err(e) if matches!(e.kind, InsertErrorKind::Stale { .. })),
+            "{policy:?}: version 3 accepted after version 5 was evicted: now {:?}, version {:?}",
+            cache.get(&SlowKey(0)),
+            cache.version_of(&SlowKey(0))
+        );
+    }
+}
+
+/// A key whose `Clone` panics while `PANIC_CLONE` is set.
+#[derive(PartialEq, Eq, Hash, Debug)]
+struct FragileKey(u64);
+
+static PANIC_CLONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Clone for FragileKey {
+    fn clone(&self) -> Self {
+        if PANIC_CLONE.load(Ordering::SeqCst) {
+            panic!("intentional: Clone of key {}", self.0);
+        }
+        FragileKey(self.0)
+    }
+}
+
+/// Found in review: a panic in the key's `Clone` (or `Hash`, `Eq`) while recording an evicted
+/// entry's tombstone, after the unlink, left the entry counted and its node unretired: `len()`
+/// counted entries that were gone, and the next insert into the full cache spun forever. Now the
+/// panic is caught, the eviction completes, and the panic reaches the caller afterwards.
+#[test]
+fn a_panic_while_recording_a_tombstone_leaks_nothing() {
+    for policy in [clockline::Policy::Clock, clockline::Policy::Adaptive] {
+        let cache: Cache<FragileKey, u64> = Cache::builder()
+            .max_capacity(4)
+            .versioned()
+            .policy(policy)
+            .build()
+            .unwrap();
+        for k in 0..4 {
+            cache.insert_versioned(FragileKey(k), k, 1).unwrap();
+        }
+        PANIC_CLONE.store(true, Ordering::SeqCst);
+        let mut panics = 0;
+        for k in 4..12 {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                cache.insert_versioned(FragileKey(k), k, 1)
+            }));
+            panics += usize::from(r.is_err());
+        }
+        PANIC_CLONE.store(false, Ordering::SeqCst);
+        assert!(panics > 0, "{policy:?}: no tombstone was recorded");
+        cache.check_invariants().unwrap();
+        let entries = cache.pin().iter().count();
+        assert_eq!(
+            cache.len(),
+            entries,
+            "{policy:?}: len() counts entries that are gone"
+        );
+        // The cache still takes inserts (this spun forever before).
+        cache.insert_versioned(FragileKey(100), 0, 1).unwrap();
+        assert!(cache.len() <= 4);
+    }
+}
+
+/// Hashes a `u64` key to itself: small keys then share a tombstone shard (the top bits pick it).
+#[derive(Clone, Default)]
+struct Identity;
+
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl std::hash::BuildHasher for Identity {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+/// Found in review: raising a key's tombstone left it at its old place in the shard's queue,
+/// so the newest knowledge of a key could be the first tombstone dropped, and an update older
+/// than that knowledge was then accepted.
+#[test]
+fn a_raised_tombstone_is_the_newest() {
+    // 32 tombstones: 2 per shard, and every key below is in shard 0.
+    let cache: Cache<u64, u64, Identity> = Cache::builder()
+        .max_capacity(64)
+        .hasher(Identity)
+        .versioned()
+        .max_tombstones(32)
+        .build()
+        .unwrap();
+    cache.invalidate_versioned(1, 1);
+    cache.invalidate_versioned(2, 1);
+    cache.invalidate_versioned(1, 10); // raised: now the newest of the shard
+    cache.invalidate_versioned(3, 1); // the shard is full: the oldest, key 2's, goes
+    assert!(
+        cache.insert_versioned(1, 9, 9).is_err(),
+        "key 1's raised tombstone (10) was dropped first; version 9 accepted"
+    );
+    assert!(
+        cache.insert_versioned(2, 9, 1).is_ok(),
+        "key 2's tombstone was the oldest"
+    );
+    // Raising one key over and over keeps the shard bounded.
+    for v in 11..10_000 {
+        cache.invalidate_versioned(1, v);
+    }
+    assert!(cache.insert_versioned(1, 0, 9_999).is_err());
+    assert!(
+        cache.insert_versioned(3, 0, 1).is_err(),
+        "key 3's tombstone is still kept"
+    );
+}

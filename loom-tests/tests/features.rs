@@ -1,5 +1,7 @@
 //! Models of issue #3's protocols that race with the table: version-guarded insert against
-//! invalidation (both under the key's home lock, with the tombstone recorded inside it), the
+//! invalidation (both under the key's home lock, with the tombstone recorded inside it) and
+//! against an eviction (which does not hold that lock, and records the tombstone before its
+//! unlink), the
 //! eviction listener's exactly-once rule when an eviction races with a removal, and the hand
 //! taking an expired entry while a reader looks it up.
 #![cfg(clockline_loom)]
@@ -9,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
 use std::time::Duration;
 
 use clockline::{Invalidation, RemovalCause};
-use clockline_loom_tests::{collect_garbage, Cache, Drops, IdHasher, Payload};
+use clockline_loom_tests::{collect_garbage, Cache, Drops, IdHasher, Payload, HOME_1};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -143,6 +145,53 @@ fn expired_eviction_vs_get() {
         }
         inserter.join().unwrap();
         assert_eq!(expired.load(Ordering::Relaxed), 1);
+        drop(cache);
+        drops.assert_each_dropped_once();
+    });
+}
+
+/// insert_versioned(k1, v3) ∥ an insert homed in the other bucket whose hand evicts k1
+/// (version 5, expired; k2 and k3 are fresh and marked, so the hand passes them). The evictor
+/// does not hold k1's home lock: it records k1's tombstone before its unlink, and the versioned
+/// insert reads tombstones after its lookup, behind an Acquire fence. So version 3 is refused
+/// whichever way they interleave: the insert sees the entry (expired or not, its version
+/// counts), or the tombstone. Recorded after the unlink, as it once was, the insert could see
+/// neither and store version 3: this model fails on that code.
+#[test]
+fn versioned_insert_vs_eviction() {
+    loom::model(|| {
+        let drops = Drops::new(5);
+        let clock = std::sync::Arc::new(Frozen(AtomicU64::new(1_000_000_000)));
+        let cache: Arc<Cache> = Arc::new(
+            builder(3)
+                .policy(clockline::Policy::Clock)
+                .versioned()
+                .time_to_live(Duration::from_millis(100))
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        cache.insert_versioned(1, drops.payload(0, 10), 5).unwrap();
+        clock.0.store(2_000_000_000, StdOrdering::Relaxed);
+        cache.insert(2, drops.payload(1, 20)).unwrap();
+        cache.insert(HOME_1 | 3, drops.payload(2, 30)).unwrap();
+        assert!(cache.get(&2).is_some() && cache.get(&(HOME_1 | 3)).is_some());
+        let evictor = {
+            let cache = cache.clone();
+            let value = drops.payload(3, 40);
+            thread::spawn(move || {
+                cache.insert(HOME_1 | 4, value).unwrap();
+                collect_garbage();
+            })
+        };
+        let late = cache.insert_versioned(1, drops.payload(4, 11), 3);
+        evictor.join().unwrap();
+        assert!(late.is_err(), "version 3 accepted after version 5");
+        drop(late);
+        assert!(
+            cache.peek(&1).is_none(),
+            "k1 (version 5) has expired; version 3 must not be there"
+        );
         drop(cache);
         drops.assert_each_dropped_once();
     });
