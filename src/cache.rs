@@ -1610,8 +1610,9 @@ impl<K, V, S> Cache<K, V, S> {
     }
 
     /// Checks the table's invariants without concurrent writers: every published entry is
-    /// reachable from its home bucket, no key appears twice, and the counters equal the
-    /// published totals. For tests.
+    /// reachable from its home bucket, no key appears twice, the counters equal the published
+    /// totals, and (adaptive policy) the window's count is exact and every window node is in
+    /// the window's queue. For tests.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<usize, String>
     where
@@ -1624,6 +1625,11 @@ impl<K, V, S> Cache<K, V, S> {
         let mut count = 0usize;
         let mut weight = 0u64;
         let mut in_window = 0usize;
+        let queued: Vec<usize> = inner
+            .policy
+            .as_ref()
+            .map(Adaptive::queued)
+            .unwrap_or_default();
         for s in 0..table.nslots() {
             let p = table.load_slot(s, &guard);
             // SAFETY: loaded under `guard`.
@@ -1631,6 +1637,11 @@ impl<K, V, S> Cache<K, V, S> {
                 count += 1;
                 weight += node.weight();
                 in_window += usize::from(node.in_window());
+                // A window node the queue does not name could never leave the window: the
+                // hand passes window nodes by.
+                if node.in_window() && !queued.contains(&s) {
+                    return Err(format!("slot {s}: a window node missing from the queue"));
+                }
                 let key = &node.kv().0;
                 let hash = inner.hasher.hash_one(key);
                 match table.find(hash, |k| k == key, &guard) {

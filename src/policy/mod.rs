@@ -222,6 +222,12 @@ impl Adaptive {
     }
 
     /// The window's current size, target and largest target, for diagnostics and tests.
+    /// The slots the window's queue names now. Only without concurrent writers (for
+    /// `check_invariants`).
+    pub(crate) fn queued(&self) -> Vec<usize> {
+        self.ring.queued()
+    }
+
     pub(crate) fn window(&self) -> (usize, usize, usize) {
         // Relaxed: a snapshot for diagnostics.
         (

@@ -1,28 +1,44 @@
 //! The window's queue: the slots of the nodes in the probationary window, oldest first.
 //!
-//! A ring of slot indices with a head and a tail counter. `push` takes a ticket from the tail
-//! and swaps its slot index into the ring; `pop` advances the head (never past the tail) and
-//! swaps the entry there out. Entries are hints, not owners: a node is in the window exactly
-//! while its [`WINDOW`](crate::table::WINDOW) bit is set, and whoever pops an entry checks
-//! that bit on the node it finds in that slot. So an entry whose node was removed, replaced
-//! or evicted meanwhile is skipped, and an entry whose slot now holds a newer window node
-//! lets that node leave a little early; neither breaks a bound.
+//! A ring of slot indices with a head and a tail, changed only under the ring's own spin lock
+//! (held for a few instructions; no other lock is taken and no user code runs under it).
+//! Entries are hints, not owners: a node is in the window exactly while its
+//! [`WINDOW`](crate::table::WINDOW) bit is set, and whoever pops an entry checks that bit on
+//! the node it finds in that slot. So an entry whose node was removed, replaced or evicted
+//! meanwhile is skipped, and an entry whose slot now holds a newer window node lets that node
+//! leave a little early; neither breaks a bound. What the queue must never do is lose the
+//! entry of a node still in the window: the hand passes window nodes by, so such a node could
+//! not be evicted, and an insert waiting for room could wait for good. `check_invariants`
+//! checks that every window node is queued.
 //!
-//! If the ring is full (the window grew faster than it was drained, or shrank), `push` swaps
-//! out the entry it overwrites and hands it back, so no window node is ever forgotten with
-//! its bit set.
+//! If the ring is full (the window grew faster than it was drained, or shrank), `push`
+//! overwrites the oldest entry, moves the head past it and hands it back, so no window node is
+//! forgotten with its bit set.
 //!
-//! Every ring operation runs while the caller holds a bucket lock of the current table, so a
-//! growing table (which holds them all) can rebuild the ring for its new slot numbers
+//! Why a lock: the ring was lock-free (a ticket from the tail, then a swap into the entry; a
+//! pop advanced the head, then swapped the entry out). A pop that came between a push's
+//! ticket and its write advanced the head past an entry not yet written, and that push's node
+//! was then in no queue until the ring came round again, never if no other key arrived. Found
+//! by a weighted stress test that hung (`tests/stress.rs`,
+//! `weighted_inserts_of_new_keys_make_progress`) and by the loom model
+//! `concurrent_arrivals_promote_without_contest` once `check_invariants` looked for it. Telling
+//! an entry not yet written from one already taken needs a lap number in every entry (twice
+//! the memory, over the 40-byte budget per entry) or a lock; the lock costs one atomic
+//! read-modify-write per push or pop, where the lock-free ring took two.
+//!
+//! Every ring operation also runs while the caller holds a bucket lock of the current table,
+//! so a growing table (which holds them all) can rebuild the ring for its new slot numbers
 //! ([`Ring::clear`] then `push`) with no operation in flight.
 //!
 //! # Orderings
 //!
-//! Relaxed throughout. The counters only hand out positions; the entries are slot numbers,
-//! not pointers: a popper reads the node through the table (an Acquire load under its epoch
-//! guard), which is what makes that read safe, whatever the ring says.
+//! The lock is taken with an Acquire CAS and released with a Release store, which orders every
+//! change of the head, the tail and the entries made under it (all Relaxed) before the next
+//! holder's. The entries are slot numbers, not pointers: a popper reads the node through the
+//! table (an Acquire load under its epoch guard), which is what makes that read safe, whatever
+//! the ring says. The `peek_*` hints read without the lock and may be stale.
 
-use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{spin_wait, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// An empty ring entry; a slot `s` is stored as `s + 1`.
@@ -34,10 +50,29 @@ fn slot_of(entry: u32) -> Option<usize> {
     (entry != EMPTY).then(|| entry as usize - 1)
 }
 
+/// The ring's control words, in one line: every operation takes the lock and reads both
+/// counters.
+struct Control {
+    lock: AtomicBool,
+    /// Position of the oldest entry (positions count up; an entry is at position % size).
+    head: AtomicUsize,
+    /// Position the next push writes.
+    tail: AtomicUsize,
+}
+
 pub(crate) struct Ring {
     entries: Box<[AtomicU32]>,
-    head: CachePadded<AtomicUsize>,
-    tail: CachePadded<AtomicUsize>,
+    control: CachePadded<Control>,
+}
+
+/// Holds the ring's lock; releases it on drop.
+struct Locked<'a>(&'a Control);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Release: publishes this holder's changes to the next one (see `# Orderings`).
+        self.0.lock.store(false, Ordering::Release);
+    }
 }
 
 impl Ring {
@@ -46,9 +81,27 @@ impl Ring {
             entries: (0..capacity.max(1))
                 .map(|_| AtomicU32::new(EMPTY))
                 .collect(),
-            head: CachePadded::new(AtomicUsize::new(0)),
-            tail: CachePadded::new(AtomicUsize::new(0)),
+            control: CachePadded::new(Control {
+                lock: AtomicBool::new(false),
+                head: AtomicUsize::new(0),
+                tail: AtomicUsize::new(0),
+            }),
         }
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        let c = &*self.control;
+        let mut step = 0;
+        // Acquire: sees the previous holder's changes (see `# Orderings`).
+        while c
+            .lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spin_wait(step);
+            step = step.saturating_add(1);
+        }
+        Locked(c)
     }
 
     /// The entry at position `i` (a head or tail count, taken modulo the ring's size).
@@ -63,61 +116,96 @@ impl Ring {
     }
 
     /// Appends `slot` (below `u32::MAX`); returns the slot it overwrote, if the ring was full
-    /// there.
+    /// (the oldest entry, which then leaves the queue).
     pub(crate) fn push(&self, slot: usize) -> Option<usize> {
         debug_assert!(slot < u32::MAX as usize);
-        // Relaxed: see `# Orderings`.
-        let t = self.tail.fetch_add(1, Ordering::Relaxed);
-        slot_of(self.entry(t).swap(slot as u32 + 1, Ordering::Relaxed))
+        let _locked = self.lock();
+        let c = &*self.control;
+        // Relaxed, under the lock: see `# Orderings`.
+        let (h, t) = (
+            c.head.load(Ordering::Relaxed),
+            c.tail.load(Ordering::Relaxed),
+        );
+        let e = self.entry(t);
+        let old = e.load(Ordering::Relaxed);
+        e.store(slot as u32 + 1, Ordering::Relaxed);
+        c.tail.store(t + 1, Ordering::Relaxed);
+        if t - h == self.entries.len() {
+            // Full: position `t` was the head's; the oldest entry is handed back.
+            c.head.store(h + 1, Ordering::Relaxed);
+            return slot_of(old);
+        }
+        None
     }
 
     /// The slot in the entry that the push `ahead` pushes from now (0: the next one) would
     /// overwrite: `None` while the ring has room there. A hint for prefetching.
     pub(crate) fn peek_overwrite(&self, ahead: usize) -> Option<usize> {
-        // Relaxed: see `# Orderings`; a stale answer only costs a useless prefetch.
-        let t = self.tail.load(Ordering::Relaxed) + ahead;
-        slot_of(self.entry(t).load(Ordering::Relaxed))
+        let c = &*self.control;
+        // Relaxed, without the lock: a stale answer only costs a useless prefetch.
+        let (h, t) = (
+            c.head.load(Ordering::Relaxed),
+            c.tail.load(Ordering::Relaxed),
+        );
+        if t.wrapping_add(ahead).wrapping_sub(h) < self.entries.len() {
+            return None;
+        }
+        slot_of(self.entry(t + ahead).load(Ordering::Relaxed))
     }
 
     /// The slot in the entry that the pop `ahead` pops from now (0: the next one) would
     /// take, if the ring holds that many. A hint for prefetching.
     pub(crate) fn peek_pop(&self, ahead: usize) -> Option<usize> {
-        // Relaxed: see `# Orderings`; a stale answer only costs a useless prefetch.
-        let h = self.head.load(Ordering::Relaxed) + ahead;
-        if h >= self.tail.load(Ordering::Relaxed) {
+        let c = &*self.control;
+        // Relaxed, without the lock: a stale answer only costs a useless prefetch.
+        let h = c.head.load(Ordering::Relaxed) + ahead;
+        if h >= c.tail.load(Ordering::Relaxed) {
             return None;
         }
         slot_of(self.entry(h).load(Ordering::Relaxed))
     }
 
-    /// Takes the oldest entry, if the ring has one that its pusher has finished writing.
+    /// Takes the oldest entry, if any.
     pub(crate) fn pop(&self) -> Option<usize> {
-        // Relaxed: see `# Orderings`.
-        let mut h = self.head.load(Ordering::Relaxed);
-        loop {
-            if h >= self.tail.load(Ordering::Relaxed) {
-                return None;
-            }
-            match self
-                .head
-                .compare_exchange_weak(h, h + 1, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => h = now,
-            }
+        let _locked = self.lock();
+        let c = &*self.control;
+        // Relaxed, under the lock: see `# Orderings`.
+        let h = c.head.load(Ordering::Relaxed);
+        if h == c.tail.load(Ordering::Relaxed) {
+            return None;
         }
-        slot_of(self.entry(h).swap(EMPTY, Ordering::Relaxed))
+        c.head.store(h + 1, Ordering::Relaxed);
+        let e = self.entry(h);
+        let slot = e.load(Ordering::Relaxed);
+        e.store(EMPTY, Ordering::Relaxed);
+        slot_of(slot)
+    }
+
+    /// The slots of the entries from the head to the tail. Only while no other ring operation
+    /// runs (`check_invariants`).
+    pub(crate) fn queued(&self) -> Vec<usize> {
+        let _locked = self.lock();
+        let c = &*self.control;
+        // Relaxed, under the lock.
+        let (h, t) = (
+            c.head.load(Ordering::Relaxed),
+            c.tail.load(Ordering::Relaxed),
+        );
+        (h..t)
+            .filter_map(|i| slot_of(self.entry(i).load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Forgets every entry. Only while no other ring operation can run (see the module docs).
     pub(crate) fn clear(&self) {
+        let _locked = self.lock();
+        let c = &*self.control;
         for e in self.entries.iter() {
-            // Relaxed: the caller excludes every other user of the ring.
+            // Relaxed, under the lock.
             e.store(EMPTY, Ordering::Relaxed);
         }
-        // Relaxed: as above.
-        self.head.store(0, Ordering::Relaxed);
-        self.tail.store(0, Ordering::Relaxed);
+        c.head.store(0, Ordering::Relaxed);
+        c.tail.store(0, Ordering::Relaxed);
     }
 }
 
@@ -139,11 +227,11 @@ mod tests {
         assert_eq!(r.peek_overwrite(0), Some(10), "the next push overwrites 10");
         assert_eq!(r.peek_overwrite(1), Some(11));
         assert_eq!(r.push(13), Some(10), "full: the oldest comes back");
-        // The head still points at the overwritten position: that entry is now 13, which
-        // leaves first. A hint, not an order: see the module docs.
-        assert_eq!(r.pop(), Some(13));
+        // The head moved past the overwritten entry: still oldest first.
+        assert_eq!(r.queued(), vec![11, 12, 13]);
         assert_eq!(r.pop(), Some(11));
         assert_eq!(r.pop(), Some(12));
+        assert_eq!(r.pop(), Some(13));
         assert_eq!(r.pop(), None, "the head never passes the tail");
         assert_eq!(r.peek_overwrite(0), None, "room: nothing to overwrite");
         r.push(5);
