@@ -1369,7 +1369,8 @@ impl<K, V, S> Inner<K, V, S> {
 impl<K, V, S> Drop for Inner<K, V, S> {
     fn drop(&mut self) {
         // SAFETY: `&mut self`: no thread is inside the cache (the janitor was joined by
-        // `Cache::drop`), so the unprotected guard is sound. The current table owns every live
+        // `Cache::drop`, or is the thread dropping this, after its sweep), so the unprotected
+        // guard is sound. The current table owns every live
         // node (retired tables never free nodes and only hold copies of pointers that are also
         // here or already retired).
         unsafe {

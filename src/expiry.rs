@@ -487,6 +487,13 @@ impl Expiry {
         self.layout.packed_deadline.then(|| {
             if due == NEVER {
                 u64::MAX
+            } else if due <= now {
+                // Born expired (a zero TTL): a deadline that every test now fails. Rounded up
+                // like the others, it could lie in the current millisecond, which the test
+                // (rounded down) does not reach yet: the entry was returned for up to 1 ms
+                // (found in review; `tests/expiry.rs`,
+                // `a_zero_ttl_is_never_returned_between_milliseconds`).
+                now / MS
             } else {
                 due.div_ceil(MS)
             }

@@ -130,6 +130,32 @@ fn zero_and_huge_ttls_are_handled() {
     assert_eq!(*removed.lock().unwrap(), [(1, RemovalCause::Expired)]);
 }
 
+/// Found in review: in a cache without a weigher the deadline is packed in whole milliseconds,
+/// rounded up, and compared with the clock rounded down. A zero TTL at 1.5 ms stored 2 ms, which
+/// 1 ms does not reach: the entry was returned for up to a millisecond, though a zero TTL (an
+/// HTTP `max-age=0`) is documented as never returned.
+#[test]
+fn a_zero_ttl_is_never_returned_between_milliseconds() {
+    let clock = ManualClock::new();
+    clock.set_nanos(1_500_000);
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(64)
+        .expiry()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    cache.insert_with_ttl(1, 1, Duration::ZERO).unwrap();
+    assert_eq!(cache.get(&1), None);
+    assert_eq!(cache.peek(&1), None);
+    assert!(!cache.contains_key(&1));
+    // A positive TTL is still never early.
+    cache
+        .insert_with_ttl(2, 2, Duration::from_micros(300))
+        .unwrap();
+    clock.set_nanos(1_799_999);
+    assert_eq!(cache.get(&2), Some(2));
+}
+
 #[test]
 fn bad_builder_input_is_a_typed_error() {
     let b = || Cache::<u64, u64>::builder().max_capacity(10);
