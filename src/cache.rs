@@ -1097,24 +1097,37 @@ where
             self.grow_failed.store(true, Ordering::Relaxed);
             return;
         };
-        // A panic in the user's `Hash` leaves `old` current and untouched; `new` holds copies
-        // of pointers only, and a table never frees its nodes on drop.
-        let mut homeless = Vec::new();
-        let copied = catch_unwind(AssertUnwindSafe(|| {
+        // Every key is hashed before any node is placed: the user's `Hash` is the only code
+        // here that may panic, and a panic must leave `old` current and untouched. (Placing
+        // as it hashed, the grower had already rewritten the home distances of the nodes it
+        // placed, which `old` still uses to clear spill bits: keys became unreachable and a
+        // second insert of one made a duplicate. Found in review; `tests/hostile.rs`,
+        // `a_panicking_hash_while_growing_loses_no_key`.) `new` holds copies of pointers only,
+        // and a table never frees its nodes on drop.
+        let hashed = catch_unwind(AssertUnwindSafe(|| {
+            let mut hashed = Vec::with_capacity(self.budget.len());
             for s in 0..old.nslots() {
                 let p = old.load_slot(s, guard);
                 // SAFETY: loaded under `guard`; nodes are retired through epoch.
                 if let Some(node) = unsafe { p.as_ref() } {
-                    if !new.place(self.hash(&node.kv().0), p) {
-                        homeless.push(p);
-                    }
+                    hashed.push((p, self.hash(&node.kv().0)));
                 }
             }
+            hashed
         }));
-        if let Err(panic) = copied {
-            drop(new);
-            drop(locks);
-            resume_unwind(panic);
+        let hashed = match hashed {
+            Ok(hashed) => hashed,
+            Err(panic) => {
+                drop(new);
+                drop(locks);
+                resume_unwind(panic);
+            }
+        };
+        let mut homeless = Vec::new();
+        for (p, hash) in hashed {
+            if !new.place(hash, p) {
+                homeless.push(p);
+            }
         }
         if let Some(policy) = &self.policy {
             // Slot numbers changed: the window's queue is rebuilt for the new table (every

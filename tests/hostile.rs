@@ -570,6 +570,71 @@ fn panic_in_hash_while_growing() {
     drop_and_check(cache, &hooks);
 }
 
+/// Set while a grow should meet a panicking `Hash`: the countdown of hashes until it panics.
+static GROW_HASH_ARMED: AtomicBool = AtomicBool::new(false);
+static GROW_HASH_COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
+
+/// A key whose `Hash` panics once, at the countdown's end, while armed.
+#[derive(PartialEq, Eq, Clone, Debug)]
+struct GrowKey(u64);
+
+impl Hash for GrowKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        if GROW_HASH_ARMED.load(Ordering::SeqCst)
+            && GROW_HASH_COUNTDOWN.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            GROW_HASH_ARMED.store(false, Ordering::SeqCst);
+            panic!("intentional: Hash while growing");
+        }
+        self.0.hash(h)
+    }
+}
+
+/// Found in review: a grow placed each node in the new table as it hashed it, and placing a
+/// node rewrote its distance from home, which the old table still uses. A `Hash` that panicked
+/// halfway left the old table current with half its nodes carrying the new table's distances;
+/// unlinks then cleared spill bits that keys still needed, those keys became unreachable, and
+/// inserting one again made a second entry. Now every key is hashed before any node is placed.
+#[test]
+fn a_panicking_hash_while_growing_loses_no_key() {
+    quiet_intentional_panics();
+    let cache: Cache<GrowKey, u64, BuildHasherDefault<std::collections::hash_map::DefaultHasher>> =
+        Cache::builder()
+            .max_weight(1 << 20)
+            .weigher(|_, _: &u64| 1)
+            .policy(clockline::Policy::Clock)
+            .hasher(BuildHasherDefault::default())
+            .build()
+            .unwrap();
+    let mut next = 0u64;
+    while cache.len() < cache.capacity() {
+        cache.insert(GrowKey(next), next).unwrap();
+        next += 1;
+    }
+    let capacity = cache.capacity();
+    // The new key's own hash, then half of the grow's rehashes.
+    GROW_HASH_COUNTDOWN.store(1 + cache.len() / 2, Ordering::SeqCst);
+    GROW_HASH_ARMED.store(true, Ordering::SeqCst);
+    let r = catch_unwind(AssertUnwindSafe(|| cache.insert(GrowKey(1 << 40), 0)));
+    GROW_HASH_ARMED.store(false, Ordering::SeqCst);
+    assert!(r.is_err(), "the grow should have met the panic");
+    assert_eq!(cache.capacity(), capacity, "not grown");
+    // Churn: remove a third of the keys, then insert and remove as many new ones.
+    for k in (0..next).filter(|k| k % 3 == 0) {
+        assert!(cache.remove(&GrowKey(k)).is_some(), "key {k} unreachable");
+    }
+    for k in 0..next / 3 {
+        cache.insert(GrowKey((2 << 40) | k), k).unwrap();
+    }
+    for k in 0..next / 3 {
+        cache.remove(&GrowKey((2 << 40) | k));
+    }
+    cache.check_invariants().unwrap();
+    for k in (0..next).filter(|k| k % 3 != 0) {
+        assert!(cache.contains_key(&GrowKey(k)), "key {k} unreachable");
+    }
+}
+
 #[test]
 fn panic_in_eq() {
     let hooks = Hooks::new();
