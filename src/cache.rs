@@ -172,6 +172,30 @@ enum Locked<K, V> {
     Rejected(NodeBox<K, V>),
 }
 
+/// What an insert may replace, beyond making room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cond {
+    /// Anything: a plain insert (stored as version 0 in a versioned cache).
+    Always,
+    /// A version-guarded insert: only if newer than the entry's version and the key's
+    /// tombstone.
+    Newer(u64),
+    /// A loader's value in a versioned cache, whose version is unknown: only if the key is
+    /// still absent and its tombstone is what it was when the load began (`None`: none), so it
+    /// never replaces what a versioned insert or an invalidation brought meanwhile.
+    Loaded(Option<u64>),
+}
+
+impl Cond {
+    /// The version a guarded insert stores and compares.
+    fn version(self) -> Option<u64> {
+        match self {
+            Cond::Newer(v) => Some(v),
+            Cond::Always | Cond::Loaded(_) => None,
+        }
+    }
+}
+
 // SAFETY: the table shares keys and values between threads (readers get `&K`/`&V`, and any
 // thread may drop them during reclamation), which is sound exactly when both are Send + Sync.
 // Everything else is atomics, locks, or `S`, the weigher and the listener, which are shared by
@@ -409,18 +433,18 @@ where
         live
     }
 
-    /// Inserts or replaces; `ttl` overrides the default time-to-live, `version` makes it a
-    /// version-guarded insert (stored only if newer than what the cache knows of the key).
+    /// Inserts or replaces; `ttl` overrides the default time-to-live, `cond` says what the
+    /// insert may replace (see [`Cond`]).
     pub(crate) fn insert_full(
         &self,
         key: K,
         value: V,
         ttl: Option<Duration>,
-        version: Option<u64>,
+        cond: Cond,
         guard: &Guard,
     ) -> Result<(), InsertError<K, V>> {
         let mut notes = Notes::new(self.listener.is_some());
-        let result = self.insert_noted(key, value, ttl, version, &mut notes, guard);
+        let result = self.insert_noted(key, value, ttl, cond, &mut notes, guard);
         notes.deliver(self.listener.as_ref());
         result
     }
@@ -430,10 +454,11 @@ where
         key: K,
         value: V,
         ttl: Option<Duration>,
-        version: Option<u64>,
+        cond: Cond,
         notes: &mut Notes<'g, K, V>,
         guard: &'g Guard,
     ) -> Result<(), InsertError<K, V>> {
+        let version = cond.version();
         let hash = self.hash(&key);
         let weight = match &self.weigher {
             Some(weigher) => weigher(&key, &value),
@@ -461,7 +486,7 @@ where
             words[i] = version.unwrap_or(0);
         }
         let mut node = NodeBox::new(key, value, weight, &words[..self.ext.len], packed);
-        if self.grow_limit.is_none() && version.is_none() {
+        if self.grow_limit.is_none() && matches!(cond, Cond::Always) {
             match self.replace_unlocked(hash, node, now, notes, guard) {
                 Ok(()) => return Ok(()),
                 Err(back) => node = back,
@@ -474,7 +499,7 @@ where
             let Some(lock) = table.lock(hash, || self.replaced(table, guard)) else {
                 continue;
             };
-            match self.insert_locked(table, hash, node, weight, version, now, notes, guard) {
+            match self.insert_locked(table, hash, node, weight, cond, now, notes, guard) {
                 Locked::Done => return Ok(()),
                 Locked::Stale(back, current) => {
                     drop(lock);
@@ -567,11 +592,12 @@ where
         hash: u64,
         mut node: NodeBox<K, V>,
         weight: u64,
-        version: Option<u64>,
+        cond: Cond,
         now: u64,
         notes: &mut Notes<'g, K, V>,
         guard: &'g Guard,
     ) -> Locked<K, V> {
+        let version = cond.version();
         let mut reservation = Reservation::new(&self.budget);
         let mut step = 0;
         // Set once the key was found: an update is never refused admission, even if making
@@ -580,7 +606,7 @@ where
         loop {
             let new_key = &node.kv().0;
             let found = table.find(hash, |k| k == new_key, guard);
-            if let (Some(v), Some(tombs)) = (version, &self.tombstones) {
+            if let (Cond::Newer(_) | Cond::Loaded(_), Some(tombs)) = (cond, &self.tombstones) {
                 // Acquire: an evictor records the tombstone before its unlink (`entomb`). If
                 // the lookup missed the key because of that unlink, it read the unlink's CAS
                 // or the tag clear after it (both Release); this fence makes that read an
@@ -589,14 +615,23 @@ where
                 // cannot check this fence, as the tombstone store's std `Mutex` is not one of
                 // loom's objects and behaves sequentially consistent there.)
                 fence(Ordering::Acquire);
-                if let Some(t) = tombs.get(hash, new_key) {
-                    if v <= t {
-                        return Locked::Stale(node, t);
+                let t = tombs.get(hash, new_key);
+                match (cond, t) {
+                    (Cond::Newer(v), Some(t)) if v <= t => return Locked::Stale(node, t),
+                    // Something newer arrived while the value loaded: it is not cached.
+                    (Cond::Loaded(since), t) if t != since => {
+                        return Locked::Stale(node, t.unwrap_or(0))
                     }
+                    _ => {}
                 }
             }
             match found {
                 Some(found) => {
+                    if matches!(cond, Cond::Loaded(_)) {
+                        // An entry arrived while the value loaded; it stays.
+                        let current = self.ext.version(found.node()).unwrap_or(0);
+                        return Locked::Stale(node, current);
+                    }
                     updating = true;
                     if let Some(v) = version {
                         let current = self.ext.version(found.node()).unwrap_or(0);
@@ -1506,7 +1541,8 @@ where
     /// without a weigher `insert` always succeeds.
     pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
         let guard = crate::sync::pin();
-        self.inner().insert_full(key, value, None, None, &guard)
+        self.inner()
+            .insert_full(key, value, None, Cond::Always, &guard)
     }
 
     /// Inserts or replaces the entry for `key` with its own time-to-live, which overrides the
@@ -1533,7 +1569,7 @@ where
     ) -> Result<(), InsertError<K, V>> {
         let guard = crate::sync::pin();
         self.inner()
-            .insert_full(key, value, Some(ttl), None, &guard)
+            .insert_full(key, value, Some(ttl), Cond::Always, &guard)
     }
 
     /// Removes the entry for `key` and returns a clone of its value (`None` if it was absent
@@ -1769,7 +1805,7 @@ where
     pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
         self.cache
             .inner()
-            .insert_full(key, value, None, None, &self.guard)
+            .insert_full(key, value, None, Cond::Always, &self.guard)
     }
 
     /// Removes the entry for `key` and lends its value for the life of this handle.

@@ -25,12 +25,20 @@
 //! A loader must not ask for its own key (directly or through another loader): it would wait
 //! on its own flight forever. Loading *other* keys from a loader is fine.
 //!
+//! **In a versioned cache** the loaded value's version is unknown, so it is cached only if
+//! nothing newer arrived while it loaded: the key is still absent, and its tombstone is the one
+//! it had when the load began. A versioned insert or an invalidation of the key during the load
+//! wins; the loader's callers still get the loaded value, which is simply not cached. (The
+//! leader used to store it with a plain insert, version 0, over whatever had arrived: found in
+//! review; `tests/versions.rs`, `a_load_never_overwrites_what_arrived_meanwhile`.)
+//!
 //! The async variant needs no runtime: waiters park their `Waker` in the flight, and the leader
 //! wakes them all when it finishes or is dropped.
 
+use crate::cache::Cond;
 use crate::expiry::Stopwatch;
 use crate::stats::Counter;
-use crate::Cache;
+use crate::{Cache, InsertError};
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
@@ -222,6 +230,27 @@ where
         }
     }
 
+    /// What [`Self::insert_loaded`] needs to know from before a load of `key` begins: in a
+    /// versioned cache, the key's tombstone then (`Some(None)`: none); `None` otherwise.
+    fn load_begins(&self, key: &K) -> Option<Option<u64>> {
+        let inner = self.inner();
+        let tombs = inner.tombstones.as_ref()?;
+        Some(tombs.get(inner.hash(key), key))
+    }
+
+    /// Caches a loaded value: a plain insert, or in a versioned cache one that gives way to
+    /// whatever arrived since the load began (see the module docs).
+    fn insert_loaded(
+        &self,
+        key: K,
+        value: V,
+        began: Option<Option<u64>>,
+    ) -> Result<(), InsertError<K, V>> {
+        let cond = began.map_or(Cond::Always, Cond::Loaded);
+        let guard = crate::sync::pin();
+        self.inner().insert_full(key, value, None, cond, &guard)
+    }
+
     /// The value for `key`; on a miss, runs `init` to make it, caches it and returns it.
     /// Concurrent callers that miss on the same key run one `init` between them; the others
     /// wait for its value. If `init` panics, the panic propagates to this caller, and one of
@@ -290,6 +319,7 @@ where
                         lead.finish(State::Done(v.clone()));
                         return Ok((v, Served::Hit));
                     }
+                    let began = self.load_begins(&key);
                     let timer = self.start_load();
                     let init = init.take().expect("a caller leads at most once");
                     // A panic in `init` drops `lead`, which abandons the flight, and `timer`,
@@ -297,9 +327,10 @@ where
                     return match init() {
                         Ok(v) => {
                             timer.done(true);
-                            // A refusal (a value heavier than the whole budget) only means it
-                            // is not cached.
-                            let _ = self.insert(key, v.clone());
+                            // A refusal (a value heavier than the whole budget, or in a
+                            // versioned cache something newer arrived) only means it is not
+                            // cached.
+                            let _ = self.insert_loaded(key, v.clone(), began);
                             lead.finish(State::Done(v.clone()));
                             Ok((v, Served::Loaded))
                         }
@@ -365,6 +396,7 @@ where
                         lead.finish(State::Done(v.clone()));
                         return Ok(v);
                     }
+                    let began = self.load_begins(&key);
                     let timer = self.start_load();
                     let init = init.take().expect("a caller leads at most once");
                     // If this future is dropped here, `lead` is dropped with it and abandons
@@ -373,7 +405,8 @@ where
                     return match init.await {
                         Ok(v) => {
                             timer.done(true);
-                            let _ = self.insert(key, v.clone());
+                            // As in `try_get_or_insert_with`.
+                            let _ = self.insert_loaded(key, v.clone(), began);
                             lead.finish(State::Done(v.clone()));
                             Ok(v)
                         }

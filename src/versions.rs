@@ -32,6 +32,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::cache::Cond;
 use crate::error::InsertError;
 use crate::listener::{Notes, RemovalCause};
 use crate::Cache;
@@ -189,7 +190,7 @@ where
     ) -> Result<(), InsertError<K, V>> {
         let guard = crate::sync::pin();
         self.inner()
-            .insert_full(key, value, None, Some(version), &guard)
+            .insert_full(key, value, None, Cond::Newer(version), &guard)
     }
 
     /// Removes the entry for `key` if it is older than `version`, and keeps a tombstone of

@@ -417,3 +417,48 @@ fn a_raised_tombstone_is_the_newest() {
         "key 3's tombstone is still kept"
     );
 }
+
+/// Found in review: the single-flight loader cached its value with a plain insert (version 0),
+/// over a newer versioned entry that arrived during the load, or in spite of an invalidation
+/// made during the load. In a versioned cache a loaded value is now cached only if nothing
+/// newer arrived meanwhile; its callers still get it.
+#[test]
+fn a_load_never_overwrites_what_arrived_meanwhile() {
+    // A versioned update lands while the value loads.
+    let cache = versioned(64);
+    let got = cache.get_or_insert_with(1, || {
+        cache.insert_versioned(1, 500, 5).unwrap();
+        400
+    });
+    assert_eq!(got, 400, "the caller gets what it loaded");
+    assert_eq!((cache.get(&1), cache.version_of(&1)), (Some(500), Some(5)));
+
+    // An invalidation lands while the value loads: the stale load is not cached.
+    let cache = versioned(64);
+    let got = cache.get_or_insert_with(1, || {
+        assert_eq!(cache.invalidate_versioned(1, 5), Invalidation::Absent);
+        400
+    });
+    assert_eq!(got, 400);
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "a load that raced an invalidation was cached"
+    );
+    assert!(
+        cache.insert_versioned(1, 0, 5).is_err(),
+        "the tombstone stays"
+    );
+
+    // Nothing arrives: the load is cached (at version 0), also over an old tombstone.
+    let cache = versioned(64);
+    cache.invalidate_versioned(2, 3);
+    assert_eq!(cache.get_or_insert_with(2, || 20), 20);
+    assert_eq!((cache.get(&2), cache.version_of(&2)), (Some(20), Some(0)));
+    assert!(
+        cache.insert_versioned(2, 21, 3).is_err(),
+        "the old tombstone still counts"
+    );
+    cache.insert_versioned(2, 22, 4).unwrap();
+    assert_eq!(cache.get(&2), Some(22));
+}
