@@ -449,7 +449,7 @@ where
         result
     }
 
-    fn insert_noted<'g>(
+    pub(crate) fn insert_noted<'g>(
         &self,
         key: K,
         value: V,

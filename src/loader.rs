@@ -32,11 +32,17 @@
 //! leader used to store it with a plain insert, version 0, over whatever had arrived: found in
 //! review; `tests/versions.rs`, `a_load_never_overwrites_what_arrived_meanwhile`.)
 //!
+//! Sync and async callers share flights. A sync `get_or_insert_with` that waits on a flight
+//! led by an async task blocks its thread until that task finishes: on a single-threaded
+//! executor, where the task can only run on that same thread, it never does. Do not mix the
+//! two for one key on such an executor.
+//!
 //! The async variant needs no runtime: waiters park their `Waker` in the flight, and the leader
 //! wakes them all when it finishes or is dropped.
 
 use crate::cache::Cond;
 use crate::expiry::Stopwatch;
+use crate::listener::Notes;
 use crate::stats::Counter;
 use crate::{Cache, InsertError};
 use std::any::Any;
@@ -239,16 +245,25 @@ where
     }
 
     /// Caches a loaded value: a plain insert, or in a versioned cache one that gives way to
-    /// whatever arrived since the load began (see the module docs).
+    /// whatever arrived since the load began (see the module docs). Runs `then` (the end of the
+    /// flight) after the insert and before the eviction listener hears of what the insert
+    /// evicted: a listener that loads the key being loaded then finds it cached, instead of
+    /// waiting on a flight that waits for that listener.
     fn insert_loaded(
         &self,
         key: K,
         value: V,
         began: Option<Option<u64>>,
+        then: impl FnOnce(),
     ) -> Result<(), InsertError<K, V>> {
         let cond = began.map_or(Cond::Always, Cond::Loaded);
         let guard = crate::sync::pin();
-        self.inner().insert_full(key, value, None, cond, &guard)
+        let inner = self.inner();
+        let mut notes = Notes::new(inner.listener().is_some());
+        let result = inner.insert_noted(key, value, None, cond, &mut notes, &guard);
+        then();
+        notes.deliver(inner.listener());
+        result
     }
 
     /// The value for `key`; on a miss, runs `init` to make it, caches it and returns it.
@@ -330,8 +345,8 @@ where
                             // A refusal (a value heavier than the whole budget, or in a
                             // versioned cache something newer arrived) only means it is not
                             // cached.
-                            let _ = self.insert_loaded(key, v.clone(), began);
-                            lead.finish(State::Done(v.clone()));
+                            let done = State::Done(v.clone());
+                            let _ = self.insert_loaded(key, v.clone(), began, || lead.finish(done));
                             Ok((v, Served::Loaded))
                         }
                         Err(e) => {
@@ -406,8 +421,8 @@ where
                         Ok(v) => {
                             timer.done(true);
                             // As in `try_get_or_insert_with`.
-                            let _ = self.insert_loaded(key, v.clone(), began);
-                            lead.finish(State::Done(v.clone()));
+                            let done = State::Done(v.clone());
+                            let _ = self.insert_loaded(key, v.clone(), began, || lead.finish(done));
                             Ok(v)
                         }
                         Err(e) => {

@@ -811,3 +811,40 @@ fn async_loader_needs_no_runtime() {
         );
     });
 }
+
+/// Found in review: the leader's insert delivered its eviction listener calls while its flight
+/// was still registered, so a listener that asked for the key being loaded waited on that
+/// flight, which waited for the listener: a deadlock (once the key was evicted again by the
+/// time the listener asked). The flight now ends before the listener hears of the evictions.
+#[test]
+fn a_listener_of_the_loaders_insert_may_load_the_same_key() {
+    let handle: Arc<std::sync::OnceLock<std::sync::Weak<Cache<u64, u64>>>> = Arc::default();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (h, s) = (handle.clone(), seen.clone());
+    let cache: Arc<Cache<u64, u64>> = Arc::new(
+        Cache::builder()
+            .max_capacity(1)
+            .eviction_listener(move |k, _, _| {
+                if *k != 1 {
+                    return;
+                }
+                if let Some(c) = h.get().and_then(std::sync::Weak::upgrade) {
+                    // Key 2's load evicted key 1. Another insert evicts key 2 again (as
+                    // another thread could have), and the listener asks for key 2: a new load.
+                    c.insert(3, 30).unwrap();
+                    let v = c.get_or_insert_with(2, || 99);
+                    s.store(v as usize, SeqCst);
+                }
+            })
+            .build()
+            .unwrap(),
+    );
+    handle.set(Arc::downgrade(&cache)).unwrap();
+    cache.insert(1, 10).unwrap();
+    let c = cache.clone();
+    let v = within("a listener loading the key being loaded", move || {
+        c.get_or_insert_with(2, || 20)
+    });
+    assert_eq!(v, 20);
+    assert_eq!(seen.load(SeqCst), 99, "the listener loaded key 2 again");
+}
