@@ -26,7 +26,7 @@ use crate::policy::{Adaptive, Policy};
 use crate::stats::{count_remembered, CacheStats, Counter, Stats, NO_STATS};
 use crate::sync::{fence, spin_wait, AtomicBool, Ordering};
 use crate::table::{retire, Found, Node, NodeBox, RawTable, MAX_WEIGHT, REF, SLOTS, WINDOW};
-use crate::versions::Tombstones;
+use crate::versions::{Snapshot, Tombstones};
 
 /// The default hasher: [ahash](https://docs.rs/ahash) with random keys.
 pub type DefaultHashBuilder = ahash::RandomState;
@@ -181,9 +181,10 @@ pub(crate) enum Cond {
     /// tombstone.
     Newer(u64),
     /// A loader's value in a versioned cache, whose version is unknown: only if the key is
-    /// still absent and its tombstone is what it was when the load began (`None`: none), so it
-    /// never replaces what a versioned insert or an invalidation brought meanwhile.
-    Loaded(Option<u64>),
+    /// absent (or its entry expired) and what the tombstones knew of it when the load began
+    /// is unchanged, so it never replaces what a versioned insert or an invalidation brought
+    /// meanwhile.
+    Loaded(Snapshot),
 }
 
 impl Cond {
@@ -615,20 +616,28 @@ where
                 // cannot check this fence, as the tombstone store's std `Mutex` is not one of
                 // loom's objects and behaves sequentially consistent there.)
                 fence(Ordering::Acquire);
-                let t = tombs.get(hash, new_key);
-                match (cond, t) {
-                    (Cond::Newer(v), Some(t)) if v <= t => return Locked::Stale(node, t),
-                    // Something newer arrived while the value loaded: it is not cached.
-                    (Cond::Loaded(since), t) if t != since => {
-                        return Locked::Stale(node, t.unwrap_or(0))
+                match cond {
+                    Cond::Newer(v) => {
+                        if let Some(t) = tombs.get(hash, new_key).filter(|&t| v <= t) {
+                            return Locked::Stale(node, t);
+                        }
                     }
-                    _ => {}
+                    // Something newer arrived while the value loaded: it is not cached.
+                    Cond::Loaded(began) => {
+                        let now = tombs.snapshot(hash, new_key);
+                        if now != began {
+                            return Locked::Stale(node, now.version().unwrap_or(0));
+                        }
+                    }
+                    Cond::Always => {}
                 }
             }
             match found {
                 Some(found) => {
-                    if matches!(cond, Cond::Loaded(_)) {
-                        // An entry arrived while the value loaded; it stays.
+                    // An entry that arrived while the value loaded stays. (An expired one is
+                    // what the load replaces: lookups treat it as absent, which is why the
+                    // value was loaded.)
+                    if matches!(cond, Cond::Loaded(_)) && !self.expired(found.node(), now) {
                         let current = self.ext.version(found.node()).unwrap_or(0);
                         return Locked::Stale(node, current);
                     }

@@ -66,8 +66,9 @@ impl Janitor {
                     };
                     let _ = catch_unwind(AssertUnwindSafe(|| inner.purge_expired()));
                     // The last reference if the sweep's listener dropped the cache: the cache
-                    // is freed here, after the sweep, with no lock of ours held.
-                    drop(inner);
+                    // is freed here, after the sweep, with no lock of ours held. A value's
+                    // panicking `Drop` then is reported by the hook and caught, as a listener's.
+                    let _ = catch_unwind(AssertUnwindSafe(|| drop(inner)));
                     stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
                 }
             })

@@ -26,8 +26,8 @@
 //! on its own flight forever. Loading *other* keys from a loader is fine.
 //!
 //! **In a versioned cache** the loaded value's version is unknown, so it is cached only if
-//! nothing newer arrived while it loaded: the key is still absent, and its tombstone is the one
-//! it had when the load began. A versioned insert or an invalidation of the key during the load
+//! nothing newer arrived while it loaded: the key is still absent (or its entry expired), and
+//! the tombstones know what they knew when the load began (`Tombstones::snapshot`). A versioned insert or an invalidation of the key during the load
 //! wins; the loader's callers still get the loaded value, which is simply not cached. (The
 //! leader used to store it with a plain insert, version 0, over whatever had arrived: found in
 //! review; `tests/versions.rs`, `a_load_never_overwrites_what_arrived_meanwhile`.)
@@ -44,6 +44,7 @@ use crate::cache::Cond;
 use crate::expiry::Stopwatch;
 use crate::listener::Notes;
 use crate::stats::Counter;
+use crate::versions::Snapshot;
 use crate::{Cache, InsertError};
 use std::any::Any;
 use std::collections::HashMap;
@@ -237,11 +238,11 @@ where
     }
 
     /// What [`Self::insert_loaded`] needs to know from before a load of `key` begins: in a
-    /// versioned cache, the key's tombstone then (`Some(None)`: none); `None` otherwise.
-    fn load_begins(&self, key: &K) -> Option<Option<u64>> {
+    /// versioned cache, what the tombstones know of the key then; `None` otherwise.
+    fn load_begins(&self, key: &K) -> Option<Snapshot> {
         let inner = self.inner();
         let tombs = inner.tombstones.as_ref()?;
-        Some(tombs.get(inner.hash(key), key))
+        Some(tombs.snapshot(inner.hash(key), key))
     }
 
     /// Caches a loaded value: a plain insert, or in a versioned cache one that gives way to
@@ -253,7 +254,7 @@ where
         &self,
         key: K,
         value: V,
-        began: Option<Option<u64>>,
+        began: Option<Snapshot>,
         then: impl FnOnce(),
     ) -> Result<(), InsertError<K, V>> {
         let cond = began.map_or(Cond::Always, Cond::Loaded);

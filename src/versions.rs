@@ -65,18 +65,41 @@ struct Shard<K> {
     fifo: VecDeque<(K, u64)>,
     /// The next record's stamp.
     stamp: u64,
+    /// Tombstones dropped so far (the bound at work), for [`Tombstones::snapshot`].
+    dropped: u64,
 }
 
 impl<K: Hash + Eq> Shard<K> {
     /// Drops the oldest live tombstone (skipping stale queue entries). False if none is left.
+    /// The front entry leaves the queue only after the lookup (the user's `Hash` and `Eq`)
+    /// returned: a panic there loses nothing.
     fn drop_oldest(&mut self) -> bool {
-        while let Some((key, stamp)) = self.fifo.pop_front() {
-            if self.map.get(&key).is_some_and(|&(_, s)| s == stamp) {
+        while let Some((key, stamp)) = self.fifo.front() {
+            let live = self.map.get(key).is_some_and(|&(_, s)| s == *stamp);
+            let (key, _) = self.fifo.pop_front().expect("the front was just seen");
+            if live {
                 self.map.remove(&key);
+                self.dropped += 1;
                 return true;
             }
         }
         false
+    }
+}
+
+/// What a load must find unchanged when it ends (see [`Tombstones::snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    /// The key's tombstone.
+    version: Option<u64>,
+    /// Tombstones its shard had dropped.
+    dropped: u64,
+}
+
+impl Snapshot {
+    /// The key's tombstone then.
+    pub(crate) fn version(self) -> Option<u64> {
+        self.version
     }
 }
 
@@ -89,9 +112,11 @@ pub(crate) struct Tombstones<K> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // No user code other than `Hash`/`Eq`/`Clone` of keys runs under these locks. If one of
-    // those panics, the shard is still sound: clones are made before anything changes, and a
-    // panic inside the map's or the queue's own operations leaves each of them valid (at worst
-    // a queue entry lost, whose tombstone then outlives its turn). So the poison is ignored.
+    // those panics, the shard is still sound: clones are made before anything changes, a queue
+    // entry leaves only after the lookup that decides its fate, and a panic inside the map's or
+    // the queue's own operations leaves each of them valid (a compaction's `retain` may lose a
+    // queue entry, whose tombstone then stays until the key is recorded again). So the poison
+    // is ignored.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -104,6 +129,7 @@ impl<K: Hash + Eq> Tombstones<K> {
                         map: HashMap::with_hasher(ahash::RandomState::new()),
                         fifo: VecDeque::new(),
                         stamp: 0,
+                        dropped: 0,
                     })
                 })
                 .collect(),
@@ -119,6 +145,19 @@ impl<K: Hash + Eq> Tombstones<K> {
     /// The tombstone version of `key`, if any.
     pub(crate) fn get(&self, hash: u64, key: &K) -> Option<u64> {
         lock(self.shard(hash)).map.get(key).map(|&(v, _)| v)
+    }
+
+    /// What the cache knows of `key` beyond its entry: its tombstone, and how many tombstones
+    /// its shard has dropped. A load caches its value only if this is unchanged when it ends:
+    /// a tombstone recorded during the load and already dropped again still changes the count.
+    /// (Conservative: a drop of another key's tombstone also refuses the load's value, which is
+    /// then simply not cached.)
+    pub(crate) fn snapshot(&self, hash: u64, key: &K) -> Snapshot {
+        let shard = lock(self.shard(hash));
+        Snapshot {
+            version: shard.map.get(key).map(|&(v, _)| v),
+            dropped: shard.dropped,
+        }
     }
 
     /// Records (or raises) the tombstone of `key` to `version`, dropping the oldest tombstone

@@ -7,6 +7,8 @@ use std::sync::{Arc, Barrier};
 
 use clockline::{BuildError, Cache, InsertErrorKind, Invalidation};
 
+mod common;
+
 fn versioned(cap: usize) -> Cache<u64, u64> {
     Cache::builder()
         .max_capacity(cap)
@@ -461,4 +463,110 @@ fn a_load_never_overwrites_what_arrived_meanwhile() {
     );
     cache.insert_versioned(2, 22, 4).unwrap();
     assert_eq!(cache.get(&2), Some(22));
+}
+
+/// Found in review of the fix above: a loaded value was refused whenever the key had an entry,
+/// also an expired one (which lookups treat as absent: that is why it was loaded), so in a
+/// versioned cache with a TTL an expired key was loaded again on every lookup until something
+/// purged it. An expired entry is now what the loaded value replaces.
+#[test]
+fn a_load_replaces_an_expired_entry() {
+    let clock = common::ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(std::time::Duration::from_secs(10))
+        .clock(clock.clone())
+        .versioned()
+        .build()
+        .unwrap();
+    cache.insert_versioned(1, 10, 3).unwrap();
+    clock.advance(std::time::Duration::from_secs(11));
+    assert_eq!(cache.get(&1), None, "expired");
+    assert_eq!(cache.get_or_insert_with(1, || 11), 11);
+    assert_eq!(
+        cache.get_or_insert_with(1, || 12),
+        11,
+        "the reloaded value is cached"
+    );
+    assert_eq!(cache.version_of(&1), Some(0));
+    assert!(
+        cache.insert_versioned(1, 0, 3).is_err(),
+        "the expired entry's version stays known (its tombstone)"
+    );
+}
+
+/// Found in review: a load compared only the key's tombstone at its start and end, so an
+/// invalidation during the load whose tombstone the bounded store had already dropped again
+/// went unseen, and the stale value was cached. The snapshot now also counts the shard's
+/// drops.
+#[test]
+fn an_invalidation_during_a_load_wins_even_once_its_tombstone_is_gone() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1000)
+        .versioned()
+        .max_tombstones(16)
+        .build()
+        .unwrap();
+    let got = cache.get_or_insert_with(1, || {
+        assert_eq!(cache.invalidate_versioned(1, 5), Invalidation::Absent);
+        for k in 100..2000 {
+            cache.invalidate_versioned(k, 1);
+        }
+        400
+    });
+    assert_eq!(got, 400);
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "a load that raced an invalidation was cached"
+    );
+}
+
+static HASH_7_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A key whose `Hash` panics for 7 while `HASH_7_PANICS` is set.
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct Key7(u64);
+
+impl std::hash::Hash for Key7 {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        if self.0 == 7 && HASH_7_PANICS.load(Ordering::SeqCst) {
+            panic!("intentional: hash of 7");
+        }
+        self.0.hash(h)
+    }
+}
+
+/// Found in review: dropping the oldest tombstone took its queue entry off before looking the
+/// key up; a panicking `Hash` there lost the entry, and that tombstone then stayed for good, the
+/// store over its bound. The entry now leaves the queue only after the lookup.
+#[test]
+fn a_panicking_hash_while_dropping_a_tombstone_loses_no_queue_entry() {
+    let cache: Cache<Key7, u64> = Cache::builder()
+        .max_capacity(1000)
+        .versioned()
+        .max_tombstones(16)
+        .build()
+        .unwrap();
+    cache.invalidate_versioned(Key7(7), 5);
+    HASH_7_PANICS.store(true, Ordering::SeqCst);
+    let mut panics = 0;
+    for k in 100..2000 {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.invalidate_versioned(Key7(k), 1);
+        }));
+        panics += usize::from(r.is_err());
+    }
+    HASH_7_PANICS.store(false, Ordering::SeqCst);
+    assert!(
+        panics > 0,
+        "key 7's tombstone was never the oldest of its shard"
+    );
+    for k in 3000..6000 {
+        cache.invalidate_versioned(Key7(k), 1);
+    }
+    assert!(
+        cache.insert_versioned(Key7(7), 0, 3).is_ok(),
+        "key 7's tombstone outlived 3,000 newer ones"
+    );
 }
