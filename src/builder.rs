@@ -90,7 +90,9 @@ impl<K, V, S> Builder<K, V, S> {
     /// [`INITIAL_WEIGHTED_ENTRIES`] entries and doubles whenever it is full by count but not
     /// by weight, so only the weight budget decides what is evicted. Growing locks out writers
     /// (never readers) for the time it takes to copy the table's pointers; the entry count it
-    /// may grow to is `max_weight` (entries of weight 0 still take a slot).
+    /// may grow to is `max_weight` (entries of weight 0 still take a slot), and under the
+    /// default adaptive policy at most about 3.07 billion entries, the most whose slots its
+    /// window queue can number in 32 bits (beyond that, entries are evicted by count).
     pub fn max_capacity(mut self, entries: usize) -> Self {
         self.max_capacity = Some(entries);
         self

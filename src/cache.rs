@@ -74,6 +74,26 @@ fn table_fits_ring(entries: usize) -> bool {
     RawTable::<(), ()>::buckets_for(entries).saturating_mul(SLOTS) < u32::MAX as usize
 }
 
+/// The most entries, at most `limit`, whose table still fits the adaptive policy's queue
+/// (given that `from` entries do). A growable table under that policy grows no further: its
+/// queue could not name the slots beyond (found in review: a weight-bounded cache with a large
+/// `max_weight` would otherwise grow past 2^32 slots and wrap slot numbers).
+fn ring_limit(from: usize, limit: usize) -> usize {
+    if table_fits_ring(limit) {
+        return limit;
+    }
+    let (mut lo, mut hi) = (from, limit); // fits(lo), !fits(hi)
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if table_fits_ring(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// Where the cache's state lives, and whether lookups need the feature half: inline, or boxed
 /// when a janitor thread needs a stable address to sweep. Inline is the default because a box
 /// costs every read hit one more dependent load before it can hash: 8 to 9 % of read-hit
@@ -274,10 +294,15 @@ where
             && features.clock.is_ticker()
             && expiry.as_ref().is_some_and(|e| e.only_packed);
         let stats = features.stats.then(Stats::new);
+        let adaptive = features.policy == Policy::Adaptive && table_fits_ring(entries);
+        let grow_limit = match grow_limit {
+            Some(limit) if adaptive => Some(ring_limit(entries, limit)),
+            other => other,
+        };
         let inner = Inner {
             table: Atomic::new(table),
             hand: Hand::new(),
-            policy: (features.policy == Policy::Adaptive && table_fits_ring(entries)).then(|| {
+            policy: adaptive.then(|| {
                 // A growable table starts small; its policy is sized for what it grows to,
                 // up to 65,536 entries (docs/design.md, *Adaptive policy*).
                 let sized_for = match grow_limit {
@@ -1889,5 +1914,36 @@ impl<'g, K, V> Iterator for Iter<'g, K, V> {
 impl<K, V> fmt::Debug for Iter<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Iter").field("slot", &self.slot).finish()
+    }
+}
+
+#[cfg(all(test, not(clockline_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_adaptive_table_grows_only_as_far_as_its_queue_can_name_slots() {
+        let limit = ring_limit(1024, crate::MAX_WEIGHT as usize);
+        assert!(table_fits_ring(limit) && !table_fits_ring(limit + 1));
+        assert!(limit > 3_000_000_000, "{limit}");
+        assert_eq!(
+            ring_limit(1024, 1 << 20),
+            1 << 20,
+            "a limit that fits is kept"
+        );
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_weight(crate::MAX_WEIGHT)
+            .weigher(|_, _| 1)
+            .build()
+            .unwrap();
+        assert!(cache.inner().policy.is_some());
+        assert_eq!(cache.inner().grow_limit, Some(limit));
+        let clock: Cache<u64, u64> = Cache::builder()
+            .max_weight(crate::MAX_WEIGHT)
+            .weigher(|_, _| 1)
+            .policy(Policy::Clock)
+            .build()
+            .unwrap();
+        assert_eq!(clock.inner().grow_limit, Some(crate::MAX_WEIGHT as usize));
     }
 }
