@@ -146,9 +146,9 @@ impl<K, V, S> Builder<K, V, S> {
         self
     }
 
-    /// Every entry expires when it has not been read (`get`, a loader's hit) for this long.
-    /// Adds one 8-byte word to each entry, which a hit rewrites at most a few times per TTI
-    /// (when it would move by more than a sixteenth of it). Zero is refused.
+    /// Every entry expires when it has not been read (`get`, a loader's hit) for this long,
+    /// never earlier, and at most a sixteenth of it later. Adds one 8-byte word to each entry,
+    /// which hits rewrite about sixteen times per TTI at most. Zero is refused.
     pub fn time_to_idle(mut self, tti: Duration) -> Self {
         self.more.tti = Some(tti);
         self

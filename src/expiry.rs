@@ -444,20 +444,27 @@ impl Expiry {
             || past(self.layout.idle)
     }
 
-    /// After a hit: pushes the idle deadline to `now + tti`, but writes only when that moves it
-    /// by more than a sixteenth of the TTI, so a hot entry's node is written a few times per
-    /// TTI, not on every read.
+    /// After a hit: makes sure the idle deadline is at least `now + tti`, so an entry never
+    /// expires less than a TTI after its last read. A write, when one is needed, pushes the
+    /// deadline a sixteenth of the TTI further than that, so a hot entry's node is written about
+    /// sixteen times per TTI at most, not on every read; an entry may so expire up to a
+    /// sixteenth of the TTI late, never early.
+    ///
+    /// (It used to write only when `now + tti` passed the stored deadline by more than the
+    /// sixteenth, and wrote exactly `now + tti`: an entry read a moment after a write kept the
+    /// older deadline and expired up to a sixteenth of the TTI early. Found in review:
+    /// `tests/expiry.rs`, `a_recently_read_entry_never_expires_early`.)
     #[inline]
     pub(crate) fn touch<K, V>(&self, node: &Node<K, V>, now: u64) {
         if let (Some(i), Some(tti)) = (self.layout.idle, self.tti) {
             let word = node.ext(i);
             let want = deadline(now, tti);
-            // Relaxed: a hint; a lost race only leaves the deadline at another reader's value,
-            // which is as recent as ours to within a sixteenth of the TTI.
-            let cur = word.load(Ordering::Relaxed);
-            let slack = u64::try_from(tti.as_nanos() / 16).unwrap_or(NEVER);
-            if want > cur.saturating_add(slack) {
-                word.store(want, Ordering::Relaxed);
+            // Relaxed: the deadline orders nothing else; readers compare it with their clock.
+            if word.load(Ordering::Relaxed) < want {
+                let slack = u64::try_from(tti.as_nanos() / 16).unwrap_or(NEVER);
+                // `fetch_max`, not a store: a reader whose `now` is older (preempted, or a
+                // `Pinned` handle's fixed instant) must not move the deadline back.
+                word.fetch_max(want.saturating_add(slack), Ordering::Relaxed);
             }
         }
     }

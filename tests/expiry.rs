@@ -306,6 +306,41 @@ fn time_to_idle_keeps_what_is_read() {
     assert_eq!(cache.peek(&1), None);
 }
 
+/// Found in review: a hit wrote the idle deadline only when `now + tti` passed the stored one
+/// by more than a sixteenth of the TTI, so an entry read 0.9 s after its insert (TTI 16 s) kept
+/// its first deadline and expired 15.1 s after that read. Now it never expires less than a TTI
+/// after its last read, and at most a sixteenth of the TTI later.
+#[test]
+fn a_recently_read_entry_never_expires_early() {
+    let clock = ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_idle(16 * SEC)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let start = clockline::Clock::now(&*clock);
+    let at = |d: Duration| clock.set_nanos((start + d).as_nanos() as u64);
+    cache.insert(1, 1).unwrap();
+    at(Duration::from_millis(900));
+    assert_eq!(cache.get(&1), Some(1));
+    at(Duration::from_millis(16_899));
+    assert_eq!(cache.peek(&1), Some(1), "read at 0.9 s: alive until 16.9 s");
+    assert_eq!(cache.get(&1), Some(1));
+    at(Duration::from_millis(16_899 + 15_999));
+    assert_eq!(
+        cache.peek(&1),
+        Some(1),
+        "read at 16.899 s: alive for 16 s more"
+    );
+    at(Duration::from_millis(16_899 + 17_000));
+    assert_eq!(
+        cache.peek(&1),
+        None,
+        "idle for 17 s (17/16 of the TTI): expired"
+    );
+}
+
 #[test]
 fn ttl_and_tti_together_expire_at_the_earlier() {
     let clock = ManualClock::new();
