@@ -316,8 +316,16 @@ where
         E: Send + Sync + 'static,
     {
         let mut init = Some(init);
+        let mut first = true;
         loop {
-            if let Some(v) = self.get(&key) {
+            // One lookup counts in the statistics per call: a retry (the leader failed or was
+            // dropped) looks again without counting a second miss (found in review).
+            let cached = if std::mem::take(&mut first) {
+                self.get(&key)
+            } else {
+                self.peek(&key)
+            };
+            if let Some(v) = cached {
                 return Ok((v, Served::Hit));
             }
             match self.join(&key) {
@@ -392,8 +400,15 @@ where
         F: Future<Output = Result<V, E>>,
     {
         let mut init = Some(init);
+        let mut first = true;
         loop {
-            if let Some(v) = self.get(&key) {
+            // As in `load_sync`: one counted lookup per call.
+            let cached = if std::mem::take(&mut first) {
+                self.get(&key)
+            } else {
+                self.peek(&key)
+            };
+            if let Some(v) = cached {
                 return Ok(v);
             }
             let joined = self.join(&key);

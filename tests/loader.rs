@@ -848,3 +848,39 @@ fn a_listener_of_the_loaders_insert_may_load_the_same_key() {
     assert_eq!(v, 20);
     assert_eq!(seen.load(SeqCst), 99, "the listener loaded key 2 again");
 }
+
+/// Found in review: a waiter whose leader panicked looked the key up again with a counting
+/// `get`, so one `get_or_insert_with` counted two misses. A retry now looks without counting.
+#[test]
+fn a_retry_after_a_failed_leader_counts_one_miss() {
+    let cache: Arc<Cache<u64, u64>> = Arc::new(
+        Cache::builder()
+            .max_capacity(16)
+            .record_stats()
+            .build()
+            .unwrap(),
+    );
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let c = cache.clone();
+    let leader = thread::spawn(move || {
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+            c.get_or_insert_with(1, || {
+                started_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                panic!("intentional: the leader fails");
+            })
+        }));
+    });
+    started_rx.recv().unwrap();
+    let c = cache.clone();
+    let waiter = thread::spawn(move || c.get_or_insert_with(1, || 7));
+    // Let the waiter join the flight, then fail the leader. (Had the waiter not joined yet, it
+    // would lead its own load and count one miss all the same: the test cannot fail falsely.)
+    thread::sleep(Duration::from_millis(100));
+    go_tx.send(()).unwrap();
+    leader.join().unwrap();
+    assert_eq!(waiter.join().unwrap(), 7);
+    let s = cache.stats().unwrap();
+    assert_eq!((s.hits, s.misses), (0, 2), "one miss per call");
+}
