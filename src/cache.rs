@@ -1717,11 +1717,14 @@ impl<K, V, S> Cache<K, V, S> {
         let mut count = 0usize;
         let mut weight = 0u64;
         let mut in_window = 0usize;
-        let queued: Vec<usize> = inner
+        // A set: a `contains` on the list made this quadratic in the window's size.
+        let queued: std::collections::HashSet<usize> = inner
             .policy
             .as_ref()
             .map(Adaptive::queued)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         for s in 0..table.nslots() {
             let p = table.load_slot(s, &guard);
             // SAFETY: loaded under `guard`.

@@ -221,13 +221,13 @@ impl Adaptive {
         self.ghost.record(hash, region);
     }
 
-    /// The window's current size, target and largest target, for diagnostics and tests.
     /// The slots the window's queue names now. Only without concurrent writers (for
     /// `check_invariants`).
     pub(crate) fn queued(&self) -> Vec<usize> {
         self.ring.queued()
     }
 
+    /// The window's current size, target and largest target, for diagnostics and tests.
     pub(crate) fn window(&self) -> (usize, usize, usize) {
         // Relaxed: a snapshot for diagnostics.
         (
