@@ -469,13 +469,28 @@ where
         cond: Cond,
         guard: &Guard,
     ) -> Result<(), InsertError<K, V>> {
+        self.insert_then(key, value, ttl, cond, guard, || {})
+    }
+
+    /// [`Self::insert_full`], running `then` once the insert is done and before the listener
+    /// hears of what it evicted (the loader ends its flight there).
+    pub(crate) fn insert_then(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        cond: Cond,
+        guard: &Guard,
+        then: impl FnOnce(),
+    ) -> Result<(), InsertError<K, V>> {
         let mut notes = Notes::new(self.listener.is_some());
         let result = self.insert_noted(key, value, ttl, cond, &mut notes, guard);
+        then();
         notes.deliver(self.listener.as_ref());
         result
     }
 
-    pub(crate) fn insert_noted<'g>(
+    fn insert_noted<'g>(
         &self,
         key: K,
         value: V,

@@ -42,7 +42,6 @@
 
 use crate::cache::Cond;
 use crate::expiry::Stopwatch;
-use crate::listener::Notes;
 use crate::stats::Counter;
 use crate::versions::Snapshot;
 use crate::{Cache, InsertError};
@@ -259,12 +258,20 @@ where
     ) -> Result<(), InsertError<K, V>> {
         let cond = began.map_or(Cond::Always, Cond::Loaded);
         let guard = crate::sync::pin();
-        let inner = self.inner();
-        let mut notes = Notes::new(inner.listener().is_some());
-        let result = inner.insert_noted(key, value, None, cond, &mut notes, &guard);
-        then();
-        notes.deliver(inner.listener());
-        result
+        self.inner()
+            .insert_then(key, value, None, cond, &guard, then)
+    }
+
+    /// The lookup at the top of a load's loop. Only the first counts in the statistics (a hit
+    /// or a miss, and a time-to-idle touch): a retry, after the leader failed or was dropped,
+    /// looks with `peek`, so one call counts one lookup (found in review: it counted two
+    /// misses).
+    fn lookup_before_load(&self, key: &K, first: &mut bool) -> Option<V> {
+        if std::mem::take(first) {
+            self.get(key)
+        } else {
+            self.peek(key)
+        }
     }
 
     /// The value for `key`; on a miss, runs `init` to make it, caches it and returns it.
@@ -318,14 +325,7 @@ where
         let mut init = Some(init);
         let mut first = true;
         loop {
-            // One lookup counts in the statistics per call: a retry (the leader failed or was
-            // dropped) looks again without counting a second miss (found in review).
-            let cached = if std::mem::take(&mut first) {
-                self.get(&key)
-            } else {
-                self.peek(&key)
-            };
-            if let Some(v) = cached {
+            if let Some(v) = self.lookup_before_load(&key, &mut first) {
                 return Ok((v, Served::Hit));
             }
             match self.join(&key) {
@@ -402,13 +402,7 @@ where
         let mut init = Some(init);
         let mut first = true;
         loop {
-            // As in `load_sync`: one counted lookup per call.
-            let cached = if std::mem::take(&mut first) {
-                self.get(&key)
-            } else {
-                self.peek(&key)
-            };
-            if let Some(v) = cached {
+            if let Some(v) = self.lookup_before_load(&key, &mut first) {
                 return Ok(v);
             }
             let joined = self.join(&key);
