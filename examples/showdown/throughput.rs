@@ -239,8 +239,12 @@ pub fn run(cfg: &Config) -> Vec<ThroughputRow> {
     let t0 = Instant::now();
     let workloads = Workload::standard(cfg.sizes);
     println!(
-        "   ({} accesses per key array, generated in {:.1} s)",
+        "   (key arrays of {} accesses, cache-aside's of {}, generated in {:.1} s)",
         cfg.sizes.accesses,
+        workloads
+            .iter()
+            .find(|w| w.name == "cache-aside")
+            .map_or(0, |w| w.keys.len()),
         t0.elapsed().as_secs_f64()
     );
     for w in &workloads {
