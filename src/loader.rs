@@ -8,7 +8,9 @@
 //! there it waits on it; otherwise it registers one and *leads*: it looks the cache up once more
 //! (a previous leader may have inserted and left between our miss and our registration), runs
 //! the loader, inserts the value into the cache, and only then removes the flight and wakes the
-//! waiters. So at any instant there is at most one loader per key in this cache, and a caller
+//! waiters. A leader that finds the key cached at that second look returns what it found but
+//! does not hand it to the waiters: they look the cache up again themselves, since one of them
+//! may have asked after that value expired (found by the configuration fuzzer). So at any instant there is at most one loader per key in this cache, and a caller
 //! that comes late finds either the flight or the cached value.
 //!
 //! What waiters see when the leader does not produce a value:
@@ -162,6 +164,15 @@ struct Lead<'a, K: Hash + Eq, V: Clone> {
 impl<K: Hash + Eq, V: Clone> Lead<'_, K, V> {
     fn finish(mut self, outcome: State<V>) {
         self.end(outcome);
+    }
+
+    /// Ends the flight of a leader that found the key cached after all (inserted between its
+    /// miss and its registration): the waiters look the cache up again, each at its own time,
+    /// instead of taking the value this leader found. A waiter may have asked after that value
+    /// expired, and would otherwise return it (found by the configuration fuzzer; test
+    /// `a_waiter_never_gets_a_value_that_expired_before_it_asked`).
+    fn cached(self) {
+        self.finish(State::Abandoned);
     }
 
     fn end(&mut self, outcome: State<V>) {
@@ -340,7 +351,9 @@ where
                 },
                 Joined::Lead(lead) => {
                     if let Some(v) = self.peek(&key) {
-                        lead.finish(State::Done(v.clone()));
+                        // Not `Done(v)`: a waiter may have asked after `v` expired, and must
+                        // not get it. Waiters look the cache up again (see `Lead::cached`).
+                        lead.cached();
                         return Ok((v, Served::Hit));
                     }
                     let began = self.load_begins(&key);
@@ -418,7 +431,8 @@ where
                 },
                 Joined::Lead(lead) => {
                     if let Some(v) = self.peek(&key) {
-                        lead.finish(State::Done(v.clone()));
+                        // As in `load_sync`: waiters look again.
+                        lead.cached();
                         return Ok(v);
                     }
                     let began = self.load_begins(&key);

@@ -884,3 +884,128 @@ fn a_retry_after_a_failed_leader_counts_one_miss() {
     let s = cache.stats().unwrap();
     assert_eq!((s.hits, s.misses), (0, 2), "one miss per call");
 }
+
+/// A gate that blocks one chosen thread the first time it reaches a hook (a `Clone` below),
+/// until the test opens it; every other thread, and every later call, passes.
+struct Gate {
+    armed: std::sync::Mutex<Option<thread::ThreadId>>,
+    reached: mpsc::SyncSender<()>,
+    open: std::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl Gate {
+    fn new() -> (Self, mpsc::Receiver<()>, mpsc::SyncSender<()>) {
+        let (reached, reached_rx) = mpsc::sync_channel(1);
+        let (open_tx, open) = mpsc::sync_channel(1);
+        let gate = Gate {
+            armed: std::sync::Mutex::new(None),
+            reached,
+            open: std::sync::Mutex::new(open),
+        };
+        (gate, reached_rx, open_tx)
+    }
+
+    fn arm(&self, t: thread::ThreadId) {
+        *self.armed.lock().unwrap() = Some(t);
+    }
+
+    fn pass(&self) {
+        let me = thread::current().id();
+        let mine = {
+            let mut a = self.armed.lock().unwrap();
+            if *a == Some(me) {
+                *a = None;
+                true
+            } else {
+                false
+            }
+        };
+        if mine {
+            self.reached.send(()).unwrap();
+            self.open.lock().unwrap().recv().unwrap();
+        }
+    }
+}
+
+static KEY_GATE: std::sync::OnceLock<Gate> = std::sync::OnceLock::new();
+static VALUE_GATE: std::sync::OnceLock<Gate> = std::sync::OnceLock::new();
+
+#[derive(PartialEq, Eq, Hash, Debug)]
+struct GatedKey(u64);
+
+impl Clone for GatedKey {
+    fn clone(&self) -> Self {
+        if let Some(g) = KEY_GATE.get() {
+            g.pass();
+        }
+        GatedKey(self.0)
+    }
+}
+
+#[derive(PartialEq, Eq, Debug)]
+struct GatedValue(u64);
+
+impl Clone for GatedValue {
+    fn clone(&self) -> Self {
+        if let Some(g) = VALUE_GATE.get() {
+            g.pass();
+        }
+        GatedValue(self.0)
+    }
+}
+
+/// A leader that finds the key cached after all (it was inserted between its miss and its
+/// registration) must not hand that value to the waiters: a waiter may have started after the
+/// value expired, and would return it. Found by the configuration fuzzer (seed 1775 of a long
+/// run: `try_get_or_insert_with` returned a value expired 1,100 s before the call began).
+///
+/// The gates stop the leader twice: while it registers its flight (cloning the key), so that
+/// the value can be inserted after its miss; and while it clones the value it found, so that
+/// the value can expire and a waiter can start, miss, and join the flight.
+#[test]
+fn a_waiter_never_gets_a_value_that_expired_before_it_asked() {
+    within("a waiter and an expired value", || {
+        let (kg, key_reached, key_open) = Gate::new();
+        let (vg, value_reached, value_open) = Gate::new();
+        assert!(KEY_GATE.set(kg).is_ok() && VALUE_GATE.set(vg).is_ok());
+        let clock = ManualClock::new();
+        let cache: Arc<Cache<GatedKey, GatedValue>> = Arc::new(
+            Cache::builder()
+                .max_capacity(16)
+                .time_to_live(Duration::from_millis(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        let c = cache.clone();
+        let leader = thread::spawn(move || {
+            c.get_or_insert_with(GatedKey(1), || unreachable!("the leader finds the value"))
+        });
+        KEY_GATE.get().unwrap().arm(leader.thread().id());
+        VALUE_GATE.get().unwrap().arm(leader.thread().id());
+        // The leader missed and is registering its flight: the value arrives now.
+        key_reached.recv().unwrap();
+        cache.insert(GatedKey(1), GatedValue(10)).unwrap();
+        key_open.send(()).unwrap();
+        // The leader found the value and is cloning it. It expires; a waiter then asks.
+        value_reached.recv().unwrap();
+        clock.advance(Duration::from_secs(1));
+        let c = cache.clone();
+        let waiter = thread::spawn(move || c.get_or_insert_with(GatedKey(1), || GatedValue(20)));
+        // Let the waiter miss and join the flight. (Had it not joined yet, it would load its
+        // own value, and the test would pass without having tested the race: it cannot fail
+        // falsely.)
+        thread::sleep(Duration::from_millis(100));
+        value_open.send(()).unwrap();
+        assert_eq!(
+            leader.join().unwrap(),
+            GatedValue(10),
+            "the leader saw it live"
+        );
+        assert_eq!(
+            waiter.join().unwrap(),
+            GatedValue(20),
+            "the waiter asked after the value expired"
+        );
+    });
+}
