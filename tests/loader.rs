@@ -887,6 +887,7 @@ fn a_retry_after_a_failed_leader_counts_one_miss() {
 
 /// A gate that blocks one chosen thread the first time it reaches a hook (a `Clone` below),
 /// until the test opens it; every other thread, and every later call, passes.
+#[derive(Debug)]
 struct Gate {
     armed: std::sync::Mutex<Option<thread::ThreadId>>,
     reached: mpsc::SyncSender<()>,
@@ -927,30 +928,41 @@ impl Gate {
     }
 }
 
-static KEY_GATE: std::sync::OnceLock<Gate> = std::sync::OnceLock::new();
-static VALUE_GATE: std::sync::OnceLock<Gate> = std::sync::OnceLock::new();
-
-#[derive(PartialEq, Eq, Hash, Debug)]
-struct GatedKey(u64);
+/// A key whose `Clone` passes its gate (the leader clones the key to register its flight).
+#[derive(Debug)]
+struct GatedKey(u64, &'static Gate);
 
 impl Clone for GatedKey {
     fn clone(&self) -> Self {
-        if let Some(g) = KEY_GATE.get() {
-            g.pass();
-        }
-        GatedKey(self.0)
+        self.1.pass();
+        GatedKey(self.0, self.1)
+    }
+}
+impl PartialEq for GatedKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.0 == o.0
+    }
+}
+impl Eq for GatedKey {}
+impl std::hash::Hash for GatedKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.hash(h);
     }
 }
 
-#[derive(PartialEq, Eq, Debug)]
-struct GatedValue(u64);
+/// A value whose `Clone` passes its gate (a lookup clones the value it returns).
+#[derive(Debug)]
+struct GatedValue(u64, &'static Gate);
 
 impl Clone for GatedValue {
     fn clone(&self) -> Self {
-        if let Some(g) = VALUE_GATE.get() {
-            g.pass();
-        }
-        GatedValue(self.0)
+        self.1.pass();
+        GatedValue(self.0, self.1)
+    }
+}
+impl PartialEq for GatedValue {
+    fn eq(&self, o: &Self) -> bool {
+        self.0 == o.0
     }
 }
 
@@ -961,13 +973,14 @@ impl Clone for GatedValue {
 ///
 /// The gates stop the leader twice: while it registers its flight (cloning the key), so that
 /// the value can be inserted after its miss; and while it clones the value it found, so that
-/// the value can expire and a waiter can start, miss, and join the flight.
-#[test]
-fn a_waiter_never_gets_a_value_that_expired_before_it_asked() {
-    within("a waiter and an expired value", || {
+/// the value can expire and a waiter can start, miss, and join the flight. `load` runs one
+/// `get_or_insert_with`, sync or async.
+fn waiter_after_expiry(load: fn(&Cache<GatedKey, GatedValue>, GatedKey, GatedValue) -> GatedValue) {
+    within("a waiter and an expired value", move || {
         let (kg, key_reached, key_open) = Gate::new();
         let (vg, value_reached, value_open) = Gate::new();
-        assert!(KEY_GATE.set(kg).is_ok() && VALUE_GATE.set(vg).is_ok());
+        let (kg, vg): (&'static Gate, &'static Gate) =
+            (Box::leak(Box::new(kg)), Box::leak(Box::new(vg)));
         let clock = ManualClock::new();
         let cache: Arc<Cache<GatedKey, GatedValue>> = Arc::new(
             Cache::builder()
@@ -978,34 +991,38 @@ fn a_waiter_never_gets_a_value_that_expired_before_it_asked() {
                 .unwrap(),
         );
         let c = cache.clone();
-        let leader = thread::spawn(move || {
-            c.get_or_insert_with(GatedKey(1), || unreachable!("the leader finds the value"))
-        });
-        KEY_GATE.get().unwrap().arm(leader.thread().id());
-        VALUE_GATE.get().unwrap().arm(leader.thread().id());
+        let leader = thread::spawn(move || load(&c, GatedKey(1, kg), GatedValue(0, vg)));
+        kg.arm(leader.thread().id());
+        vg.arm(leader.thread().id());
         // The leader missed and is registering its flight: the value arrives now.
         key_reached.recv().unwrap();
-        cache.insert(GatedKey(1), GatedValue(10)).unwrap();
+        cache.insert(GatedKey(1, kg), GatedValue(10, vg)).unwrap();
         key_open.send(()).unwrap();
         // The leader found the value and is cloning it. It expires; a waiter then asks.
         value_reached.recv().unwrap();
         clock.advance(Duration::from_secs(1));
         let c = cache.clone();
-        let waiter = thread::spawn(move || c.get_or_insert_with(GatedKey(1), || GatedValue(20)));
+        let waiter = thread::spawn(move || load(&c, GatedKey(1, kg), GatedValue(20, vg)));
         // Let the waiter miss and join the flight. (Had it not joined yet, it would load its
         // own value, and the test would pass without having tested the race: it cannot fail
         // falsely.)
         thread::sleep(Duration::from_millis(100));
         value_open.send(()).unwrap();
+        assert_eq!(leader.join().unwrap().0, 10, "the leader saw it live");
         assert_eq!(
-            leader.join().unwrap(),
-            GatedValue(10),
-            "the leader saw it live"
-        );
-        assert_eq!(
-            waiter.join().unwrap(),
-            GatedValue(20),
+            waiter.join().unwrap().0,
+            20,
             "the waiter asked after the value expired"
         );
     });
+}
+
+#[test]
+fn a_waiter_never_gets_a_value_that_expired_before_it_asked() {
+    waiter_after_expiry(|c, k, v| c.get_or_insert_with(k, move || v));
+}
+
+#[test]
+fn an_async_waiter_never_gets_a_value_that_expired_before_it_asked() {
+    waiter_after_expiry(|c, k, v| block_on(c.get_or_insert_with_async(k, async move { v })));
 }
