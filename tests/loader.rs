@@ -930,12 +930,12 @@ impl Gate {
 
 /// A key whose `Clone` passes its gate (the leader clones the key to register its flight).
 #[derive(Debug)]
-struct GatedKey(u64, &'static Gate);
+struct GatedKey(u64, Arc<Gate>);
 
 impl Clone for GatedKey {
     fn clone(&self) -> Self {
         self.1.pass();
-        GatedKey(self.0, self.1)
+        GatedKey(self.0, self.1.clone())
     }
 }
 impl PartialEq for GatedKey {
@@ -952,12 +952,12 @@ impl std::hash::Hash for GatedKey {
 
 /// A value whose `Clone` passes its gate (a lookup clones the value it returns).
 #[derive(Debug)]
-struct GatedValue(u64, &'static Gate);
+struct GatedValue(u64, Arc<Gate>);
 
 impl Clone for GatedValue {
     fn clone(&self) -> Self {
         self.1.pass();
-        GatedValue(self.0, self.1)
+        GatedValue(self.0, self.1.clone())
     }
 }
 impl PartialEq for GatedValue {
@@ -979,8 +979,7 @@ fn waiter_after_expiry(load: fn(&Cache<GatedKey, GatedValue>, GatedKey, GatedVal
     within("a waiter and an expired value", move || {
         let (kg, key_reached, key_open) = Gate::new();
         let (vg, value_reached, value_open) = Gate::new();
-        let (kg, vg): (&'static Gate, &'static Gate) =
-            (Box::leak(Box::new(kg)), Box::leak(Box::new(vg)));
+        let (kg, vg) = (Arc::new(kg), Arc::new(vg));
         let clock = ManualClock::new();
         let cache: Arc<Cache<GatedKey, GatedValue>> = Arc::new(
             Cache::builder()
@@ -991,18 +990,22 @@ fn waiter_after_expiry(load: fn(&Cache<GatedKey, GatedValue>, GatedKey, GatedVal
                 .unwrap(),
         );
         let c = cache.clone();
-        let leader = thread::spawn(move || load(&c, GatedKey(1, kg), GatedValue(0, vg)));
+        let (k, v) = (GatedKey(1, kg.clone()), GatedValue(0, vg.clone()));
+        let leader = thread::spawn(move || load(&c, k, v));
         kg.arm(leader.thread().id());
         vg.arm(leader.thread().id());
         // The leader missed and is registering its flight: the value arrives now.
         key_reached.recv().unwrap();
-        cache.insert(GatedKey(1, kg), GatedValue(10, vg)).unwrap();
+        cache
+            .insert(GatedKey(1, kg.clone()), GatedValue(10, vg.clone()))
+            .unwrap();
         key_open.send(()).unwrap();
         // The leader found the value and is cloning it. It expires; a waiter then asks.
         value_reached.recv().unwrap();
         clock.advance(Duration::from_secs(1));
         let c = cache.clone();
-        let waiter = thread::spawn(move || load(&c, GatedKey(1, kg), GatedValue(20, vg)));
+        let (k, v) = (GatedKey(1, kg.clone()), GatedValue(20, vg.clone()));
+        let waiter = thread::spawn(move || load(&c, k, v));
         // Let the waiter miss and join the flight. (Had it not joined yet, it would load its
         // own value, and the test would pass without having tested the race: it cannot fail
         // falsely.)
