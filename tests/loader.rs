@@ -991,9 +991,16 @@ fn waiter_after_expiry(load: fn(&Cache<GatedKey, GatedValue>, GatedKey, GatedVal
         );
         let c = cache.clone();
         let (k, v) = (GatedKey(1, kg.clone()), GatedValue(0, vg.clone()));
-        let leader = thread::spawn(move || load(&c, k, v));
+        let (start, started) = mpsc::channel::<()>();
+        let leader = thread::spawn(move || {
+            started.recv().unwrap();
+            load(&c, k, v)
+        });
+        // Armed before the leader starts: armed after, a fast leader would pass its gates first
+        // and the test would wait for it forever (it did once, under ASan).
         kg.arm(leader.thread().id());
         vg.arm(leader.thread().id());
+        start.send(()).unwrap();
         // The leader missed and is registering its flight: the value arrives now.
         key_reached.recv().unwrap();
         cache
