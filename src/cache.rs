@@ -18,7 +18,7 @@ use crate::budget::{Budget, Reservation};
 use crate::builder::{Builder, Weigher};
 use crate::clock::Hand;
 use crate::error::{BuildError, InsertError, InsertErrorKind};
-use crate::expiry::{ticker, ClockSource, Expiry, ExtLayout, MS};
+use crate::expiry::{ticker, ClockSource, Expiry, ExtLayout, MS, NEVER};
 use crate::janitor::Janitor;
 use crate::listener::{Listener, Notes, RemovalCause};
 use crate::loader::Flights;
@@ -469,11 +469,13 @@ where
         cond: Cond,
         guard: &Guard,
     ) -> Result<(), InsertError<K, V>> {
-        self.insert_then(key, value, ttl, cond, guard, || {})
+        self.insert_then(key, value, ttl, cond, guard, |_| {})
     }
 
     /// [`Self::insert_full`], running `then` once the insert is done and before the listener
-    /// hears of what it evicted (the loader ends its flight there).
+    /// hears of what it evicted (the loader ends its flight there). `then` is told the
+    /// earliest deadline the entry got ([`Expiry::born_deadline`]; [`NEVER`] in a cache
+    /// without expiry), computed from the instant the insert read the clock.
     pub(crate) fn insert_then(
         &self,
         key: K,
@@ -481,21 +483,25 @@ where
         ttl: Option<Duration>,
         cond: Cond,
         guard: &Guard,
-        then: impl FnOnce(),
+        then: impl FnOnce(u64),
     ) -> Result<(), InsertError<K, V>> {
         let mut notes = Notes::new(self.listener.is_some());
-        let result = self.insert_noted(key, value, ttl, cond, &mut notes, guard);
-        then();
+        let mut born = NEVER;
+        let result = self.insert_noted(key, value, ttl, cond, &mut born, &mut notes, guard);
+        then(born);
         notes.deliver(self.listener.as_ref());
         result
     }
 
+    /// The body of [`Self::insert_then`]; sets `born` to the entry's earliest deadline.
+    #[allow(clippy::too_many_arguments)]
     fn insert_noted<'g>(
         &self,
         key: K,
         value: V,
         ttl: Option<Duration>,
         cond: Cond,
+        born: &mut u64,
         notes: &mut Notes<'g, K, V>,
         guard: &'g Guard,
     ) -> Result<(), InsertError<K, V>> {
@@ -519,7 +525,10 @@ where
         let now = self.now();
         let mut words = [0u64; 3];
         let packed = match &self.expiry {
-            Some(e) => e.fill(&mut words, now, ttl),
+            Some(e) => {
+                *born = e.born_deadline(now, ttl);
+                e.fill(&mut words, now, ttl)
+            }
             None => None,
         };
         if let Some(i) = self.ext.version {

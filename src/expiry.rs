@@ -472,6 +472,16 @@ impl Expiry {
     /// The extension words of a new entry: deadline from `ttl` (or the default TTL), idle
     /// deadline from the TTI. Returns the deadline to pack into the weight bits, in whole
     /// milliseconds rounded up, when the layout packs it.
+    /// The earliest deadline [`Self::fill`] gives an entry inserted at `now` with `ttl`: its
+    /// time-to-live's or its time-to-idle's, whichever is sooner ([`NEVER`] if neither). In
+    /// nanoseconds, before the packed form's rounding up: never later than the entry's real
+    /// expiry.
+    pub(crate) fn born_deadline(&self, now: u64, ttl: Option<Duration>) -> u64 {
+        let due = ttl.or(self.ttl).map_or(NEVER, |d| deadline(now, d));
+        let idle = self.tti.map_or(NEVER, |d| deadline(now, d));
+        due.min(idle)
+    }
+
     pub(crate) fn fill(
         &self,
         words: &mut [u64; 3],

@@ -10,7 +10,9 @@
 //! the loader, inserts the value into the cache, and only then removes the flight and wakes the
 //! waiters. A leader that finds the key cached at that second look returns what it found but
 //! does not hand it to the waiters: they look the cache up again themselves, since one of them
-//! may have asked after that value expired (found by the configuration fuzzer). So at any instant there is at most one loader per key in this cache, and a caller
+//! may have asked after that value expired (found by the configuration fuzzer). For the same
+//! reason a waiter takes a loaded value only if its deadline is after the instant the waiter
+//! asked (see [`Outcome::Value`]). So at any instant there is at most one loader per key in this cache, and a caller
 //! that comes late finds either the flight or the cached value.
 //!
 //! What waiters see when the leader does not produce a value:
@@ -61,7 +63,8 @@ type Failure = Arc<dyn Any + Send + Sync>;
 
 enum State<V> {
     Running(Vec<Waker>),
-    Done(V),
+    /// The loaded value, and the earliest deadline the cache gave it (see [`Outcome::Value`]).
+    Done(V, u64),
     Failed(Failure),
     Abandoned,
 }
@@ -119,7 +122,11 @@ impl<V: Clone> Flight<V> {
 
 /// How a flight ended, as a waiter sees it.
 enum Outcome<V> {
-    Value(V),
+    /// The leader's value and the earliest deadline the cache gave it. A waiter takes the value
+    /// only if that deadline is after the instant it asked ([`Cache::asked`]); otherwise the
+    /// value expired before the waiter's call began (the leader read the clock for its insert,
+    /// then stalled), and the waiter looks again.
+    Value(V, u64),
     Failed(Failure),
     Retry,
 }
@@ -127,7 +134,7 @@ enum Outcome<V> {
 impl<V: Clone> Outcome<V> {
     fn of(st: &State<V>) -> Self {
         match st {
-            State::Done(v) => Self::Value(v.clone()),
+            State::Done(v, born) => Self::Value(v.clone(), *born),
             State::Failed(e) => Self::Failed(e.clone()),
             State::Abandoned | State::Running(_) => Self::Retry,
         }
@@ -265,12 +272,22 @@ where
         key: K,
         value: V,
         began: Option<Snapshot>,
-        then: impl FnOnce(),
+        then: impl FnOnce(u64),
     ) -> Result<(), InsertError<K, V>> {
         let cond = began.map_or(Cond::Always, Cond::Loaded);
         let guard = crate::sync::pin();
         self.inner()
             .insert_then(key, value, None, cond, &guard, then)
+    }
+
+    /// The instant a load call began, on the cache's expiry clock (0 in a cache without
+    /// expiry, where every value's deadline is `NEVER`). A waiter takes the leader's value only
+    /// if the value's earliest deadline is after it: a call never returns a value that expired
+    /// before the call began (found in review: a leader that read the clock for its insert and
+    /// then stalled, on a busy lock or an eviction, could hand its waiters a value born
+    /// expired for them; `tests/loader.rs`, `a_waiter_never_gets_a_loaded_value_that_expired_before_it_asked`).
+    fn asked(&self) -> u64 {
+        self.inner().now()
     }
 
     /// The lookup at the top of a load's loop. Only the first counts in the statistics (a hit
@@ -335,13 +352,15 @@ where
     {
         let mut init = Some(init);
         let mut first = true;
+        let asked = self.asked();
         loop {
             if let Some(v) = self.lookup_before_load(&key, &mut first) {
                 return Ok((v, Served::Hit));
             }
             match self.join(&key) {
                 Joined::Wait(flight) => match flight.wait() {
-                    Outcome::Value(v) => return Ok((v, Served::Joined)),
+                    Outcome::Value(v, born) if born > asked => return Ok((v, Served::Joined)),
+                    Outcome::Value(..) => {}
                     Outcome::Failed(e) => {
                         if let Ok(e) = e.downcast::<E>() {
                             return Err(e);
@@ -367,8 +386,10 @@ where
                             // A refusal (a value heavier than the whole budget, or in a
                             // versioned cache something newer arrived) only means it is not
                             // cached.
-                            let done = State::Done(v.clone());
-                            let _ = self.insert_loaded(key, v.clone(), began, || lead.finish(done));
+                            let done = v.clone();
+                            let _ = self.insert_loaded(key, v.clone(), began, |born| {
+                                lead.finish(State::Done(done, born))
+                            });
                             Ok((v, Served::Loaded))
                         }
                         Err(e) => {
@@ -414,6 +435,7 @@ where
     {
         let mut init = Some(init);
         let mut first = true;
+        let asked = self.asked();
         loop {
             if let Some(v) = self.lookup_before_load(&key, &mut first) {
                 return Ok(v);
@@ -421,7 +443,9 @@ where
             let joined = self.join(&key);
             match joined {
                 Joined::Wait(flight) => match (WaitFlight { flight }).await {
-                    Outcome::Value(v) => return Ok(v),
+                    // As in `load_sync`.
+                    Outcome::Value(v, born) if born > asked => return Ok(v),
+                    Outcome::Value(..) => {}
                     Outcome::Failed(e) => {
                         if let Ok(e) = e.downcast::<E>() {
                             return Err(e);
@@ -445,8 +469,10 @@ where
                         Ok(v) => {
                             timer.done(true);
                             // As in `try_get_or_insert_with`.
-                            let done = State::Done(v.clone());
-                            let _ = self.insert_loaded(key, v.clone(), began, || lead.finish(done));
+                            let done = v.clone();
+                            let _ = self.insert_loaded(key, v.clone(), began, |born| {
+                                lead.finish(State::Done(done, born))
+                            });
                             Ok(v)
                         }
                         Err(e) => {

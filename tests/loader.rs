@@ -1036,3 +1036,96 @@ fn a_waiter_never_gets_a_value_that_expired_before_it_asked() {
 fn an_async_waiter_never_gets_a_value_that_expired_before_it_asked() {
     waiter_after_expiry(|c, k, v| block_on(c.get_or_insert_with_async(k, async move { v })));
 }
+
+/// A key whose `==` passes its gate (a lookup compares the key it finds with the one asked).
+#[derive(Debug)]
+struct EqGatedKey(u64, Arc<Gate>);
+
+impl Clone for EqGatedKey {
+    fn clone(&self) -> Self {
+        EqGatedKey(self.0, self.1.clone())
+    }
+}
+impl PartialEq for EqGatedKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.1.pass();
+        self.0 == o.0
+    }
+}
+impl Eq for EqGatedKey {}
+impl std::hash::Hash for EqGatedKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.hash(h);
+    }
+}
+
+/// The loaded value's twin of [`waiter_after_expiry`]: a leader that read the clock for its
+/// insert and then stalled (on a busy lock or an eviction; here in the key's `==`, in the
+/// insert's lookup) gives its value a deadline that may pass before a waiter asks. That waiter
+/// must not take it: it looks again and loads its own. Found in review, after the fuzzer's
+/// bug above. `load` runs one `get_or_insert_with`, sync or async.
+fn waiter_after_loaded_expiry(load: fn(&Cache<EqGatedKey, u64>, EqGatedKey, Loader) -> u64) {
+    within("a waiter and an expired loaded value", move || {
+        let (gate, reached, open) = Gate::new();
+        let gate = Arc::new(gate);
+        let clock = ManualClock::new();
+        let cache: Arc<Cache<EqGatedKey, u64>> = Arc::new(
+            Cache::builder()
+                .max_capacity(16)
+                .time_to_live(Duration::from_millis(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        // An expired entry, so that the leader's insert compares keys (and stops there).
+        cache.insert(EqGatedKey(1, gate.clone()), 10).unwrap();
+        clock.advance(Duration::from_secs(1));
+        let c = cache.clone();
+        let (k, g) = (EqGatedKey(1, gate.clone()), gate.clone());
+        // The loader arms the gate on the leader's thread: the next `==` there is the insert's
+        // lookup, after the insert has read the clock.
+        let leader = thread::spawn(move || {
+            load(
+                &c,
+                k,
+                Box::new(move || {
+                    g.arm(thread::current().id());
+                    20
+                }),
+            )
+        });
+        reached.recv().unwrap();
+        clock.advance(Duration::from_secs(1));
+        let c = cache.clone();
+        let k = EqGatedKey(1, gate.clone());
+        let waiter = thread::spawn(move || load(&c, k, Box::new(|| 30)));
+        // Let the waiter miss and join the flight (had it not joined yet, it would load its own
+        // value: the test cannot fail falsely).
+        thread::sleep(Duration::from_millis(100));
+        open.send(()).unwrap();
+        assert_eq!(
+            leader.join().unwrap(),
+            20,
+            "the leader returns what it loaded"
+        );
+        assert_eq!(
+            waiter.join().unwrap(),
+            30,
+            "the leader's value expired before the waiter asked"
+        );
+    });
+}
+
+type Loader = Box<dyn FnOnce() -> u64 + Send>;
+
+#[test]
+fn a_waiter_never_gets_a_loaded_value_that_expired_before_it_asked() {
+    waiter_after_loaded_expiry(|c, k, f| c.get_or_insert_with(k, f));
+}
+
+#[test]
+fn an_async_waiter_never_gets_a_loaded_value_that_expired_before_it_asked() {
+    waiter_after_loaded_expiry(|c, k, f| {
+        block_on(c.get_or_insert_with_async(k, async move { f() }))
+    });
+}
