@@ -12,7 +12,7 @@
 //! does not hand it to the waiters: they look the cache up again themselves, since one of them
 //! may have asked after that value expired (found by the configuration fuzzer). For the same
 //! reason a waiter takes a loaded value only if its deadline is after the instant the waiter
-//! asked (see [`Outcome::Value`]). So at any instant there is at most one loader per key in this cache, and a caller
+//! asked (see `Outcome::Value`). So at any instant there is at most one loader per key in this cache, and a caller
 //! that comes late finds either the flight or the cached value.
 //!
 //! What waiters see when the leader does not produce a value:
