@@ -8,12 +8,14 @@
 //! there it waits on it; otherwise it registers one and *leads*: it looks the cache up once more
 //! (a previous leader may have inserted and left between our miss and our registration), runs
 //! the loader, inserts the value into the cache, and only then removes the flight and wakes the
-//! waiters. A leader that finds the key cached at that second look returns what it found but
-//! does not hand it to the waiters: they look the cache up again themselves, since one of them
-//! may have asked after that value expired (found by the configuration fuzzer). For the same
-//! reason a waiter takes a loaded value only if its deadline is after the instant the waiter
-//! asked (see `Outcome::Value`). So at any instant there is at most one loader per key in this cache, and a caller
+//! waiters. So at any instant there is at most one loader per key in this cache, and a caller
 //! that comes late finds either the flight or the cached value.
+//!
+//! A leader that finds the key cached at that second look returns what it found but does not
+//! hand it to the waiters: they look the cache up again themselves, since one of them may have
+//! asked after that value expired (found by the configuration fuzzer). For the same reason a
+//! waiter takes a loaded value only if its deadline is after the instant the waiter asked (see
+//! `Outcome::Value`).
 //!
 //! What waiters see when the leader does not produce a value:
 //! * **The loader returns an error**: nothing is cached; the leader gets its error as `Arc<E>`,
