@@ -200,11 +200,12 @@ pub(crate) enum Cond {
     /// A version-guarded insert: only if newer than the entry's version and the key's
     /// tombstone.
     Newer(u64),
-    /// A loader's value in a versioned cache, whose version is unknown: only if the key is
-    /// absent (or its entry expired) and what the tombstones knew of it when the load began
-    /// is unchanged, so it never replaces what a versioned insert or an invalidation brought
-    /// meanwhile.
-    Loaded(Snapshot),
+    /// A loader's value in a versioned cache, whose version is unknown: only if what the
+    /// tombstones knew of the key when the load began is unchanged, and the key is absent or
+    /// holds the same expired entry as then (the entry's version when the load began, expired
+    /// or not: `None` if the key was absent). So it never replaces what a versioned insert or
+    /// an invalidation brought meanwhile, even once that has expired too.
+    Loaded(Snapshot, Option<u64>),
 }
 
 impl Cond {
@@ -212,7 +213,7 @@ impl Cond {
     fn version(self) -> Option<u64> {
         match self {
             Cond::Newer(v) => Some(v),
-            Cond::Always | Cond::Loaded(_) => None,
+            Cond::Always | Cond::Loaded(..) => None,
         }
     }
 }
@@ -354,6 +355,17 @@ where
     fn replaced(&self, table: &RawTable<K, V>, guard: &Guard) -> bool {
         // Relaxed: only decides whether to stop waiting; the caller reloads with Acquire.
         !std::ptr::eq(self.table.load(Ordering::Relaxed, guard).as_raw(), table)
+    }
+
+    /// The version of `key`'s entry, expired or not (0 for an unversioned one); `None` if
+    /// the key is absent. What a load remembers of the key when it begins ([`Cond::Loaded`]).
+    pub(crate) fn present_version(&self, key: &K) -> Option<u64>
+    where
+        K: Eq,
+    {
+        let guard = crate::sync::pin();
+        let node = self.find(key, &guard)?;
+        Some(self.ext.version(node).unwrap_or(0))
     }
 
     /// Now on the expiry clock, or 0 (unused) in a cache without expiry.
@@ -656,7 +668,7 @@ where
         loop {
             let new_key = &node.kv().0;
             let found = table.find(hash, |k| k == new_key, guard);
-            if let (Cond::Newer(_) | Cond::Loaded(_), Some(tombs)) = (cond, &self.tombstones) {
+            if let (Cond::Newer(_) | Cond::Loaded(..), Some(tombs)) = (cond, &self.tombstones) {
                 // Acquire: an evictor records the tombstone before its unlink (`entomb`). If
                 // the lookup missed the key because of that unlink, it read the unlink's CAS
                 // or the tag clear after it (both Release); this fence makes that read an
@@ -672,7 +684,7 @@ where
                         }
                     }
                     // Something newer arrived while the value loaded: it is not cached.
-                    Cond::Loaded(began) => {
+                    Cond::Loaded(began, _) => {
                         let now = tombs.snapshot(hash, new_key);
                         if now != began {
                             return Locked::Stale(node, now.version().unwrap_or(0));
@@ -686,9 +698,16 @@ where
                     // An entry that arrived while the value loaded stays. (An expired one is
                     // what the load replaces: lookups treat it as absent, which is why the
                     // value was loaded.)
-                    if matches!(cond, Cond::Loaded(_)) && !self.expired(found.node(), now) {
+                    // An expired entry that arrived during the load (a versioned insert
+                    // whose time ran out meanwhile) is newer than the load too: the load
+                    // replaces only the entry it began with. (Found in review: it replaced
+                    // any expired entry, unless an eviction or a purge had removed it first,
+                    // which records a tombstone and so was refused.)
+                    if let Cond::Loaded(_, present) = cond {
                         let current = self.ext.version(found.node()).unwrap_or(0);
-                        return Locked::Stale(node, current);
+                        if !self.expired(found.node(), now) || present != Some(current) {
+                            return Locked::Stale(node, current);
+                        }
                     }
                     updating = true;
                     if let Some(v) = version {

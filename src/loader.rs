@@ -257,11 +257,13 @@ where
     }
 
     /// What [`Self::insert_loaded`] needs to know from before a load of `key` begins: in a
-    /// versioned cache, what the tombstones know of the key then; `None` otherwise.
-    fn load_begins(&self, key: &K) -> Option<Snapshot> {
+    /// versioned cache, what the tombstones know of the key then, and the version of the
+    /// entry present then (expired or not; `None` if absent); `None` in other caches.
+    fn load_begins(&self, key: &K) -> Option<(Snapshot, Option<u64>)> {
         let inner = self.inner();
         let tombs = inner.tombstones.as_ref()?;
-        Some(tombs.snapshot(inner.hash(key), key))
+        let snapshot = tombs.snapshot(inner.hash(key), key);
+        Some((snapshot, inner.present_version(key)))
     }
 
     /// Caches a loaded value: a plain insert, or in a versioned cache one that gives way to
@@ -273,10 +275,12 @@ where
         &self,
         key: K,
         value: V,
-        began: Option<Snapshot>,
+        began: Option<(Snapshot, Option<u64>)>,
         then: impl FnOnce(u64),
     ) -> Result<(), InsertError<K, V>> {
-        let cond = began.map_or(Cond::Always, Cond::Loaded);
+        let cond = began.map_or(Cond::Always, |(snapshot, present)| {
+            Cond::Loaded(snapshot, present)
+        });
         let guard = crate::sync::pin();
         self.inner()
             .insert_then(key, value, None, cond, &guard, then)

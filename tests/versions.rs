@@ -570,3 +570,50 @@ fn a_panicking_hash_while_dropping_a_tombstone_loses_no_queue_entry() {
         "key 7's tombstone outlived 3,000 newer ones"
     );
 }
+
+/// Found in review: a load replaced any expired entry it found, so a versioned insert that
+/// arrived during the load and expired before the load ended lost to the (older) loaded value,
+/// which was then cached for a whole time-to-live. Only if an eviction or a purge had removed
+/// the expired entry first (recording its tombstone) was the loaded value refused. The load now
+/// replaces only the entry it began with.
+#[test]
+fn a_versioned_insert_during_a_load_wins_even_once_it_has_expired() {
+    let clock = common::ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(std::time::Duration::from_secs(10))
+        .clock(clock.clone())
+        .versioned()
+        .build()
+        .unwrap();
+    let loaded = cache.get_or_insert_with(1, || {
+        // The loader read the old row; meanwhile a newer version is written and expires.
+        cache.insert_versioned(1, 500, 5).unwrap();
+        clock.advance(std::time::Duration::from_secs(11));
+        400
+    });
+    assert_eq!(loaded, 400, "the callers still get what was loaded");
+    assert_eq!(cache.get(&1), None, "the older loaded value is not cached");
+    assert!(
+        cache.insert_versioned(1, 0, 5).is_err(),
+        "version 5 stays known"
+    );
+}
+
+/// The other side of the rule above: an entry that had expired before the load began is what
+/// the load replaces, also when it was written with a version.
+#[test]
+fn a_load_still_replaces_the_expired_entry_it_began_with() {
+    let clock = common::ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(std::time::Duration::from_secs(10))
+        .clock(clock.clone())
+        .versioned()
+        .build()
+        .unwrap();
+    cache.insert_versioned(1, 500, 5).unwrap();
+    clock.advance(std::time::Duration::from_secs(11));
+    assert_eq!(cache.get_or_insert_with(1, || 400), 400);
+    assert_eq!(cache.get(&1), Some(400), "the reload is cached");
+}
