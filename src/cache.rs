@@ -399,7 +399,7 @@ where
 
     /// The live node for `key`: `None` if absent or expired (at the time `now` gives, asked
     /// only in a cache with expiry, after the lookup). `touch` marks it as used (reference bit,
-    /// idle deadline) and counts the hit or miss.
+    /// idle deadline) and, with `count`, counts the hit or miss.
     ///
     /// Correct for every cache, but a plain one takes the shorter path of
     /// [`Cache::lookup`]. Everything here is inlined into `get`: as calls, `find` and the
@@ -411,13 +411,14 @@ where
         key: &Q,
         now: impl FnOnce() -> u64,
         touch: bool,
+        count: bool,
         guard: &'g Guard,
     ) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let found = self.find(key, guard);
-        self.admit(found, now, touch)
+        self.admit(found, now, touch, count)
     }
 
     /// The feature half of [`lookup`](Self::lookup): expiry check, idle deadline, counters.
@@ -431,6 +432,7 @@ where
         found: Option<&'g Node<K, V>>,
         now: impl FnOnce() -> u64,
         touch: bool,
+        count: bool,
     ) -> Option<&'g Node<K, V>> {
         let live = match (found, &self.expiry) {
             (Some(node), Some(e)) if e.only_packed => {
@@ -453,7 +455,7 @@ where
             Some(node) if touch => {
                 node.touch();
                 // SAFETY: `stats_id` is `NO_STATS` or `self.stats`'s id, borrowed with `self`.
-                if !unsafe { count_remembered(self.stats_id, Counter::Hit) } {
+                if count && !unsafe { count_remembered(self.stats_id, Counter::Hit) } {
                     if let Some(st) = &self.stats {
                         st.add(Counter::Hit, 1);
                     }
@@ -461,7 +463,10 @@ where
             }
             // The guard counts (and is then false) when this thread remembers the stripe.
             // SAFETY: as for the hit.
-            None if touch && !unsafe { count_remembered(self.stats_id, Counter::Miss) } => {
+            None if touch
+                && count
+                && !unsafe { count_remembered(self.stats_id, Counter::Miss) } =>
+            {
                 if let Some(st) = &self.stats {
                     st.add(Counter::Miss, 1);
                 }
@@ -1532,6 +1537,7 @@ where
         key: &Q,
         at: At,
         touch: bool,
+        count: bool,
         guard: &'g Guard,
     ) -> Option<&'g Node<K, V>>
     where
@@ -1569,7 +1575,7 @@ where
             At::Now => inner.now(),
             At::Fixed(nanos) => nanos,
         };
-        inner.lookup(key, now, touch, guard)
+        inner.lookup(key, now, touch, count, guard)
     }
 
     /// Pins the current thread and returns a handle whose lookups lend references instead of
@@ -1594,7 +1600,20 @@ where
         V: Clone,
     {
         let guard = crate::sync::pin();
-        let node = self.lookup(key, At::Now, true, &guard)?;
+        let node = self.lookup(key, At::Now, true, true, &guard)?;
+        Some(node.read(|_, v| v.clone()))
+    }
+
+    /// Like [`get`](Self::get) (the entry is marked as used and its idle deadline moved), but
+    /// counts nothing in the statistics: the loader's lookups after the first, which belong to
+    /// a call that has counted its lookup already.
+    pub(crate) fn get_uncounted<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        let guard = crate::sync::pin();
+        let node = self.lookup(key, At::Now, true, false, &guard)?;
         Some(node.read(|_, v| v.clone()))
     }
 
@@ -1605,7 +1624,7 @@ where
         V: Clone,
     {
         let guard = crate::sync::pin();
-        self.lookup(key, At::Now, false, &guard)
+        self.lookup(key, At::Now, false, false, &guard)
             .map(|n| n.read(|_, v| v.clone()))
     }
 
@@ -1615,7 +1634,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let guard = crate::sync::pin();
-        self.lookup(key, At::Now, false, &guard).is_some()
+        self.lookup(key, At::Now, false, false, &guard).is_some()
     }
 
     /// Inserts or replaces the entry for `key`, evicting others if the cache is full. In a cache
@@ -1865,7 +1884,7 @@ where
     {
         let node = self
             .cache
-            .lookup(key, At::Fixed(self.now), true, &self.guard)?;
+            .lookup(key, At::Fixed(self.now), true, true, &self.guard)?;
         Some(&node.kv().1)
     }
 
@@ -1875,7 +1894,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
-            .lookup(key, At::Fixed(self.now), false, &self.guard)
+            .lookup(key, At::Fixed(self.now), false, false, &self.guard)
             .map(|n| &n.kv().1)
     }
 
@@ -1885,7 +1904,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
-            .lookup(key, At::Fixed(self.now), false, &self.guard)
+            .lookup(key, At::Fixed(self.now), false, false, &self.guard)
             .is_some()
     }
 

@@ -297,14 +297,16 @@ where
     }
 
     /// The lookup at the top of a load's loop. Only the first counts in the statistics (a hit
-    /// or a miss, and a time-to-idle touch): a retry, after the leader failed or was dropped,
-    /// looks with `peek`, so one call counts one lookup (found in review: it counted two
-    /// misses).
+    /// or a miss): a retry, after the leader failed or was dropped, counts nothing, so one call
+    /// counts one lookup (found in review: it counted two misses). Every one of them marks what
+    /// it finds as used and moves its idle deadline, as any read does (it used `peek`, which
+    /// does neither, so an entry found there could expire a time-to-idle after an earlier
+    /// read instead of this one: found in review).
     fn lookup_before_load(&self, key: &K, first: &mut bool) -> Option<V> {
         if std::mem::take(first) {
             self.get(key)
         } else {
-            self.peek(key)
+            self.get_uncounted(key)
         }
     }
 
@@ -375,7 +377,7 @@ where
                     Outcome::Retry => {}
                 },
                 Joined::Lead(lead) => {
-                    if let Some(v) = self.peek(&key) {
+                    if let Some(v) = self.get_uncounted(&key) {
                         // Not `Done(v)`: a waiter may have asked after `v` expired, and must
                         // not get it. Waiters look the cache up again (see `Lead::cached`).
                         lead.cached();
@@ -460,7 +462,7 @@ where
                     Outcome::Retry => {}
                 },
                 Joined::Lead(lead) => {
-                    if let Some(v) = self.peek(&key) {
+                    if let Some(v) = self.get_uncounted(&key) {
                         // As in `load_sync`: waiters look again.
                         lead.cached();
                         return Ok(v);

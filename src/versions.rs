@@ -290,7 +290,7 @@ where
         let guard = crate::sync::pin();
         let node = self
             .inner()
-            .lookup(key, || self.inner().now(), false, &guard)?;
+            .lookup(key, || self.inner().now(), false, false, &guard)?;
         self.inner().ext.version(node)
     }
 

@@ -1129,3 +1129,52 @@ fn an_async_waiter_never_gets_a_loaded_value_that_expired_before_it_asked() {
         block_on(c.get_or_insert_with_async(k, async move { f() }))
     });
 }
+
+/// Found in review: the leader's second look (and a waiter's retry) used `peek`, which neither
+/// marks the entry nor moves its idle deadline, so an entry a loader call returned could expire
+/// a time-to-idle after an earlier read instead of after that call. The key gate stops the
+/// leader after its miss, while it registers its flight, so that the value arrives and ages
+/// before the leader's second look finds it.
+#[test]
+fn a_loader_hit_moves_the_idle_deadline() {
+    within("a loader hit and time-to-idle", || {
+        let (kg, key_reached, key_open) = Gate::new();
+        let (vg, _, _) = Gate::new();
+        let (kg, vg) = (Arc::new(kg), Arc::new(vg));
+        let clock = ManualClock::new();
+        let cache: Arc<Cache<GatedKey, GatedValue>> = Arc::new(
+            Cache::builder()
+                .max_capacity(16)
+                .time_to_idle(Duration::from_secs(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        let c = cache.clone();
+        let (k, v) = (GatedKey(1, kg.clone()), GatedValue(0, vg.clone()));
+        let (start, started) = mpsc::channel::<()>();
+        let leader = thread::spawn(move || {
+            started.recv().unwrap();
+            c.get_or_insert_with(k, move || v)
+        });
+        kg.arm(leader.thread().id());
+        start.send(()).unwrap();
+        key_reached.recv().unwrap();
+        cache
+            .insert(GatedKey(1, kg.clone()), GatedValue(10, vg.clone()))
+            .unwrap();
+        clock.advance(Duration::from_secs(9));
+        key_open.send(()).unwrap();
+        assert_eq!(
+            leader.join().unwrap().0,
+            10,
+            "the leader's second look found it"
+        );
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(
+            cache.get(&GatedKey(1, kg.clone())).map(|v| v.0),
+            Some(10),
+            "read 2 s ago, with a 10 s time-to-idle"
+        );
+    });
+}
