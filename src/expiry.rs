@@ -187,24 +187,42 @@ pub(crate) mod ticker {
 
     #[inline(always)]
     pub(super) fn now() -> u64 {
-        // Relaxed: a timestamp, ordering nothing else; a reader may see it up to one period
-        // stale, which the precision statement includes.
-        NOW.nanos.load(Ordering::Relaxed)
+        // Acquire: pairs with `refresh`'s Release, so that whoever reads a tick here (an
+        // insert computing a deadline) also sees the milliseconds word at least as far on,
+        // and so does every thread that later acquires what it published (see `refresh`).
+        // A reader may see the tick up to one period stale, which the precision statement
+        // includes.
+        NOW.nanos.load(Ordering::Acquire)
     }
 
-    /// `now() / MS`, without the division. The two words are stored one after the other, so
-    /// a reader may see one a tick ahead of the other; each alone only moves forward.
+    /// `now() / MS`, without the division. Never behind what `now()` has shown a thread that
+    /// this one synchronized with (see `refresh`); it may be a tick ahead of `now()`.
     #[inline(always)]
     pub(crate) fn now_ms() -> u64 {
-        // Relaxed: see `now`.
+        // Relaxed: a timestamp; its lower bound comes from the happens-before described in
+        // `refresh`, not from this load.
         NOW.ms.load(Ordering::Relaxed)
     }
 
+    /// Moves the tick on: the milliseconds word first, then the nanoseconds with Release.
+    ///
+    /// # Orderings
+    ///
+    /// An insert reads `now()` (Acquire) and publishes its node (Release); a lookup on the
+    /// packed path acquires the node and then reads `now_ms()`. If the insert read a tick `t`,
+    /// the store of `t / MS` (or more) happened before it, and so before the lookup's read:
+    /// the lookup sees at least `t / MS`. So an entry inserted with a zero TTL (deadline
+    /// `t / MS`) is expired for every lookup that can find it. With the words stored the other
+    /// way round (nanoseconds first, both Relaxed), a lookup could read the previous
+    /// millisecond and return that entry (found in review; not reproduced: the window is the
+    /// ticker being descheduled between its two stores). `fetch_max`: neither word goes
+    /// backwards when two refreshes race (the ticker and `acquire`).
     fn refresh() {
-        // Relaxed: see `now`. `fetch_max`: never let either word go backwards.
         let nanos = CoarseClock::default().nanos();
-        NOW.nanos.fetch_max(nanos, Ordering::Relaxed);
+        // Relaxed: published by the Release below.
         NOW.ms.fetch_max(nanos / super::MS, Ordering::Relaxed);
+        // Release: see `# Orderings` above.
+        NOW.nanos.fetch_max(nanos, Ordering::Release);
     }
 
     /// Registers one more cache; starts the thread if none runs. False if it cannot start.
