@@ -491,7 +491,7 @@ where
 
     /// [`Self::insert_full`], running `then` once the insert is done and before the listener
     /// hears of what it evicted (the loader ends its flight there). `then` is told the
-    /// earliest deadline the entry got ([`Expiry::born_deadline`]; [`NEVER`] in a cache
+    /// earliest deadline the entry got ([`Expiry::fill`]; [`NEVER`] in a cache
     /// without expiry), computed from the instant the insert read the clock.
     pub(crate) fn insert_then(
         &self,
@@ -543,8 +543,9 @@ where
         let mut words = [0u64; 3];
         let packed = match &self.expiry {
             Some(e) => {
-                *born = e.born_deadline(now, ttl);
-                e.fill(&mut words, now, ttl)
+                let (packed, earliest) = e.fill(&mut words, now, ttl);
+                *born = earliest;
+                packed
             }
             None => None,
         };

@@ -489,37 +489,24 @@ impl Expiry {
 
     /// The extension words of a new entry: deadline from `ttl` (or the default TTL), idle
     /// deadline from the TTI. Returns the deadline to pack into the weight bits, in whole
-    /// milliseconds rounded up, when the layout packs it.
-    /// The earliest deadline [`Self::fill`] gives an entry inserted at `now` with `ttl`: its
-    /// time-to-live's or its time-to-idle's, whichever is sooner ([`NEVER`] if neither). In
-    /// nanoseconds, before the packed form's rounding up: never later than the entry's real
-    /// expiry.
-    pub(crate) fn born_deadline(&self, now: u64, ttl: Option<Duration>) -> u64 {
-        let due = ttl.or(self.ttl).map_or(NEVER, |d| deadline(now, d));
-        let idle = self.tti.map_or(NEVER, |d| deadline(now, d));
-        due.min(idle)
-    }
-
+    /// milliseconds rounded up, when the layout packs it; and the entry's earliest deadline
+    /// (its TTL's or its TTI's, [`NEVER`] if neither) in nanoseconds, before any rounding up:
+    /// never later than its real expiry (the loader gives it to waiters, `loader::Outcome`).
     pub(crate) fn fill(
         &self,
         words: &mut [u64; 3],
         now: u64,
         ttl: Option<Duration>,
-    ) -> Option<u64> {
-        let due = match ttl.or(self.ttl) {
-            Some(d) => deadline(now, d),
-            None => NEVER,
-        };
+    ) -> (Option<u64>, u64) {
+        let due = ttl.or(self.ttl).map_or(NEVER, |d| deadline(now, d));
+        let idle = self.tti.map_or(NEVER, |d| deadline(now, d));
         if let Some(i) = self.layout.deadline {
             words[i] = due;
         }
         if let Some(i) = self.layout.idle {
-            words[i] = match self.tti {
-                Some(d) => deadline(now, d),
-                None => NEVER,
-            };
+            words[i] = idle;
         }
-        self.layout.packed_deadline.then(|| {
+        let packed = self.layout.packed_deadline.then(|| {
             if due == NEVER {
                 u64::MAX
             } else if due <= now {
@@ -532,7 +519,8 @@ impl Expiry {
             } else {
                 due.div_ceil(MS)
             }
-        })
+        });
+        (packed, due.min(idle))
     }
 }
 
