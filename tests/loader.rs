@@ -928,6 +928,25 @@ impl Gate {
     }
 }
 
+/// Runs `f` on a new thread whose first pass through each of `gates` blocks. The gates are
+/// armed before `f` starts: armed after, a fast thread would pass them first and the test
+/// would wait for it forever (it did once, under ASan).
+fn spawn_armed<T: Send + 'static>(
+    gates: &[&Gate],
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let (start, started) = mpsc::channel::<()>();
+    let t = thread::spawn(move || {
+        started.recv().unwrap();
+        f()
+    });
+    for g in gates {
+        g.arm(t.thread().id());
+    }
+    start.send(()).unwrap();
+    t
+}
+
 /// A key whose `Clone` passes its gate (the leader clones the key to register its flight).
 #[derive(Debug)]
 struct GatedKey(u64, Arc<Gate>);
@@ -991,16 +1010,7 @@ fn waiter_after_expiry(load: fn(&Cache<GatedKey, GatedValue>, GatedKey, GatedVal
         );
         let c = cache.clone();
         let (k, v) = (GatedKey(1, kg.clone()), GatedValue(0, vg.clone()));
-        let (start, started) = mpsc::channel::<()>();
-        let leader = thread::spawn(move || {
-            started.recv().unwrap();
-            load(&c, k, v)
-        });
-        // Armed before the leader starts: armed after, a fast leader would pass its gates first
-        // and the test would wait for it forever (it did once, under ASan).
-        kg.arm(leader.thread().id());
-        vg.arm(leader.thread().id());
-        start.send(()).unwrap();
+        let leader = spawn_armed(&[&kg, &vg], move || load(&c, k, v));
         // The leader missed and is registering its flight: the value arrives now.
         key_reached.recv().unwrap();
         cache
@@ -1152,13 +1162,7 @@ fn a_loader_hit_moves_the_idle_deadline() {
         );
         let c = cache.clone();
         let (k, v) = (GatedKey(1, kg.clone()), GatedValue(0, vg.clone()));
-        let (start, started) = mpsc::channel::<()>();
-        let leader = thread::spawn(move || {
-            started.recv().unwrap();
-            c.get_or_insert_with(k, move || v)
-        });
-        kg.arm(leader.thread().id());
-        start.send(()).unwrap();
+        let leader = spawn_armed(&[&kg], move || c.get_or_insert_with(k, move || v));
         key_reached.recv().unwrap();
         cache
             .insert(GatedKey(1, kg.clone()), GatedValue(10, vg.clone()))

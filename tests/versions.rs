@@ -471,14 +471,7 @@ fn a_load_never_overwrites_what_arrived_meanwhile() {
 /// purged it. An expired entry is now what the loaded value replaces.
 #[test]
 fn a_load_replaces_an_expired_entry() {
-    let clock = common::ManualClock::new();
-    let cache: Cache<u64, u64> = Cache::builder()
-        .max_capacity(100)
-        .time_to_live(std::time::Duration::from_secs(10))
-        .clock(clock.clone())
-        .versioned()
-        .build()
-        .unwrap();
+    let (cache, clock) = versioned_with_ttl_10s();
     cache.insert_versioned(1, 10, 3).unwrap();
     clock.advance(std::time::Duration::from_secs(11));
     assert_eq!(cache.get(&1), None, "expired");
@@ -578,14 +571,7 @@ fn a_panicking_hash_while_dropping_a_tombstone_loses_no_queue_entry() {
 /// replaces only the entry it began with.
 #[test]
 fn a_versioned_insert_during_a_load_wins_even_once_it_has_expired() {
-    let clock = common::ManualClock::new();
-    let cache: Cache<u64, u64> = Cache::builder()
-        .max_capacity(100)
-        .time_to_live(std::time::Duration::from_secs(10))
-        .clock(clock.clone())
-        .versioned()
-        .build()
-        .unwrap();
+    let (cache, clock) = versioned_with_ttl_10s();
     let loaded = cache.get_or_insert_with(1, || {
         // The loader read the old row; meanwhile a newer version is written and expires.
         cache.insert_versioned(1, 500, 5).unwrap();
@@ -604,16 +590,22 @@ fn a_versioned_insert_during_a_load_wins_even_once_it_has_expired() {
 /// the load replaces, also when it was written with a version.
 #[test]
 fn a_load_still_replaces_the_expired_entry_it_began_with() {
+    let (cache, clock) = versioned_with_ttl_10s();
+    cache.insert_versioned(1, 500, 5).unwrap();
+    clock.advance(std::time::Duration::from_secs(11));
+    assert_eq!(cache.get_or_insert_with(1, || 400), 400);
+    assert_eq!(cache.get(&1), Some(400), "the reload is cached");
+}
+
+/// A versioned cache of 100 entries with a 10 s time-to-live on a manual clock.
+fn versioned_with_ttl_10s() -> (Cache<u64, u64>, std::sync::Arc<common::ManualClock>) {
     let clock = common::ManualClock::new();
-    let cache: Cache<u64, u64> = Cache::builder()
+    let cache = Cache::builder()
         .max_capacity(100)
         .time_to_live(std::time::Duration::from_secs(10))
         .clock(clock.clone())
         .versioned()
         .build()
         .unwrap();
-    cache.insert_versioned(1, 500, 5).unwrap();
-    clock.advance(std::time::Duration::from_secs(11));
-    assert_eq!(cache.get_or_insert_with(1, || 400), 400);
-    assert_eq!(cache.get(&1), Some(400), "the reload is cached");
+    (cache, clock)
 }
