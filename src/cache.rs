@@ -127,6 +127,18 @@ pub(crate) enum At {
     Fixed(u64),
 }
 
+/// What a lookup does to the entry it finds, besides finding it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Nothing: `peek`, `contains_key`, `version_of`.
+    Peek,
+    /// Marks it as used (reference bit, idle deadline) and counts the hit or miss: `get`.
+    Get,
+    /// Marks it as used, counts nothing: the loader's lookups after the first, in a call that
+    /// has counted its lookup already.
+    Uncounted,
+}
+
 /// Everything a cache is; see [`Cache`].
 ///
 /// `repr(C)`, read-path fields first: a read hit touches `table` and `hasher`, which then share
@@ -398,8 +410,8 @@ where
     }
 
     /// The live node for `key`: `None` if absent or expired (at the time `now` gives, asked
-    /// only in a cache with expiry, after the lookup). `touch` marks it as used (reference bit,
-    /// idle deadline) and, with `count`, counts the hit or miss.
+    /// only in a cache with expiry, after the lookup). `read` says whether it marks the entry
+    /// as used (reference bit, idle deadline) and counts the hit or miss.
     ///
     /// Correct for every cache, but a plain one takes the shorter path of
     /// [`Cache::lookup`]. Everything here is inlined into `get`: as calls, `find` and the
@@ -410,15 +422,14 @@ where
         &self,
         key: &Q,
         now: impl FnOnce() -> u64,
-        touch: bool,
-        count: bool,
+        read: Read,
         guard: &'g Guard,
     ) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let found = self.find(key, guard);
-        self.admit(found, now, touch, count)
+        self.admit(found, now, read)
     }
 
     /// The feature half of [`lookup`](Self::lookup): expiry check, idle deadline, counters.
@@ -431,9 +442,10 @@ where
         &self,
         found: Option<&'g Node<K, V>>,
         now: impl FnOnce() -> u64,
-        touch: bool,
-        count: bool,
+        read: Read,
     ) -> Option<&'g Node<K, V>> {
+        let touch = read != Read::Peek;
+        let count = read == Read::Get;
         let live = match (found, &self.expiry) {
             (Some(node), Some(e)) if e.only_packed => {
                 (!Expiry::is_expired_packed(node, now())).then(|| node)
@@ -1537,13 +1549,13 @@ where
         &self,
         key: &Q,
         at: At,
-        touch: bool,
-        count: bool,
+        read: Read,
         guard: &'g Guard,
     ) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
+        let touch = read != Read::Peek;
         let inner = match &self.repr {
             Repr::Plain(inner) => {
                 let node = inner.find(key, guard)?;
@@ -1576,7 +1588,7 @@ where
             At::Now => inner.now(),
             At::Fixed(nanos) => nanos,
         };
-        inner.lookup(key, now, touch, count, guard)
+        inner.lookup(key, now, read, guard)
     }
 
     /// Pins the current thread and returns a handle whose lookups lend references instead of
@@ -1601,7 +1613,7 @@ where
         V: Clone,
     {
         let guard = crate::sync::pin();
-        let node = self.lookup(key, At::Now, true, true, &guard)?;
+        let node = self.lookup(key, At::Now, Read::Get, &guard)?;
         Some(node.read(|_, v| v.clone()))
     }
 
@@ -1614,7 +1626,7 @@ where
         V: Clone,
     {
         let guard = crate::sync::pin();
-        let node = self.lookup(key, At::Now, true, false, &guard)?;
+        let node = self.lookup(key, At::Now, Read::Uncounted, &guard)?;
         Some(node.read(|_, v| v.clone()))
     }
 
@@ -1625,7 +1637,7 @@ where
         V: Clone,
     {
         let guard = crate::sync::pin();
-        self.lookup(key, At::Now, false, false, &guard)
+        self.lookup(key, At::Now, Read::Peek, &guard)
             .map(|n| n.read(|_, v| v.clone()))
     }
 
@@ -1635,7 +1647,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         let guard = crate::sync::pin();
-        self.lookup(key, At::Now, false, false, &guard).is_some()
+        self.lookup(key, At::Now, Read::Peek, &guard).is_some()
     }
 
     /// Inserts or replaces the entry for `key`, evicting others if the cache is full. In a cache
@@ -1885,7 +1897,7 @@ where
     {
         let node = self
             .cache
-            .lookup(key, At::Fixed(self.now), true, true, &self.guard)?;
+            .lookup(key, At::Fixed(self.now), Read::Get, &self.guard)?;
         Some(&node.kv().1)
     }
 
@@ -1895,7 +1907,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
-            .lookup(key, At::Fixed(self.now), false, false, &self.guard)
+            .lookup(key, At::Fixed(self.now), Read::Peek, &self.guard)
             .map(|n| &n.kv().1)
     }
 
@@ -1905,7 +1917,7 @@ where
         Q: ?Sized + Hash + Equivalent<K>,
     {
         self.cache
-            .lookup(key, At::Fixed(self.now), false, false, &self.guard)
+            .lookup(key, At::Fixed(self.now), Read::Peek, &self.guard)
             .is_some()
     }
 

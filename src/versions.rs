@@ -32,7 +32,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::cache::Cond;
+use crate::cache::{Cond, Read};
 use crate::error::InsertError;
 use crate::listener::{Notes, RemovalCause};
 use crate::Cache;
@@ -290,7 +290,7 @@ where
         let guard = crate::sync::pin();
         let node = self
             .inner()
-            .lookup(key, || self.inner().now(), false, false, &guard)?;
+            .lookup(key, || self.inner().now(), Read::Peek, &guard)?;
         self.inner().ext.version(node)
     }
 
