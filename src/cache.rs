@@ -1453,9 +1453,16 @@ where
 
     /// Unlinks, bucket by bucket under each bucket's lock, every entry `pick` names a cause
     /// for; returns how many. Inserts that run concurrently may survive.
+    ///
+    /// Each bucket's departures are reported once its lock is released. A panic there (the
+    /// listener's, or a key's `Hash` while recording a tombstone) does not stop the sweep: the
+    /// first is raised once every bucket is done. (It used to unwind out of the sweep at once,
+    /// so a listener that panicked once left `clear` with most of the cache still in place;
+    /// `tests/listener.rs`, `a_listener_that_panics_does_not_stop_clear_halfway`.)
     fn sweep(&self, pick: impl Fn(&Node<K, V>) -> Option<RemovalCause>) -> usize {
         let guard = crate::sync::pin();
         let mut removed = 0;
+        let mut first_panic = None;
         'restart: loop {
             let table = self.table(&guard);
             for b in 0..table.nbuckets() {
@@ -1482,7 +1489,13 @@ where
                         }
                     }
                 }
-                notes.deliver(self.listener.as_ref());
+                let listener = self.listener.as_ref();
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| notes.deliver(listener))) {
+                    first_panic.get_or_insert(p);
+                }
+            }
+            if let Some(p) = first_panic {
+                resume_unwind(p);
             }
             return removed;
         }

@@ -174,3 +174,31 @@ fn exactly_once_under_concurrency() {
         "every inserted value is reported or cached"
     );
 }
+
+/// A listener that panics once does not stop `clear`: every entry is still removed and
+/// reported, and the panic reaches the caller once the whole cache is cleared. (`clear`
+/// delivered each bucket's batch as it went and stopped at the first panic, leaving the rest
+/// of the cache in place, unreported.)
+#[test]
+fn a_listener_that_panics_does_not_stop_clear_halfway() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .eviction_listener(move |_, _, cause| {
+            assert_eq!(cause, RemovalCause::Cleared);
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("intentional: the first call panics");
+            }
+        })
+        .build()
+        .unwrap();
+    for k in 0..50 {
+        cache.insert(k, k).unwrap();
+    }
+    let r = catch_unwind(AssertUnwindSafe(|| cache.clear()));
+    assert!(r.is_err(), "the listener's panic reaches the caller");
+    assert_eq!(cache.len(), 0, "every entry was cleared");
+    assert_eq!(calls.load(Ordering::SeqCst), 50, "every entry was reported");
+    assert_eq!(cache.check_invariants(), Ok(0));
+}
