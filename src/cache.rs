@@ -505,6 +505,13 @@ where
     /// hears of what it evicted (the loader ends its flight there). `then` is told the
     /// earliest deadline the entry got ([`Expiry::fill`]; [`NEVER`] in a cache
     /// without expiry), computed from the instant the insert read the clock.
+    ///
+    /// A panic of user code inside the insert (a key's `Eq` when it probes again after an
+    /// eviction, its `Hash` while the table grows) is caught, `then` is dropped without being
+    /// called, the listener still hears of every entry the insert had already evicted, and the
+    /// panic is raised after that. (It used to unwind past the listener calls: an entry the
+    /// insert had evicted was neither cached nor reported; `tests/listener.rs`,
+    /// `an_insert_that_panics_after_evicting_still_reports_the_eviction`.)
     pub(crate) fn insert_then(
         &self,
         key: K,
@@ -516,10 +523,27 @@ where
     ) -> Result<(), InsertError<K, V>> {
         let mut notes = Notes::new(self.listener.is_some());
         let mut born = NEVER;
-        let result = self.insert_noted(key, value, ttl, cond, &mut born, &mut notes, guard);
-        then(born);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.insert_noted(key, value, ttl, cond, &mut born, &mut notes, guard)
+        }));
+        let result = match result {
+            Ok(result) => {
+                then(born);
+                Some(result)
+            }
+            Err(panic) => {
+                // Dropped before the listener runs, as `then` would have run: a loader's
+                // flight is abandoned, so a listener that loads its key does not wait on it.
+                drop(then);
+                notes.panicked(panic);
+                None
+            }
+        };
         notes.deliver(self.listener.as_ref());
-        result
+        match result {
+            Some(result) => result,
+            None => unreachable!("`deliver` raised the insert's panic"),
+        }
     }
 
     /// The body of [`Self::insert_then`]; sets `born` to the entry's earliest deadline.

@@ -841,3 +841,96 @@ fn panic_in_drop_of_the_cache() {
     assert_panics("drop of a grown cache", move || drop(cache));
     hooks.assert_all_dropped();
 }
+
+// ---------------------------------------------------------------------------------------------
+// An `Eq` that changes its behaviour once the insert calling it has evicted something: the
+// insert of a new key into a full neighbourhood (one hash for all keys) evicts there and looks
+// the key up again.
+
+/// What `TrickyKey`'s `Eq` does once `TRICKY_CACHE`'s statistics count an eviction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AfterEviction {
+    Panic,
+}
+
+type TrickyCache = Cache<TrickyKey, u64, ConstantHash>;
+
+thread_local! {
+    static TRICKY_CACHE: std::cell::RefCell<Option<(Arc<TrickyCache>, AfterEviction)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[derive(Clone, Debug)]
+struct TrickyKey(u64);
+
+impl Hash for TrickyKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.hash(h)
+    }
+}
+
+impl PartialEq for TrickyKey {
+    fn eq(&self, other: &Self) -> bool {
+        let armed = TRICKY_CACHE.with(|c| {
+            c.borrow()
+                .as_ref()
+                .map(|(cache, mode)| (cache.stats().unwrap().evictions > 0, *mode))
+        });
+        match armed {
+            Some((true, AfterEviction::Panic)) => panic!("intentional: Eq after an eviction"),
+            _ => self.0 == other.0,
+        }
+    }
+}
+
+impl Eq for TrickyKey {}
+
+/// A cache of 200 whose one neighbourhood (56 slots) is full, with a listener that logs.
+fn full_neighbourhood() -> (
+    Arc<TrickyCache>,
+    Arc<std::sync::Mutex<Vec<(u64, clockline::RemovalCause)>>>,
+) {
+    quiet_intentional_panics();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = log.clone();
+    let cache: Arc<TrickyCache> = Arc::new(
+        Cache::builder()
+            .max_capacity(200)
+            .hasher(ConstantHash)
+            .record_stats()
+            .eviction_listener(move |k: &TrickyKey, _: &u64, cause| {
+                l.lock().unwrap().push((k.0, cause))
+            })
+            .build()
+            .unwrap(),
+    );
+    for id in 0..56 {
+        cache.insert(TrickyKey(id), id).unwrap();
+    }
+    assert_eq!(cache.check_invariants(), Ok(56));
+    assert_eq!(cache.stats().unwrap().evictions, 0);
+    (cache, log)
+}
+
+/// Found in review: an insert that evicted an entry of its full neighbourhood and then met a
+/// panic in the key's `Eq` (looking the key up again) dropped its listener notes: the entry
+/// was gone, counted as evicted, and the listener never heard of it.
+#[test]
+fn a_panic_in_eq_after_an_eviction_still_tells_the_listener() {
+    let (cache, log) = full_neighbourhood();
+    TRICKY_CACHE.with(|c| *c.borrow_mut() = Some((cache.clone(), AfterEviction::Panic)));
+    let r = catch_unwind(AssertUnwindSafe(|| cache.insert(TrickyKey(1000), 1000)));
+    TRICKY_CACHE.with(|c| *c.borrow_mut() = None);
+    assert!(r.is_err(), "the insert should have met the panic");
+    assert_eq!(cache.stats().unwrap().evictions, 1);
+    assert_eq!(cache.check_invariants(), Ok(55));
+    let log = log.lock().unwrap();
+    assert_eq!(
+        log.len(),
+        1,
+        "the listener heard of the eviction: {:?}",
+        log.len()
+    );
+    assert_eq!(log[0].1, clockline::RemovalCause::Capacity);
+    assert!(!cache.contains_key(&TrickyKey(log[0].0)));
+}

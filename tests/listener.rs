@@ -202,3 +202,84 @@ fn a_listener_that_panics_does_not_stop_clear_halfway() {
     assert_eq!(calls.load(Ordering::SeqCst), 50, "every entry was reported");
     assert_eq!(cache.check_invariants(), Ok(0));
 }
+
+/// A key whose `Eq`, once armed, panics when it compares the same two keys a third time: the
+/// third probe of one insert (the lock-free replace's, the locked insert's, and the one after
+/// an eviction). Only the test below uses it.
+#[derive(Clone, Debug)]
+struct TouchyKey(u64);
+
+static TOUCHY_ARMED: AtomicU64 = AtomicU64::new(u64::MAX);
+static TOUCHY_SEEN: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+impl PartialEq for TouchyKey {
+    fn eq(&self, other: &Self) -> bool {
+        let armed = TOUCHY_ARMED.load(Ordering::SeqCst);
+        if self.0 == armed || other.0 == armed {
+            let pair = (self.0, other.0);
+            let mut seen = TOUCHY_SEEN.lock().unwrap();
+            if seen.iter().filter(|&&p| p == pair).count() == 2 {
+                drop(seen);
+                panic!("intentional: Eq panics at the third probe");
+            }
+            seen.push(pair);
+        }
+        self.0 == other.0
+    }
+}
+impl Eq for TouchyKey {}
+impl std::hash::Hash for TouchyKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.0);
+    }
+}
+
+/// Every key lands in one neighbourhood.
+#[derive(Default)]
+struct ConstHasher;
+impl std::hash::Hasher for ConstHasher {
+    fn finish(&self) -> u64 {
+        0x1234_5678_9abc_def0
+    }
+    fn write(&mut self, _: &[u8]) {}
+}
+
+/// An insert that evicts an entry and then panics in the key's `Eq` (its next probe) still
+/// reports the entry it evicted: the entry is gone, so it must be reported. (The panic
+/// unwound past the delivery of the insert's notes: the evicted entry was neither cached nor
+/// reported.)
+#[test]
+fn an_insert_that_panics_after_evicting_still_reports_the_eviction() {
+    let log: Arc<Mutex<Vec<(u64, RemovalCause)>>> = Arc::default();
+    let l = log.clone();
+    let cache: Cache<TouchyKey, u64, std::hash::BuildHasherDefault<ConstHasher>> = Cache::builder()
+        .max_capacity(200)
+        .policy(clockline::Policy::Clock)
+        .hasher(std::hash::BuildHasherDefault::<ConstHasher>::default())
+        .eviction_listener(move |k: &TouchyKey, _, c| l.lock().unwrap().push((k.0, c)))
+        .build()
+        .unwrap();
+    // One neighbourhood holds 56 entries: the later inserts each evict one of it.
+    for k in 0..100 {
+        cache.insert(TouchyKey(k), k).unwrap();
+    }
+    assert_eq!(cache.len(), 56);
+    assert_eq!(log.lock().unwrap().len(), 44);
+    // The next insert of a new key probes twice (comparing it with each key), finds the
+    // neighbourhood full, evicts one entry and probes again: its `Eq` panics there.
+    TOUCHY_ARMED.store(1000, Ordering::SeqCst);
+    let r = catch_unwind(AssertUnwindSafe(|| cache.insert(TouchyKey(1000), 1000)));
+    TOUCHY_ARMED.store(u64::MAX, Ordering::SeqCst);
+    assert!(r.is_err(), "the panic of `Eq` reaches the caller");
+    let reported = log.lock().unwrap().clone();
+    let cached: Vec<u64> = cache.pin().iter().map(|(k, _)| k.0).collect();
+    assert_eq!(cached.len(), cache.len());
+    let mut all: Vec<u64> = reported.iter().map(|e| e.0).chain(cached).collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..100).collect::<Vec<_>>(),
+        "every key inserted is reported exactly once or still cached"
+    );
+    assert_eq!(cache.check_invariants(), Ok(cache.len()));
+}
