@@ -8,6 +8,7 @@
 //! The rate limit spaces load *starts* evenly (one every `1/rate`), measured and waited on the
 //! cache's [`Clock`](crate::Clock), so an injected clock makes it testable without sleeping.
 
+use std::cell::Cell;
 use std::hash::{BuildHasher, Hash};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::{Mutex, PoisonError};
@@ -66,6 +67,11 @@ where
     /// most its rate, and returns when every key is done. A failing or panicking loader counts
     /// as `failed` and caches nothing; the others go on.
     ///
+    /// A panic that comes after a loader returned (the eviction listener's, when the insert
+    /// of its value evicted; or the key's own `Hash` or `Eq`) is not the loader's: the key
+    /// counts by what its loader returned, the others go on, and the first such panic is
+    /// raised once every key is done, as the insert that triggered it would raise it.
+    ///
     /// ```
     /// use std::num::NonZeroUsize;
     /// use clockline::{Cache, WarmUp};
@@ -92,6 +98,8 @@ where
             .per_second
             .map(|r| Duration::from_nanos(1_000_000_000 / u64::from(r.get())));
         let report = Mutex::new(WarmUpReport::default());
+        // The first panic that was not a loader's (see the docs above), raised at the end.
+        let foreign_panic = Mutex::new(None);
         let work = || loop {
             let Some(key) = keys.lock().unwrap_or_else(PoisonError::into_inner).next() else {
                 return;
@@ -115,14 +123,38 @@ where
                     clock.sleep(Duration::from_nanos(at - now));
                 }
             }
+            // Whether this key's loader returned, and with a value: a panic after that is
+            // not the loader's. (Counting every panic as a failed load counted keys whose
+            // value was cached, when the insert's listener panicked, and swallowed that
+            // panic: `tests/warmup.rs`,
+            // `a_panicking_listener_during_warm_up_fails_no_key_and_reaches_the_caller`.)
+            let returned = Cell::new(None);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.load_sync(key.clone(), || loader(&key))
+                self.load_sync(key.clone(), || {
+                    let r = loader(&key);
+                    returned.set(Some(r.is_ok()));
+                    r
+                })
             }));
             let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);
             match outcome {
                 Ok(Ok((_, Served::Hit))) => r.skipped += 1,
                 Ok(Ok(_)) => r.loaded += 1,
-                Ok(Err(_)) | Err(_) => r.failed += 1,
+                Ok(Err(_)) => r.failed += 1,
+                Err(panic) => match returned.get() {
+                    None => r.failed += 1,
+                    Some(ok) => {
+                        if ok {
+                            r.loaded += 1;
+                        } else {
+                            r.failed += 1;
+                        }
+                        foreign_panic
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get_or_insert(panic);
+                    }
+                },
             }
         };
         os_thread::scope(|s| {
@@ -131,6 +163,12 @@ where
             }
             work();
         });
+        if let Some(panic) = foreign_panic
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            std::panic::resume_unwind(panic);
+        }
         let mut report = report.into_inner().unwrap_or_else(PoisonError::into_inner);
         report.elapsed = Duration::from_nanos(clock.now().saturating_sub(start));
         report

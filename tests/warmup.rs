@@ -320,3 +320,46 @@ fn warm_up_joins_a_request_already_loading() {
         assert_eq!(cache.get(&4), Some(400));
     });
 }
+
+/// A listener that panics when warm-up's inserts evict does not make the keys whose loader
+/// succeeded count as failed (the report says "nothing was cached" for those, and each was);
+/// warm-up loads every key, and the listener's panic reaches the caller at the end, as it
+/// would from the insert that triggered it. (Warm-up counted such a key as failed and
+/// swallowed the listener's panic.)
+#[test]
+fn a_panicking_listener_during_warm_up_fails_no_key_and_reaches_the_caller() {
+    within("warm-up with a panicking listener", || {
+        let reported = Arc::new(Mutex::new(Vec::new()));
+        let r = reported.clone();
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(1)
+            .policy(clockline::Policy::Clock)
+            .eviction_listener(move |k: &u64, _, _| {
+                r.lock().unwrap().push(*k);
+                panic!("intentional: the listener panics");
+            })
+            .build()
+            .unwrap();
+        let loads = AtomicUsize::new(0);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.warm_up(0..3u64, workers(1), |&k| {
+                loads.fetch_add(1, SeqCst);
+                Ok::<_, DbDown>(k * 10)
+            })
+        }));
+        assert_eq!(loads.load(SeqCst), 3, "every key was loaded");
+        assert_eq!(cache.get(&2), Some(20), "the last key is cached");
+        assert_eq!(
+            *reported.lock().unwrap(),
+            [0, 1],
+            "each insert evicted the one before"
+        );
+        match outcome {
+            Ok(report) => panic!("the listener's panic was swallowed: {report:?}"),
+            Err(p) => assert_eq!(
+                p.downcast_ref::<&str>(),
+                Some(&"intentional: the listener panics")
+            ),
+        }
+    });
+}
