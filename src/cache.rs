@@ -527,10 +527,15 @@ where
             self.insert_noted(key, value, ttl, cond, &mut born, &mut notes, guard)
         }));
         let result = match result {
-            Ok(result) => {
-                then(born);
-                Some(result)
-            }
+            // `then` may panic too (the loader's flight map runs the key's `Hash` and `Eq`):
+            // the listener calls are still made, then the panic is raised.
+            Ok(result) => match catch_unwind(AssertUnwindSafe(|| then(born))) {
+                Ok(()) => Some(result),
+                Err(panic) => {
+                    notes.panicked(panic);
+                    None
+                }
+            },
             Err(panic) => {
                 // Dropped before the listener runs, as `then` would have run: a loader's
                 // flight is abandoned, so a listener that loads its key does not wait on it.
@@ -542,7 +547,7 @@ where
         notes.deliver(self.listener.as_ref());
         match result {
             Some(result) => result,
-            None => unreachable!("`deliver` raised the insert's panic"),
+            None => unreachable!("`deliver` raised the insert's (or `then`'s) panic"),
         }
     }
 

@@ -55,6 +55,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -172,7 +173,9 @@ struct Lead<'a, K: Hash + Eq, V: Clone> {
 
 impl<K: Hash + Eq, V: Clone> Lead<'_, K, V> {
     fn finish(mut self, outcome: State<V>) {
-        self.end(outcome);
+        if let Some(panic) = self.end(outcome) {
+            resume_unwind(panic);
+        }
     }
 
     /// Ends the flight of a leader that found the key cached after all (inserted between its
@@ -184,25 +187,44 @@ impl<K: Hash + Eq, V: Clone> Lead<'_, K, V> {
         self.finish(State::Abandoned);
     }
 
-    fn end(&mut self, outcome: State<V>) {
+    /// Unregisters the flight and ends it with `outcome`, whatever the key's `Hash` and `Eq`
+    /// do: if one of them panics while the flight is looked up, the flight is removed by
+    /// identity instead (no user code), still ended, and the panic handed back for the caller
+    /// to raise. (It used to unwind out of here after `done` was set: the flight stayed
+    /// registered and never ended, so its waiters, and every later miss on the key, waited
+    /// forever; `tests/loader.rs`, `a_panic_while_ending_a_flight_leaves_no_flight_behind`.)
+    fn end(&mut self, outcome: State<V>) -> Option<Box<dyn Any + Send>> {
         self.done = true;
-        {
-            let mut map = lock(&self.flights.shards[self.shard]);
+        let shard = &self.flights.shards[self.shard];
+        let looked_up = catch_unwind(AssertUnwindSafe(|| {
+            let mut map = lock(shard);
             if map
                 .get(&self.key)
                 .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
             {
                 map.remove(&self.key);
             }
+        }));
+        let panic = looked_up.err();
+        if panic.is_some() {
+            // A panic inside a lookup leaves the map unchanged (and the poisoned lock is
+            // ignored, see `lock`), so the flight is still registered, at most once.
+            lock(shard).retain(|_, f| !Arc::ptr_eq(f, &self.flight));
         }
         self.flight.finish(outcome);
+        panic
     }
 }
 
 impl<K: Hash + Eq, V: Clone> Drop for Lead<'_, K, V> {
     fn drop(&mut self) {
         if !self.done {
-            self.end(State::Abandoned);
+            if let Some(panic) = self.end(State::Abandoned) {
+                // Raising a second panic while one unwinds (the loader's) would abort.
+                if !std::thread::panicking() {
+                    resume_unwind(panic);
+                }
+            }
         }
     }
 }

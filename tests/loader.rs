@@ -1182,3 +1182,46 @@ fn a_loader_hit_moves_the_idle_deadline() {
         );
     });
 }
+
+/// A key whose `Eq` panics once, when armed. Only the test below uses it.
+#[derive(Clone, Debug)]
+struct EqPanicsOnce(u64);
+
+static EQ_ARMED: AtomicBool = AtomicBool::new(false);
+
+impl PartialEq for EqPanicsOnce {
+    fn eq(&self, other: &Self) -> bool {
+        if EQ_ARMED.swap(false, SeqCst) {
+            panic!("intentional: Eq panics once");
+        }
+        self.0 == other.0
+    }
+}
+impl Eq for EqPanicsOnce {}
+impl std::hash::Hash for EqPanicsOnce {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.hash(h);
+    }
+}
+
+/// A panic of the key's `Eq` while the leader ends its flight (looking its key up in the
+/// flight map) still ends the flight: later misses on the key load it instead of waiting
+/// forever. (The leader marked its flight done before that lookup, so the flight stayed
+/// registered and never finished: every later miss on the key waited on it.)
+#[test]
+fn a_panic_while_ending_a_flight_leaves_no_flight_behind() {
+    within("a miss after a flight whose end panicked", || {
+        let cache: Arc<Cache<EqPanicsOnce, u64>> = Arc::new(Cache::new(100));
+        let first = panic::catch_unwind(AssertUnwindSafe(|| {
+            cache.get_or_insert_with(EqPanicsOnce(1), || {
+                // The cache is empty: the next `Eq` is the flight map's, as the flight ends.
+                EQ_ARMED.store(true, SeqCst);
+                10
+            })
+        }));
+        EQ_ARMED.store(false, SeqCst);
+        assert!(first.is_err(), "the panic of `Eq` reaches the caller");
+        cache.remove(&EqPanicsOnce(1));
+        assert_eq!(cache.get_or_insert_with(EqPanicsOnce(1), || 20), 20);
+    });
+}
