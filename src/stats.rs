@@ -345,11 +345,13 @@ pub struct CacheStats {
 impl CacheStats {
     /// hits / (hits + misses), or 0 before the first lookup.
     pub fn hit_ratio(&self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 {
+        // In floating point: the sum of two counters near `u64::MAX` overflowed (found in
+        // review; `tests/stats.rs`, `the_hit_ratio_of_huge_counters_does_not_overflow`).
+        let total = self.hits as f64 + self.misses as f64;
+        if total == 0.0 {
             0.0
         } else {
-            self.hits as f64 / total as f64
+            self.hits as f64 / total
         }
     }
 }

@@ -166,3 +166,16 @@ fn a_thread_switching_caches_counts_into_each() {
         drop(a); // the next round's caches may take its place in memory
     }
 }
+
+/// The hit ratio of counters near `u64::MAX` (they wrap, never saturate) is still a ratio:
+/// `hits + misses` overflowed (0.0 in release builds, a panic in debug ones).
+#[test]
+fn the_hit_ratio_of_huge_counters_does_not_overflow() {
+    let mut s = clockline::CacheStats::default();
+    s.hits = u64::MAX;
+    s.misses = 1;
+    assert!(s.hit_ratio() > 0.99, "{}", s.hit_ratio());
+    s.hits = 0;
+    s.misses = u64::MAX;
+    assert_eq!(s.hit_ratio(), 0.0);
+}
