@@ -143,6 +143,14 @@ impl<'a> Reservation<'a> {
         self.weight += w;
     }
 
+    /// Gives back the entry, if one is reserved.
+    pub(crate) fn give_back_entry(&mut self) {
+        if self.entry {
+            self.budget.release_entry();
+            self.entry = false;
+        }
+    }
+
     /// Gives back whatever is reserved beyond `target`.
     pub(crate) fn give_back_weight_above(&mut self, target: u64) {
         if self.weight > target {

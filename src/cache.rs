@@ -757,6 +757,11 @@ where
                         }
                     }
                     updating = true;
+                    // An update takes no entry of the budget. One reserved by an earlier
+                    // look that missed the key goes back (an `Eq` that answers otherwise
+                    // now: found in review, the replace committed it and `len` counted an
+                    // entry that did not exist, for good).
+                    reservation.give_back_entry();
                     if let Some(v) = version {
                         let current = self.ext.version(found.node()).unwrap_or(0);
                         if v <= current {

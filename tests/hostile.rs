@@ -851,9 +851,14 @@ fn panic_in_drop_of_the_cache() {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum AfterEviction {
     Panic,
+    /// Says "different" until then, the truth after (an inconsistent `Eq`: a logic error,
+    /// which must still leak nothing).
+    TellTheTruth,
 }
 
 type TrickyCache = Cache<TrickyKey, u64, ConstantHash>;
+/// The listener's log: each removed key with its cause.
+type RemovalLog = Arc<std::sync::Mutex<Vec<(u64, clockline::RemovalCause)>>>;
 
 thread_local! {
     static TRICKY_CACHE: std::cell::RefCell<Option<(Arc<TrickyCache>, AfterEviction)>> =
@@ -878,6 +883,7 @@ impl PartialEq for TrickyKey {
         });
         match armed {
             Some((true, AfterEviction::Panic)) => panic!("intentional: Eq after an eviction"),
+            Some((false, AfterEviction::TellTheTruth)) => false,
             _ => self.0 == other.0,
         }
     }
@@ -886,10 +892,7 @@ impl PartialEq for TrickyKey {
 impl Eq for TrickyKey {}
 
 /// A cache of 200 whose one neighbourhood (56 slots) is full, with a listener that logs.
-fn full_neighbourhood() -> (
-    Arc<TrickyCache>,
-    Arc<std::sync::Mutex<Vec<(u64, clockline::RemovalCause)>>>,
-) {
+fn full_neighbourhood() -> (Arc<TrickyCache>, RemovalLog) {
     quiet_intentional_panics();
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));
     let l = log.clone();
@@ -933,4 +936,23 @@ fn a_panic_in_eq_after_an_eviction_still_tells_the_listener() {
     );
     assert_eq!(log[0].1, clockline::RemovalCause::Capacity);
     assert!(!cache.contains_key(&TrickyKey(log[0].0)));
+}
+
+/// Found in review: an insert of a new key reserves an entry, evicts in its full
+/// neighbourhood and looks again; if that look finds the key (an `Eq` that answered
+/// otherwise the first time), it replaced the entry and kept the reservation, so `len` counted
+/// one entry that does not exist, for good (enough of them and inserts wait for room forever).
+#[test]
+fn an_inconsistent_eq_leaks_no_entry_of_the_budget() {
+    let (cache, _log) = full_neighbourhood();
+    // Marked, so that the neighbourhood's eviction takes another entry.
+    assert_eq!(cache.get(&TrickyKey(55)), Some(55));
+    TRICKY_CACHE.with(|c| *c.borrow_mut() = Some((cache.clone(), AfterEviction::TellTheTruth)));
+    cache.insert(TrickyKey(55), 5500).unwrap();
+    TRICKY_CACHE.with(|c| *c.borrow_mut() = None);
+    assert_eq!(cache.stats().unwrap().evictions, 1);
+    assert_eq!(cache.get(&TrickyKey(55)), Some(5500));
+    let held = cache.check_invariants().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(held, 55);
+    assert_eq!(cache.len(), 55);
 }
