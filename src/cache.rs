@@ -539,8 +539,16 @@ where
             Err(panic) => {
                 // Dropped before the listener runs, as `then` would have run: a loader's
                 // flight is abandoned, so a listener that loads its key does not wait on it.
-                drop(then);
+                // That drop may panic too (ending the flight runs the key's `Hash` and `Eq`,
+                // which may well be what panicked in the insert): caught, so that it cannot
+                // unwind past the listener calls; the insert's panic is the one raised. (It
+                // used to escape here, and the entries the insert had evicted were never
+                // reported; `tests/loader.rs`,
+                // `a_load_whose_insert_panics_after_evicting_still_tells_the_listener`.)
                 notes.panicked(panic);
+                if let Err(second) = catch_unwind(AssertUnwindSafe(|| drop(then))) {
+                    notes.panicked(second);
+                }
                 None
             }
         };

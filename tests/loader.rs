@@ -1225,3 +1225,101 @@ fn a_panic_while_ending_a_flight_leaves_no_flight_behind() {
         assert_eq!(cache.get_or_insert_with(EqPanicsOnce(1), || 20), 20);
     });
 }
+
+/// A hasher that gives every key the same hash: every key shares one neighbourhood (56 slots).
+struct OneHash;
+
+impl std::hash::BuildHasher for OneHash {
+    type Hasher = OneHasher;
+    fn build_hasher(&self) -> OneHasher {
+        OneHasher
+    }
+}
+
+struct OneHasher;
+
+impl std::hash::Hasher for OneHasher {
+    fn finish(&self) -> u64 {
+        0x1234_5678_9abc_def0
+    }
+    fn write(&mut self, _: &[u8]) {}
+}
+
+type EvictingCache = Cache<PanicsAfterEviction, u64, OneHash>;
+
+thread_local! {
+    /// The cache whose first eviction arms [`PanicsAfterEviction`]'s `Eq` on this thread.
+    static EVICTING: std::cell::RefCell<Option<Arc<EvictingCache>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A key whose `Eq` panics once the cache named in [`EVICTING`] has evicted an entry.
+#[derive(Clone, Debug)]
+struct PanicsAfterEviction(u64);
+
+impl PartialEq for PanicsAfterEviction {
+    fn eq(&self, other: &Self) -> bool {
+        let evicted = EVICTING.with(|c| {
+            c.borrow()
+                .as_ref()
+                .is_some_and(|cache| cache.stats().unwrap().evictions > 0)
+        });
+        if evicted {
+            panic!("intentional: Eq after an eviction");
+        }
+        self.0 == other.0
+    }
+}
+impl Eq for PanicsAfterEviction {}
+impl std::hash::Hash for PanicsAfterEviction {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.hash(h);
+    }
+}
+
+/// Found in review: a loader's insert that evicted an entry and then met a panic of the key's
+/// `Eq` (its next probe) dropped its flight before telling the listener; ending the flight
+/// looks the key up in the flight map, the same `Eq` panicked there too, and that second panic
+/// was raised out of the flight's `Drop`, past the listener calls: the evicted entry was gone,
+/// counted as evicted, and never reported.
+#[test]
+fn a_load_whose_insert_panics_after_evicting_still_tells_the_listener() {
+    within("a load that panics after an eviction", || {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = log.clone();
+        let cache: Arc<EvictingCache> = Arc::new(
+            Cache::builder()
+                .max_capacity(200)
+                .hasher(OneHash)
+                .record_stats()
+                .eviction_listener(move |k: &PanicsAfterEviction, _: &u64, cause| {
+                    l.lock().unwrap().push((k.0, cause))
+                })
+                .build()
+                .unwrap(),
+        );
+        // The one neighbourhood is full: the loaded value's insert evicts there, then probes
+        // again.
+        for id in 0..56 {
+            cache.insert(PanicsAfterEviction(id), id).unwrap();
+        }
+        EVICTING.with(|c| *c.borrow_mut() = Some(cache.clone()));
+        let r = panic::catch_unwind(AssertUnwindSafe(|| {
+            cache.get_or_insert_with(PanicsAfterEviction(1000), || 1000)
+        }));
+        EVICTING.with(|c| *c.borrow_mut() = None);
+        let p = r.expect_err("the insert meets the panic of `Eq`");
+        assert_eq!(panic_message(&*p), "intentional: Eq after an eviction");
+        assert_eq!(cache.stats().unwrap().evictions, 1);
+        assert_eq!(
+            log.lock().unwrap().len(),
+            1,
+            "the listener heard of the eviction"
+        );
+        assert_eq!(
+            cache.get_or_insert_with(PanicsAfterEviction(1000), || 7),
+            7,
+            "the flight ended"
+        );
+    });
+}
