@@ -78,8 +78,10 @@ pub(crate) struct Flight<V> {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No user code runs while these locks are held, so a poisoned lock can only come from a
-    // bug in this module; its data is still consistent (every update is one assignment).
+    // The only user code run under these locks is a key's `Hash`, `Eq` and `Clone` (the
+    // flight map's lookups, and `join`'s clones, made before it registers anything). A panic
+    // there leaves the map as it was, and a flight's state changes in one assignment, so a
+    // poisoned lock's data is still consistent.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -258,12 +260,20 @@ where
         if let Some(f) = map.get(key) {
             return Joined::Wait(f.clone());
         }
+        // Both clones of the key (user code that may panic) are made before the flight is
+        // registered: a panic then leaves nothing behind. (The leader's own clone used to come
+        // after the registration, and its panic left a flight with no leader to end it, which
+        // every later miss on the key waited on forever; `tests/loader.rs`,
+        // `a_panic_while_cloning_the_key_to_lead_leaves_no_flight_behind`.) A panic of the
+        // key's `Hash` or `Eq` inside `insert` leaves the map without the new entry.
+        let lead_key = key.clone();
+        let map_key = key.clone();
         let flight = Arc::new(Flight::new());
-        map.insert(key.clone(), flight.clone());
+        map.insert(map_key, flight.clone());
         Joined::Lead(Lead {
             flights,
             shard,
-            key: key.clone(),
+            key: lead_key,
             flight,
             done: false,
         })

@@ -1323,3 +1323,46 @@ fn a_load_whose_insert_panics_after_evicting_still_tells_the_listener() {
         );
     });
 }
+
+/// How many more clones a [`ClonePanics`] allows before one panics; `None`: disarmed.
+static CLONES_BEFORE_PANIC: std::sync::Mutex<Option<usize>> = std::sync::Mutex::new(None);
+
+/// A key whose `Clone` panics once, after the armed number of clones.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ClonePanics(u64);
+
+impl Clone for ClonePanics {
+    fn clone(&self) -> Self {
+        let mut left = CLONES_BEFORE_PANIC.lock().unwrap();
+        match *left {
+            Some(0) => {
+                *left = None;
+                drop(left);
+                panic!("intentional: Clone of a key");
+            }
+            Some(n) => *left = Some(n - 1),
+            None => {}
+        }
+        ClonePanics(self.0)
+    }
+}
+
+/// Found in review: a leader registered its flight (one clone of the key, into the flight map)
+/// and then cloned the key again for its own duty to end it. A panic of that second `Clone`
+/// left the flight registered with no leader to end it: every later miss on the key waited on
+/// it forever (the README: user code may panic, and the cache deadlocks nothing).
+#[test]
+fn a_panic_while_cloning_the_key_to_lead_leaves_no_flight_behind() {
+    within("a miss after a leader whose key's Clone panicked", || {
+        let cache: Cache<ClonePanics, u64> = Cache::new(100);
+        // The flight map's clone passes; the leader's own clone panics.
+        *CLONES_BEFORE_PANIC.lock().unwrap() = Some(1);
+        let first = panic::catch_unwind(AssertUnwindSafe(|| {
+            cache.get_or_insert_with(ClonePanics(1), || 10)
+        }));
+        *CLONES_BEFORE_PANIC.lock().unwrap() = None;
+        let p = first.expect_err("the panic of `Clone` reaches the caller");
+        assert_eq!(panic_message(&*p), "intentional: Clone of a key");
+        assert_eq!(cache.get_or_insert_with(ClonePanics(1), || 20), 20);
+    });
+}
