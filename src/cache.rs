@@ -16,7 +16,7 @@ use equivalent::Equivalent;
 
 use crate::budget::{Budget, Reservation};
 use crate::builder::{Builder, Weigher};
-use crate::clock::Hand;
+use crate::clock::{Hand, Passed};
 use crate::error::{BuildError, InsertError, InsertErrorKind};
 use crate::expiry::{ticker, ClockSource, Expiry, ExtLayout, MS, NEVER};
 use crate::janitor::Janitor;
@@ -1078,12 +1078,20 @@ where
             // having passed mostly recently used main entries means main is hot; one that
             // stops on a sparse or window-filled stretch (a growing table) only ends the look.
             let reach = reach_of(self.expiry.as_ref().map(|_| now));
-            let mut hot = 0;
+            let mut passed = Passed::default();
             let Some(v) = self
                 .hand
-                .find_victim(table, reach, expired, harvest, &mut hot, guard)
+                .find_victim(table, reach, expired, harvest, &mut passed, guard)
             else {
-                main_hot = hot * 2 >= CONTEST_REACH;
+                // A hot main region with no victim found yet: the newcomer is heavy only if
+                // no entry the hand passed weighs what it lacks. One that one eviction of such
+                // an entry would make room for (every entry of a uniformly weighted cache) is
+                // not heavy: the ordinary contest decides, as for any entry. (Found in review:
+                // once every entry had been read, 19 of 20 new entries of weight 1 were
+                // `Rejected` from a cache of entries of weight 1; tests/policy.rs,
+                // `a_light_newcomer_is_admitted_into_a_hot_weighted_cache`.)
+                main_hot = passed.hot * 2 >= CONTEST_REACH
+                    && (victims > 0 || passed.heaviest < weight - room);
                 break;
             };
             // SAFETY: loaded under `guard` by the hand.
@@ -1166,7 +1174,7 @@ where
                                 reach_of(now),
                                 expired,
                                 harvest,
-                                &mut 0,
+                                &mut Passed::default(),
                                 guard,
                             )
                         })
@@ -1203,10 +1211,14 @@ where
             // hand finds a cold one within CONTEST_REACH slots (the last attempt searches as
             // far as it must); else main is hot and the window's oldest goes instead.
             let reach = reach_of(now).filter(|_| attempt + 1 < ATTEMPTS);
-            let weight = match self
-                .hand
-                .find_victim(table, reach, expired, harvest, &mut 0, guard)
-            {
+            let weight = match self.hand.find_victim(
+                table,
+                reach,
+                expired,
+                harvest,
+                &mut Passed::default(),
+                guard,
+            ) {
                 Some(v) => {
                     // SAFETY: loaded under `guard` by the hand.
                     let hash = self.node_hash(unsafe { v.node.deref() });

@@ -28,6 +28,22 @@ pub(crate) struct Victim<'g, K, V> {
     pub(crate) cause: RemovalCause,
 }
 
+/// What [`Hand::find_victim`] passed by as recently used: how many main nodes, and the
+/// heaviest of their weights.
+#[derive(Default)]
+pub(crate) struct Passed {
+    pub(crate) hot: usize,
+    pub(crate) heaviest: u64,
+}
+
+impl Passed {
+    #[inline(always)]
+    fn hot<K, V>(&mut self, node: &Node<K, V>) {
+        self.hot += 1;
+        self.heaviest = self.heaviest.max(node.weight());
+    }
+}
+
 pub(crate) struct Hand {
     pos: CachePadded<AtomicUsize>,
 }
@@ -105,15 +121,16 @@ impl Hand {
     /// an unreferenced node with a non-zero frequency has it lowered; an unreferenced node
     /// with none is the victim. An expired node is the victim at once. `None` after `limit`
     /// slots, or two full turns, without a victim (every node in the window, in flight, gone,
-    /// or, with a limit, recently used). `hot` counts the main nodes passed because they were
-    /// recently used, so a caller can tell a hot main region from a sparse stretch.
+    /// or, with a limit, recently used). `passed` counts the main nodes passed because they were
+    /// recently used, so a caller can tell a hot main region from a sparse stretch, and keeps the
+    /// heaviest of their weights.
     pub(crate) fn find_victim<'g, K, V>(
         &self,
         table: &RawTable<K, V>,
         limit: Option<usize>,
         expired: impl Fn(&Node<K, V>) -> bool,
         harvest: impl Fn(&Node<K, V>),
-        hot: &mut usize,
+        passed: &mut Passed,
         guard: &'g Guard,
     ) -> Option<Victim<'g, K, V>> {
         let nslots = table.nslots();
@@ -138,10 +155,10 @@ impl Hand {
             } else if n.take_ref() {
                 n.bump_freq();
                 harvest(n);
-                *hot += 1;
+                passed.hot(n);
                 continue;
             } else if n.drop_freq() {
-                *hot += 1;
+                passed.hot(n);
                 continue;
             } else {
                 RemovalCause::Capacity

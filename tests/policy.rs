@@ -227,3 +227,28 @@ fn a_heavy_newcomer_does_not_flush_small_popular_entries() {
     let admitted = (0..20).any(|_| c.insert(7_777_777, 400).is_ok());
     assert!(admitted, "a popular heavy entry is admitted in the end");
 }
+
+#[test]
+fn a_light_newcomer_is_admitted_into_a_hot_weighted_cache() {
+    // 1,000 entries of weight 1 fill 1,000 units, and every one is read before each new key
+    // arrives, so the hand finds main hot. A new entry of weight 1 needs one eviction, not
+    // several: the weight rule does not apply to it (it is not heavy), so it is admitted, as
+    // in a cache of 1,000 entries without a weigher.
+    let c = weighted(1000, Policy::Adaptive);
+    for k in 0..1000 {
+        c.insert(k, 1).unwrap();
+    }
+    for round in 0..20u64 {
+        for k in 0..1000 {
+            let _ = c.get(&k);
+        }
+        let inserted = c.insert(1_000_000 + round, 1);
+        assert!(
+            inserted.is_ok(),
+            "round {round}: {:?}",
+            inserted.map_err(|e| e.kind)
+        );
+        assert!(c.weight() <= 1000);
+    }
+    assert_eq!(c.check_invariants(), Ok(c.len()));
+}
