@@ -24,7 +24,11 @@
 //!   tombstone `n` (kept at the larger of old and new); an entry at `n` or above is newer than
 //!   the invalidation and stays ([`Invalidation::Stale`]).
 //! * A plain [`insert`](Cache::insert) is unversioned: it stores version 0, which every
-//!   versioned insert replaces; a plain [`remove`](Cache::remove) leaves no tombstone.
+//!   versioned insert replaces; a plain [`remove`](Cache::remove) leaves no tombstone, and
+//!   neither does [`clear`](Cache::clear): both are the user's own removals and forget what
+//!   version the cache knew, so an older versioned insert after them is accepted. To remove
+//!   and keep that knowledge, use `invalidate_versioned`. (Evictions, which the user did not
+//!   ask for, do leave tombstones; see above.)
 //! * Version 0 is the oldest: `insert_versioned(k, v, 0)` succeeds only when the cache knows no
 //!   version of `k`. `u64::MAX` is the newest: nothing versioned replaces it.
 
