@@ -735,7 +735,14 @@ where
                 match cond {
                     Cond::Newer(v) => {
                         if let Some(t) = tombs.get(hash, new_key).filter(|&t| v <= t) {
-                            return Locked::Stale(node, t);
+                            // Report the newest version known: the entry's may be newer than
+                            // its tombstone (an invalidation, then a newer insert). It used to
+                            // report the tombstone's (tests/model_features.rs,
+                            // `a_stale_insert_reports_the_entrys_version_when_it_is_newer_than_the_tombstone`).
+                            let entry = found
+                                .as_ref()
+                                .map_or(0, |f| self.ext.version(f.node()).unwrap_or(0));
+                            return Locked::Stale(node, t.max(entry));
                         }
                     }
                     // Something newer arrived while the value loaded: it is not cached.

@@ -1,0 +1,907 @@
+//! Single-threaded behaviour of the production features against a model, driven by proptest:
+//! expiry (default TTL, per-entry TTL, TTI) on a manual clock, versioned inserts and
+//! invalidations with tombstones, the eviction listener and the statistics.
+//!
+//! The model keeps, per key, the entry (its value, version and deadlines, expired or not: an
+//! expired entry still counts in `len()` and its version still refuses older inserts until
+//! something removes it) and the tombstone. Every operation's result, every listener call (key,
+//! value, cause), every statistics counter, `len()`, `tombstones()` and `check_invariants()`
+//! must match it after every operation.
+//!
+//! Where the docs allow a range, the model keeps the range, not one answer:
+//!
+//! * a TTL deadline kept in whole milliseconds (a cache without a weigher) may be up to 1 ms
+//!   late (`src/expiry.rs`, "Precision"), with a weigher it is exact;
+//! * a TTI deadline lies between one TTI and 17/16 of it after the last `get` (or the insert);
+//!   `peek`, `contains_key`, `version_of` and iteration do not move it (docs/features.md).
+//!
+//! An entry is expired from the first instant at or after its deadline. While the clock is
+//! inside an entry's window the cache may answer either way, but it must stay consistent: the
+//! first read that answers narrows the window (an entry seen live at `t` has both deadlines
+//! after `t`; one seen expired stays expired, since only a hit moves a deadline). A write whose
+//! outcome depends on it (the cause an insert reports for the entry it replaces, and so whether
+//! it leaves a tombstone; what `purge_expired` removes) first settles the question with a
+//! `peek`, which changes nothing.
+//!
+//! The evicting variant runs the same model with a capacity below the key space, and learns
+//! from the listener which entry each insert evicted: the victim must be an entry the model
+//! holds, with its current value, evicted only when the cache was full (or it had expired), at
+//! most one per insert. From there on the model is exact again, tombstones included (there is
+//! room for every key's tombstone), so a read never returns a value older than one acknowledged
+//! before unless a plain write or `clear` intervened.
+//!
+//! Every case ends with `clear()`: then every value ever stored must have been reported exactly
+//! once, and every refused one handed back and never reported.
+
+mod common;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasherDefault;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clockline::{Cache, InsertError, InsertErrorKind, Invalidation, Policy, RemovalCause};
+use common::ManualClock;
+use proptest::prelude::*;
+
+const MS: u64 = 1_000_000;
+/// A deadline that never comes (the crate's own `NEVER`).
+const NEVER: u64 = u64::MAX;
+
+/// SipHash with fixed keys: a failing case replays the same way (tombstone shards included).
+type Fixed = BuildHasherDefault<DefaultHasher>;
+
+/// A value that names its key, the insert that made it (unique: the listener ledger's id) and
+/// the version it was stored with (0 for an unversioned insert).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Val {
+    key: u8,
+    seq: u64,
+    version: u64,
+}
+
+type Log = Arc<Mutex<Vec<(u8, Val, RemovalCause)>>>;
+
+/// What the cache is built with. Durations in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+struct Features {
+    ttl: Option<u64>,
+    /// `expiry()`: per-entry TTLs without a default.
+    expiry: bool,
+    tti: Option<u64>,
+    /// A weigher (every entry weighs 1) moves the TTL deadline out of the weight bits into its
+    /// own word, in exact nanoseconds.
+    weigher: bool,
+    versioned: bool,
+    listener: bool,
+    stats: bool,
+    clock_policy: bool,
+}
+
+impl Features {
+    fn has_deadline(&self) -> bool {
+        self.ttl.is_some() || self.expiry
+    }
+}
+
+/// A duration from a seed: 1 to 60 ms, sometimes with a sub-millisecond part, so that deadlines
+/// fall both on and between the milliseconds the packed deadline rounds to.
+fn duration_from(seed: u64) -> u64 {
+    let ms = 1 + seed % 60;
+    let jitter = if (seed >> 8) & 1 == 1 {
+        (seed >> 16) % MS
+    } else {
+        0
+    };
+    ms * MS + jitter
+}
+
+/// Feature sets; bits that shrink to 0 shrink to a plain cache.
+fn features() -> impl Strategy<Value = Features> {
+    (any::<u8>(), any::<u64>(), any::<u64>()).prop_map(|(bits, a, b)| Features {
+        ttl: (bits & 1 != 0).then(|| duration_from(a)),
+        tti: (bits & 2 != 0).then(|| duration_from(b)),
+        expiry: bits & 4 != 0,
+        weigher: bits & 8 != 0,
+        versioned: bits & 16 != 0,
+        listener: bits & 32 != 0,
+        stats: bits & 64 != 0,
+        clock_policy: bits & 128 != 0,
+    })
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Insert(u8),
+    /// TTL in nanoseconds; [`NEVER`] stands for `Duration::MAX`.
+    InsertWithTtl(u8, u64),
+    InsertVersioned(u8, u64),
+    Invalidate(u8, u64),
+    Remove(u8),
+    Get(u8),
+    PinnedGet(u8),
+    /// A `get` through a handle pinned before the clock moved on by this many nanoseconds:
+    /// judged at the handle's instant.
+    PinnedGetAcross(u8, u64),
+    Peek(u8),
+    Contains(u8),
+    VersionOf(u8),
+    Iter,
+    Clear,
+    Purge,
+    /// Nanoseconds.
+    Advance(u64),
+    /// To (or a millisecond or a nanosecond around) one end of one of the key's deadline
+    /// windows, chosen by the seed; nothing if that is not ahead of the clock.
+    ToDeadline(u8, u64),
+}
+
+/// Versions from a seed: mostly 0..12, so that equal and older versions are common, and
+/// sometimes `u64::MAX`, the newest.
+fn version_from(seed: u64) -> u64 {
+    if seed % 16 == 15 {
+        u64::MAX
+    } else {
+        (seed >> 4) % 12
+    }
+}
+
+/// A per-entry TTL from a seed: zero (born expired), "never" (too large for the clock), or 1 to
+/// 60 ms.
+fn ttl_from(seed: u64) -> u64 {
+    match seed % 32 {
+        0 => 0,
+        1 => NEVER,
+        2 => 1 << 63,
+        _ => duration_from(seed >> 5),
+    }
+}
+
+/// Operations over keys `0..keys`.
+///
+/// Generated as plain tuples and mapped, as in tests/model.rs: `prop_oneof!` is several times
+/// slower to generate in a debug build, and this shrinks towards `Insert(0)`.
+fn ops(keys: u8, len: usize) -> impl Strategy<Value = Vec<Op>> {
+    let op = (0u8..40, 0..keys, any::<u64>()).prop_map(|(kind, k, a)| match kind {
+        0..=4 => Op::Insert(k),
+        5..=7 => Op::InsertWithTtl(k, ttl_from(a)),
+        8..=11 => Op::InsertVersioned(k, version_from(a)),
+        12..=13 => Op::Invalidate(k, version_from(a)),
+        14..=15 => Op::Remove(k),
+        16..=18 => Op::Get(k),
+        19 => Op::PinnedGet(k),
+        20..=21 => Op::Peek(k),
+        22 => Op::Contains(k),
+        23 => Op::VersionOf(k),
+        24 => Op::Iter,
+        25 => Op::Clear,
+        26 => Op::Purge,
+        // Small steps in whole milliseconds (0 included: time standing still).
+        27..=30 => Op::Advance((a % 6) * MS),
+        // Sub-millisecond steps: the clock between the milliseconds a packed deadline knows.
+        31 => Op::Advance(a % (2 * MS)),
+        // Large steps, past most deadlines at once.
+        32 => Op::Advance((20 + a % 100) * MS),
+        33..=36 => Op::ToDeadline(k, a),
+        37 => Op::PinnedGetAcross(k, a % (3 * MS)),
+        _ => Op::Get(k),
+    });
+    prop::collection::vec(op, 1..len)
+}
+
+/// Where a deadline lies: expired at `now` iff the deadline is `<= now`, and the deadline is
+/// somewhere in `lo..=hi` ([`NEVER`] for none).
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    lo: u64,
+    hi: u64,
+}
+
+impl Window {
+    const NEVER: Self = Self {
+        lo: NEVER,
+        hi: NEVER,
+    };
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    val: Val,
+    ttl: Window,
+    idle: Option<Window>,
+    /// Seen expired once: expired for good (only a hit moves a deadline).
+    dead: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Live {
+    Yes,
+    No,
+    /// Inside a deadline's window: the docs allow either answer.
+    Maybe,
+}
+
+/// The statistics the model expects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    hits: u64,
+    misses: u64,
+    inserts: u64,
+    updates: u64,
+    evictions: u64,
+    expirations: u64,
+    removals: u64,
+    replacements: u64,
+    cleared: u64,
+}
+
+impl Counts {
+    fn removed(&mut self, cause: RemovalCause) {
+        let c = match cause {
+            RemovalCause::Capacity => &mut self.evictions,
+            RemovalCause::Expired => &mut self.expirations,
+            RemovalCause::Explicit => &mut self.removals,
+            RemovalCause::Replaced => &mut self.replacements,
+            RemovalCause::Cleared => &mut self.cleared,
+            other => panic!("unknown cause {other:?}"),
+        };
+        *c += 1;
+    }
+}
+
+struct Model {
+    f: Features,
+    cap: usize,
+    /// Capacity above the key space: nothing may be evicted.
+    exact: bool,
+    now: u64,
+    entries: BTreeMap<u8, Entry>,
+    tombs: BTreeMap<u8, u64>,
+    seq: u64,
+    counts: Counts,
+    /// The listener calls the current operation owes.
+    owed: Vec<(u8, Val, RemovalCause)>,
+    /// Every value an insert stored, and every one it handed back, by `seq`.
+    stored: BTreeMap<u64, Val>,
+    handed_back: BTreeSet<u64>,
+    /// Values the listener reported, with the cause.
+    reported: BTreeMap<u64, RemovalCause>,
+}
+
+impl Model {
+    fn live(&self, k: u8) -> Option<Live> {
+        let e = self.entries.get(&k)?;
+        let now = self.now;
+        let idle = e.idle.unwrap_or(Window::NEVER);
+        Some(if e.dead || e.ttl.hi <= now || idle.hi <= now {
+            Live::No
+        } else if now < e.ttl.lo && now < idle.lo {
+            Live::Yes
+        } else {
+            Live::Maybe
+        })
+    }
+
+    /// The cache said whether `k`'s entry is live now: checks that against the model and
+    /// narrows the windows.
+    fn observe(&mut self, k: u8, seen: bool, what: &str) {
+        let live = self.live(k);
+        let now = self.now;
+        match (live, seen) {
+            (Some(Live::Yes), true) | (Some(Live::No), false) | (None, false) => {}
+            (Some(Live::Maybe), true) => {
+                let e = self.entries.get_mut(&k).expect("present");
+                e.ttl.lo = e.ttl.lo.max(now + 1);
+                if let Some(w) = &mut e.idle {
+                    w.lo = w.lo.max(now + 1);
+                }
+            }
+            (Some(Live::Maybe), false) => {
+                self.entries.get_mut(&k).expect("present").dead = true;
+            }
+            _ => panic!(
+                "{what}: key {k} seen {} at {now}, model says {live:?}: {:?}",
+                if seen { "live" } else { "absent" },
+                self.entries.get(&k)
+            ),
+        }
+    }
+
+    /// A `get` hit at `now`: the idle deadline is now between one TTI and 17/16 of it away,
+    /// never moved back.
+    fn touch(&mut self, k: u8) {
+        let (now, tti) = (self.now, self.f.tti);
+        if let (Some(w), Some(tti)) = (&mut self.entries.get_mut(&k).expect("present").idle, tti) {
+            w.lo = w.lo.max(now.saturating_add(tti));
+            w.hi = w.hi.max(now.saturating_add(tti + tti / 16));
+        }
+    }
+
+    /// `k`'s entry leaves with `cause`: the listener is owed a call, and an entry the cache
+    /// chose to drop (capacity, expiry) leaves its version as a tombstone.
+    fn depart(&mut self, k: u8, cause: RemovalCause) {
+        let e = self.entries.remove(&k).expect("present");
+        if self.f.versioned && cause.was_evicted() && e.val.version > 0 {
+            let t = self.tombs.entry(k).or_insert(0);
+            *t = (*t).max(e.val.version);
+        }
+        self.counts.removed(cause);
+        self.owed.push((k, e.val, cause));
+    }
+
+    fn next_val(&mut self, key: u8, version: u64) -> Val {
+        self.seq += 1;
+        Val {
+            key,
+            seq: self.seq,
+            version,
+        }
+    }
+
+    /// A successful insert of `val` with `ttl` (`None`: the default).
+    fn store(&mut self, val: Val, ttl: Option<u64>) {
+        let k = val.key;
+        match self.live(k) {
+            Some(Live::Maybe) => unreachable!("settled before the insert"),
+            Some(live) => {
+                let cause = if live == Live::No {
+                    RemovalCause::Expired
+                } else {
+                    RemovalCause::Replaced
+                };
+                self.depart(k, cause);
+                // `updates` counts inserts that found the key's node, expired or not.
+                self.counts.updates += 1;
+            }
+            None => self.counts.inserts += 1,
+        }
+        let now = self.now;
+        let ttl = match ttl.or(self.f.ttl) {
+            _ if !self.f.has_deadline() => Window::NEVER,
+            None => Window::NEVER,
+            Some(d) => match now.saturating_add(d) {
+                NEVER => Window::NEVER,
+                // Born expired: never returned, not even within the current millisecond.
+                due if d == 0 => Window { lo: due, hi: due },
+                due if self.f.weigher => Window { lo: due, hi: due },
+                // Whole milliseconds, rounded up: up to 1 ms late.
+                due => Window {
+                    lo: due,
+                    hi: due.saturating_add(MS),
+                },
+            },
+        };
+        let idle = self.f.tti.map(|tti| Window {
+            lo: now.saturating_add(tti),
+            hi: now.saturating_add(tti + tti / 16),
+        });
+        self.stored.insert(val.seq, val.clone());
+        self.entries.insert(
+            k,
+            Entry {
+                val,
+                ttl,
+                idle,
+                dead: false,
+            },
+        );
+    }
+
+    /// What the cache knows of `k`'s version: its entry's (expired or not) and its tombstone's.
+    fn known_version(&self, k: u8) -> Option<u64> {
+        let entry = self.entries.get(&k).map(|e| e.val.version);
+        let tomb = self.tombs.get(&k).copied();
+        entry.max(tomb)
+    }
+}
+
+struct Harness {
+    cache: Cache<u8, Val, Fixed>,
+    clock: Arc<ManualClock>,
+    log: Log,
+    m: Model,
+}
+
+impl Harness {
+    fn new(f: Features, cap: usize, keys: u8) -> Self {
+        let clock = ManualClock::new();
+        let log: Log = Arc::default();
+        let mut b = Cache::builder()
+            .max_capacity(cap)
+            .hasher(Fixed::default())
+            .clock(clock.clone());
+        if f.versioned {
+            // The bound is per shard (a sixteenth each), and all keys may share a shard: room
+            // for every key in each, so the store never drops a tombstone and the model's are
+            // exact.
+            b = b.versioned().max_tombstones(16 * usize::from(keys));
+        }
+        if let Some(ttl) = f.ttl {
+            b = b.time_to_live(Duration::from_nanos(ttl));
+        }
+        if let Some(tti) = f.tti {
+            b = b.time_to_idle(Duration::from_nanos(tti));
+        }
+        if f.expiry {
+            b = b.expiry();
+        }
+        if f.weigher {
+            b = b.max_weight(1 << 20).weigher(|_, _| 1);
+        }
+        if f.listener {
+            let l = log.clone();
+            b = b.eviction_listener(move |k: &u8, v: &Val, c| {
+                l.lock().unwrap().push((*k, v.clone(), c));
+            });
+        }
+        if f.stats {
+            b = b.record_stats();
+        }
+        if f.clock_policy {
+            b = b.policy(Policy::Clock);
+        }
+        let cache = b.build().expect("valid configuration");
+        let now = u64::try_from(clockline::Clock::now(&*clock).as_nanos()).unwrap();
+        Self {
+            cache,
+            clock,
+            log,
+            m: Model {
+                f,
+                cap,
+                exact: cap > usize::from(keys),
+                now,
+                entries: BTreeMap::new(),
+                tombs: BTreeMap::new(),
+                seq: 0,
+                counts: Counts::default(),
+                owed: Vec::new(),
+                stored: BTreeMap::new(),
+                handed_back: BTreeSet::new(),
+                reported: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// If the docs allow `k` to be live or expired now, asks `peek` (which changes nothing), so
+    /// that the write that follows has one expected outcome.
+    fn settle(&mut self, k: u8) {
+        if self.m.live(k) == Some(Live::Maybe) {
+            self.peek(k, "settling peek");
+        }
+    }
+
+    fn peek(&mut self, k: u8, what: &str) -> Option<Val> {
+        let got = self.cache.peek(&k);
+        self.check_read(k, got.as_ref(), what);
+        got
+    }
+
+    /// A read returned `got` for `k`: it must be the model's value, and live.
+    fn check_read(&mut self, k: u8, got: Option<&Val>, what: &str) {
+        if let Some(v) = got {
+            let e = self.m.entries.get(&k);
+            assert_eq!(
+                Some(v),
+                e.map(|e| &e.val),
+                "{what}({k}) returned a value the model does not hold"
+            );
+        }
+        self.m.observe(k, got.is_some(), what);
+    }
+
+    /// A refused insert hands the pair back and changes nothing.
+    fn refused(&mut self, res: Result<(), InsertError<u8, Val>>, val: Val, kind: InsertErrorKind) {
+        let err = res.expect_err("the insert is refused");
+        assert_eq!(err.kind, kind, "why the insert of {val:?} was refused");
+        assert_eq!(
+            (err.key, &err.value),
+            (val.key, &val),
+            "the pair comes back"
+        );
+        self.m.handed_back.insert(val.seq);
+    }
+
+    fn step(&mut self, op: &Op) {
+        let len_before = self.m.entries.len();
+        let mut inserted_new = None;
+        match *op {
+            Op::Insert(k) => {
+                self.settle(k);
+                let val = self.m.next_val(k, 0);
+                inserted_new = (!self.m.entries.contains_key(&k)).then(|| k);
+                self.cache.insert(k, val.clone()).expect("insert succeeds");
+                self.m.store(val, None);
+            }
+            Op::InsertWithTtl(k, ttl) => {
+                self.settle(k);
+                let val = self.m.next_val(k, 0);
+                let d = if ttl == NEVER {
+                    Duration::MAX
+                } else {
+                    Duration::from_nanos(ttl)
+                };
+                let res = self.cache.insert_with_ttl(k, val.clone(), d);
+                if self.m.f.has_deadline() {
+                    inserted_new = (!self.m.entries.contains_key(&k)).then(|| k);
+                    res.expect("insert_with_ttl succeeds");
+                    self.m.store(val, Some(ttl));
+                } else {
+                    self.refused(res, val, InsertErrorKind::ExpiryDisabled);
+                }
+            }
+            Op::InsertVersioned(k, n) => {
+                self.settle(k);
+                let val = self.m.next_val(k, n);
+                let res = self.cache.insert_versioned(k, val.clone(), n);
+                if !self.m.f.versioned {
+                    self.refused(res, val, InsertErrorKind::NotVersioned);
+                } else {
+                    match self.m.known_version(k) {
+                        // Equal is stale: a redelivered notification changes nothing.
+                        Some(current) if n <= current => {
+                            let stale = InsertErrorKind::Stale {
+                                version: n,
+                                current,
+                            };
+                            self.refused(res, val, stale);
+                        }
+                        _ => {
+                            inserted_new = (!self.m.entries.contains_key(&k)).then(|| k);
+                            res.expect("a newer version is stored");
+                            self.m.store(val, None);
+                        }
+                    }
+                }
+            }
+            Op::Invalidate(k, n) => {
+                let got = self.cache.invalidate_versioned(k, n);
+                let want = if !self.m.f.versioned {
+                    Invalidation::NotVersioned
+                } else {
+                    // Expired or not, the entry is compared and removed the same way (and
+                    // reported as `Explicit`), so no settling is needed.
+                    let want = match self.m.entries.get(&k).map(|e| e.val.version) {
+                        Some(current) if current >= n => Invalidation::Stale { current },
+                        Some(_) => {
+                            self.m.depart(k, RemovalCause::Explicit);
+                            Invalidation::Removed
+                        }
+                        None => Invalidation::Absent,
+                    };
+                    // A tombstone unless the entry was newer; raised, never lowered.
+                    if !matches!(want, Invalidation::Stale { .. }) {
+                        let t = self.m.tombs.entry(k).or_insert(n);
+                        *t = (*t).max(n);
+                    }
+                    want
+                };
+                assert_eq!(got, want, "invalidate_versioned({k}, {n})");
+            }
+            Op::Remove(k) => {
+                let got = self.cache.remove(&k);
+                // Returns the value only if live; an expired entry is removed all the same and
+                // reported as `Explicit`. Leaves the tombstone alone.
+                self.check_read(k, got.as_ref(), "remove");
+                if self.m.entries.contains_key(&k) {
+                    self.m.depart(k, RemovalCause::Explicit);
+                }
+            }
+            Op::Get(k) | Op::PinnedGet(k) => {
+                let got = if matches!(op, Op::Get(_)) {
+                    self.cache.get(&k)
+                } else {
+                    self.cache.pin().get(&k).cloned()
+                };
+                self.check_read(k, got.as_ref(), "get");
+                if got.is_some() {
+                    self.m.counts.hits += 1;
+                    self.m.touch(k);
+                } else {
+                    self.m.counts.misses += 1;
+                }
+            }
+            Op::PinnedGetAcross(k, d) => {
+                let pinned = self.cache.pin();
+                self.clock.set_nanos(self.m.now + d);
+                let got = pinned.get(&k).cloned();
+                drop(pinned);
+                // Judged, and the idle deadline moved, at the handle's instant.
+                self.check_read(k, got.as_ref(), "pinned get");
+                if got.is_some() {
+                    self.m.counts.hits += 1;
+                    self.m.touch(k);
+                } else {
+                    self.m.counts.misses += 1;
+                }
+                self.advance_to(self.m.now + d);
+            }
+            Op::Peek(k) => {
+                self.peek(k, "peek");
+            }
+            Op::Contains(k) => {
+                let got = self.cache.contains_key(&k);
+                self.m.observe(k, got, "contains_key");
+            }
+            Op::VersionOf(k) => {
+                let got = self.cache.version_of(&k);
+                if self.m.f.versioned {
+                    if let Some(v) = got {
+                        let e = self.m.entries.get(&k).map(|e| e.val.version);
+                        assert_eq!(Some(v), e, "version_of({k})");
+                    }
+                    self.m.observe(k, got.is_some(), "version_of");
+                } else {
+                    assert_eq!(got, None, "an unversioned cache knows no versions");
+                }
+            }
+            Op::Iter => {
+                let seen: BTreeMap<u8, Val> = {
+                    let pinned = self.cache.pin();
+                    let mut seen = BTreeMap::new();
+                    for (k, v) in pinned.iter() {
+                        assert!(seen.insert(*k, v.clone()).is_none(), "key {k} seen twice");
+                    }
+                    seen
+                };
+                let keys: BTreeSet<u8> =
+                    self.m.entries.keys().chain(seen.keys()).copied().collect();
+                for k in keys {
+                    self.check_read(k, seen.get(&k), "iter");
+                }
+            }
+            Op::Clear => {
+                self.cache.clear();
+                // Expired or not, every entry goes as `Cleared`, and no tombstone is left.
+                let keys: Vec<u8> = self.m.entries.keys().copied().collect();
+                for k in keys {
+                    self.m.depart(k, RemovalCause::Cleared);
+                }
+            }
+            Op::Purge => {
+                let keys: Vec<u8> = self.m.entries.keys().copied().collect();
+                for &k in &keys {
+                    self.settle(k);
+                }
+                let expired: Vec<u8> = keys
+                    .into_iter()
+                    .filter(|&k| self.m.live(k) == Some(Live::No))
+                    .collect();
+                let purged = self.cache.purge_expired();
+                assert_eq!(purged, expired.len(), "purge_expired, expected {expired:?}");
+                for k in expired {
+                    self.m.depart(k, RemovalCause::Expired);
+                }
+            }
+            Op::Advance(d) => self.advance_to(self.m.now + d),
+            Op::ToDeadline(k, seed) => {
+                if let Some(e) = self.m.entries.get(&k) {
+                    let idle = e.idle.unwrap_or(Window::NEVER);
+                    let ends = [e.ttl.lo, e.ttl.hi, idle.lo, idle.hi];
+                    let end = ends[(seed % 4) as usize];
+                    let offsets = [0i64, 0, -(MS as i64), MS as i64, -1, 1];
+                    let off = offsets[((seed >> 2) % offsets.len() as u64) as usize];
+                    if end != NEVER {
+                        let to = end.saturating_add_signed(off);
+                        if to > self.m.now && to < NEVER / 2 {
+                            self.advance_to(to);
+                        }
+                    }
+                }
+            }
+        }
+        self.check_listener(inserted_new, len_before);
+        self.check_state(op);
+    }
+
+    fn advance_to(&mut self, to: u64) {
+        self.m.now = to;
+        self.clock.set_nanos(to);
+    }
+
+    /// The listener calls the operation made against those the model owes. In the evicting
+    /// variant, an insert of a new key into a full cache may also evict one entry (by capacity,
+    /// or an expired one first): the model learns which from the call.
+    fn check_listener(&mut self, inserted_new: Option<u8>, len_before: usize) {
+        let owed = std::mem::take(&mut self.m.owed);
+        if !self.m.f.listener {
+            return;
+        }
+        let mut calls = std::mem::take(&mut *self.log.lock().unwrap());
+        let mut extra = Vec::new();
+        for call in calls.drain(..) {
+            if owed.contains(&call) {
+                self.report(&call);
+            } else {
+                extra.push(call);
+            }
+        }
+        for o in &owed {
+            assert!(
+                self.m.reported.contains_key(&o.1.seq),
+                "the listener was not told of {o:?}"
+            );
+        }
+        if extra.is_empty() {
+            return;
+        }
+        assert!(
+            !self.m.exact,
+            "unexpected listener calls {extra:?} in a cache with room for every key"
+        );
+        let Some(new_key) = inserted_new else {
+            panic!("listener calls {extra:?} from an operation that evicts nothing");
+        };
+        assert_eq!(extra.len(), 1, "one insert evicted {extra:?}");
+        assert_eq!(
+            len_before, self.m.cap,
+            "an insert of {new_key} into a cache that was not full evicted {extra:?}"
+        );
+        let (k, val, cause) = extra.pop().expect("one");
+        assert_ne!(k, new_key, "the new entry itself was evicted");
+        assert_eq!(
+            self.m.entries.get(&k).map(|e| &e.val),
+            Some(&val),
+            "evicted a value the model does not hold"
+        );
+        // The cause says whether the victim was live when it was taken.
+        match cause {
+            RemovalCause::Capacity => self.m.observe(k, true, "eviction by capacity"),
+            RemovalCause::Expired => self.m.observe(k, false, "eviction as expired"),
+            other => panic!("an eviction reported as {other:?}"),
+        }
+        self.m.depart(k, cause);
+        let call = self.m.owed.pop().expect("just owed");
+        self.report(&call);
+    }
+
+    fn report(&mut self, (k, val, cause): &(u8, Val, RemovalCause)) {
+        assert_eq!(*k, val.key);
+        assert!(
+            self.m.stored.get(&val.seq) == Some(val),
+            "reported a value never stored: {val:?}"
+        );
+        if let Some(first) = self.m.reported.insert(val.seq, *cause) {
+            panic!("{val:?} reported twice: {first:?}, then {cause:?}");
+        }
+    }
+
+    fn check_state(&mut self, op: &Op) {
+        let len = self.m.entries.len();
+        assert_eq!(self.cache.len(), len, "len() after {op:?}");
+        assert!(len <= self.m.cap);
+        assert_eq!(self.cache.check_invariants(), Ok(len), "after {op:?}");
+        let tombs = if self.m.f.versioned {
+            self.m.tombs.len()
+        } else {
+            0
+        };
+        assert_eq!(self.cache.tombstones(), tombs, "tombstones() after {op:?}");
+        if self.m.f.stats {
+            let s = self.cache.stats().expect("stats are recorded");
+            let c = &self.m.counts;
+            let got = Counts {
+                hits: s.hits,
+                misses: s.misses,
+                inserts: s.inserts,
+                updates: s.updates,
+                evictions: s.evictions,
+                expirations: s.expirations,
+                removals: s.removals,
+                replacements: s.replacements,
+                cleared: s.cleared,
+            };
+            assert_eq!(&got, c, "statistics after {op:?}");
+        } else {
+            assert!(self.cache.stats().is_none());
+        }
+    }
+
+    /// The last look at every key, then `clear()`: every value ever stored has now been
+    /// reported exactly once, and no refused one.
+    fn finish(mut self, keys: u8) {
+        for k in 0..keys {
+            self.peek(k, "final peek");
+        }
+        self.step(&Op::Clear);
+        assert!(self.cache.is_empty());
+        if self.m.f.listener {
+            let stored: BTreeSet<u64> = self.m.stored.keys().copied().collect();
+            let reported: BTreeSet<u64> = self.m.reported.keys().copied().collect();
+            assert_eq!(stored, reported, "reported exactly the stored values");
+            assert!(
+                self.m.handed_back.is_disjoint(&reported),
+                "a refused value was reported"
+            );
+            assert_eq!(
+                stored.len() + self.m.handed_back.len(),
+                self.m.seq as usize,
+                "every value was stored or handed back"
+            );
+            // Dropping an empty cache reports nothing more.
+            let log = self.log.clone();
+            drop(self.cache);
+            assert!(log.lock().unwrap().is_empty());
+        }
+    }
+}
+
+fn run(f: Features, cap: usize, keys: u8, ops: &[Op]) {
+    let mut h = Harness::new(f, cap, keys);
+    h.check_state(&Op::Iter);
+    for op in ops {
+        h.step(op);
+    }
+    h.finish(keys);
+}
+
+/// proptest's defaults, as in tests/model.rs: 256 cases (about a second for the three
+/// properties in a debug build), or `PROPTEST_CASES` for long runs.
+fn config() -> ProptestConfig {
+    ProptestConfig::default()
+}
+
+const KEYS: u8 = 8;
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Room for every key and every tombstone: every answer must be the model's.
+    #[test]
+    fn every_feature_set_behaves_like_the_model(f in features(), ops in ops(KEYS, 200)) {
+        run(f, 64, KEYS, &ops);
+    }
+
+    /// With a listener and versions always on: each stored value is reported once, with the
+    /// cause the model gives, and refused ones never.
+    #[test]
+    fn the_listener_hears_of_every_stored_value_exactly_once(
+        f in features(), ops in ops(KEYS, 200)
+    ) {
+        let f = Features { listener: true, versioned: true, ..f };
+        run(f, 64, KEYS, &ops);
+    }
+
+    /// A capacity below the key space: the listener says what each insert evicted, and the
+    /// model stays exact from there (tombstones keep evicted versions).
+    #[test]
+    fn evictions_keep_versions_and_the_listener_exact(
+        f in features(), cap in 1usize..8, ops in ops(12, 200)
+    ) {
+        let f = Features { listener: true, ..f };
+        run(f, cap, 12, &ops);
+    }
+}
+
+/// Found by `every_feature_set_behaves_like_the_model`: after an invalidation at 1 and an
+/// insert at 4, an insert at 1 was refused with `current: 1`, the tombstone's version, though
+/// the cache knew 4. `current` is "the version the cache knows": the newest of the two.
+#[test]
+fn a_stale_insert_reports_the_entrys_version_when_it_is_newer_than_the_tombstone() {
+    let cache: Cache<u8, u64> = Cache::builder()
+        .max_capacity(16)
+        .versioned()
+        .build()
+        .unwrap();
+    assert_eq!(cache.invalidate_versioned(1, 1), Invalidation::Absent);
+    cache.insert_versioned(1, 40, 4).unwrap();
+    let err = cache.insert_versioned(1, 10, 1).unwrap_err();
+    assert_eq!(
+        err.kind,
+        InsertErrorKind::Stale {
+            version: 1,
+            current: 4
+        }
+    );
+    // Between the two, the entry refuses it, and says so as before.
+    let err = cache.insert_versioned(1, 30, 3).unwrap_err();
+    assert_eq!(
+        err.kind,
+        InsertErrorKind::Stale {
+            version: 3,
+            current: 4
+        }
+    );
+    assert_eq!(cache.get(&1), Some(40));
+}
