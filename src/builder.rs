@@ -238,8 +238,11 @@ impl<K, V, S> Builder<K, V, S> {
     }
 
     /// The most tombstones a versioned cache keeps (default: an eighth of `max_capacity`,
-    /// between 64 and 65,536; 4,096 for a cache bounded by weight alone). The oldest goes
-    /// first when it is full.
+    /// between 64 and 65,536; 4,096 for a cache bounded by weight alone). The store is 16
+    /// shards (by key hash) of `n / 16`, rounded up, each a FIFO: the oldest tombstone *of a
+    /// shard* goes when that shard is full, so a key's tombstone can be dropped while the
+    /// store as a whole holds fewer than `n` (keys that crowd one shard). Size it with room to
+    /// spare for the invalidations a version must outlive.
     pub fn max_tombstones(mut self, n: usize) -> Self {
         self.more.max_tombstones = Some(n);
         self

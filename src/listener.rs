@@ -33,7 +33,7 @@ pub enum RemovalCause {
     Explicit,
     /// Replaced by an insert of the same key.
     Replaced,
-    /// Removed by [`clear`](crate::Cache::clear).
+    /// Removed by [`clear`](crate::Cache::clear), expired or not.
     Cleared,
 }
 

@@ -321,7 +321,8 @@ pub struct CacheStats {
     pub misses: u64,
     /// Inserts of a key that was absent.
     pub inserts: u64,
-    /// Inserts that replaced a present key.
+    /// Inserts that replaced a present key, live or expired (the listener hears of an expired
+    /// one as [`RemovalCause::Expired`]).
     pub updates: u64,
     /// Entries evicted for room ([`RemovalCause::Capacity`]).
     pub evictions: u64,

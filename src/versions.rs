@@ -9,10 +9,12 @@
 //!
 //! What the cache knows of a key's version: the version of its entry, or of its tombstone. A
 //! versioned cache (built with [`Builder::versioned`](crate::Builder::versioned)) carries one
-//! extra word per entry for it. Tombstones live in a separate bounded FIFO
-//! ([`Builder::max_tombstones`](crate::Builder::max_tombstones)): the oldest goes when it is
-//! full. An entry that the cache evicts (capacity, expiry) leaves a tombstone too, so its
-//! version outlives it. Knowledge is still bounded: once a key's entry and tombstone are both
+//! extra word per entry for it. Tombstones live in a separate bounded store of 16 FIFO shards
+//! ([`Builder::max_tombstones`](crate::Builder::max_tombstones)): the oldest of a shard goes
+//! when that shard is full. An entry that the cache evicts (capacity, expiry) leaves a
+//! tombstone too, so its version outlives it. An expired entry that nothing has removed yet
+//! still counts: lookups treat it as absent, but its version refuses older versioned inserts,
+//! and `invalidate_versioned` removes it (`Removed`, reported as `Explicit`). Knowledge is still bounded: once a key's entry and tombstone are both
 //! gone, any version is accepted again, as for a key never seen.
 //!
 //! Rules, all checked under the key's home bucket lock, so they are atomic with respect to each
@@ -214,7 +216,7 @@ where
     /// of `key` (its entry's, or its tombstone's); otherwise hands the pair back with
     /// [`InsertErrorKind::Stale`](crate::InsertErrorKind::Stale). Needs a cache built with
     /// [`Builder::versioned`](crate::Builder::versioned)
-    /// ([`InsertErrorKind::NotVersioned`] otherwise). See the [module docs](crate::versions).
+    /// ([`InsertErrorKind::NotVersioned`](crate::InsertErrorKind::NotVersioned) otherwise). See the [module docs](crate::versions).
     ///
     /// ```
     /// use clockline::{Cache, InsertErrorKind};
