@@ -218,13 +218,18 @@ pub(crate) enum Cond {
     /// or not: `None` if the key was absent). So it never replaces what a versioned insert or
     /// an invalidation brought meanwhile, even once that has expired too.
     Loaded(Snapshot, Option<u64>),
+    /// A loader's value whose version the loader told (`try_get_or_insert_versioned_with`):
+    /// as [`Cond::Newer`], except that it also replaces an *expired* entry of the same version
+    /// (the same data, loaded again; refusing it would reload the key on every lookup until
+    /// something removed the expired entry).
+    LoadedAt(u64),
 }
 
 impl Cond {
     /// The version a guarded insert stores and compares.
     fn version(self) -> Option<u64> {
         match self {
-            Cond::Newer(v) => Some(v),
+            Cond::Newer(v) | Cond::LoadedAt(v) => Some(v),
             Cond::Always | Cond::Loaded(..) => None,
         }
     }
@@ -723,7 +728,9 @@ where
         loop {
             let new_key = &node.kv().0;
             let found = table.find(hash, |k| k == new_key, guard);
-            if let (Cond::Newer(_) | Cond::Loaded(..), Some(tombs)) = (cond, &self.tombstones) {
+            if let (Cond::Newer(_) | Cond::LoadedAt(_) | Cond::Loaded(..), Some(tombs)) =
+                (cond, &self.tombstones)
+            {
                 // Acquire: an evictor records the tombstone before its unlink (`entomb`). If
                 // the lookup missed the key because of that unlink, it read the unlink's CAS
                 // or the tag clear after it (both Release); this fence makes that read an
@@ -733,7 +740,7 @@ where
                 // loom's objects and behaves sequentially consistent there.)
                 fence(Ordering::Acquire);
                 match cond {
-                    Cond::Newer(v) => {
+                    Cond::Newer(v) | Cond::LoadedAt(v) => {
                         if let Some(t) = tombs.get(hash, new_key).filter(|&t| v <= t) {
                             // Report the newest version known: the entry's may be newer than
                             // its tombstone (an invalidation, then a newer insert). It used to
@@ -779,7 +786,10 @@ where
                     reservation.give_back_entry();
                     if let Some(v) = version {
                         let current = self.ext.version(found.node()).unwrap_or(0);
-                        if v <= current {
+                        let reloaded = matches!(cond, Cond::LoadedAt(_))
+                            && v == current
+                            && self.expired(found.node(), now);
+                        if v <= current && !reloaded {
                             return Locked::Stale(node, current);
                         }
                     }

@@ -36,7 +36,10 @@
 //! the tombstones know what they knew when the load began (`Tombstones::snapshot`). A versioned insert or an invalidation of the key during the load
 //! wins; the loader's callers still get the loaded value, which is simply not cached. (The
 //! leader used to store it with a plain insert, version 0, over whatever had arrived: found in
-//! review; `tests/versions.rs`, `a_load_never_overwrites_what_arrived_meanwhile`.)
+//! review; `tests/versions.rs`, `a_load_never_overwrites_what_arrived_meanwhile`.) A loader
+//! that knows its value's version tells it through
+//! [`try_get_or_insert_versioned_with`](crate::Cache::try_get_or_insert_versioned_with), and
+//! the value is weighed by that version instead, as `insert_versioned` weighs it.
 //!
 //! Sync and async callers share flights. A sync `get_or_insert_with` that waits on a flight
 //! led by an async task blocks its thread until that task finishes: on a single-threaded
@@ -303,16 +306,23 @@ where
     /// flight) after the insert and before the eviction listener hears of what the insert
     /// evicted: a listener that loads the key being loaded then finds it cached, instead of
     /// waiting on a flight that waits for that listener.
+    ///
+    /// `version`: the version the loader told (`try_get_or_insert_versioned_with`); in a
+    /// versioned cache the value is then stored as a versioned insert of that version would be
+    /// (replacing also an expired entry of the same version), and the snapshot is not needed.
     fn insert_loaded(
         &self,
         key: K,
         value: V,
         began: Option<(Snapshot, Option<u64>)>,
+        version: Option<u64>,
         then: impl FnOnce(u64),
     ) -> Result<(), InsertError<K, V>> {
-        let cond = began.map_or(Cond::Always, |(snapshot, present)| {
-            Cond::Loaded(snapshot, present)
-        });
+        let cond = match (began, version) {
+            (None, _) => Cond::Always,
+            (Some(_), Some(v)) => Cond::LoadedAt(v),
+            (Some((snapshot, present)), None) => Cond::Loaded(snapshot, present),
+        };
         let guard = crate::sync::pin();
         self.inner()
             .insert_then(key, value, None, cond, &guard, then)
@@ -379,13 +389,48 @@ where
     where
         E: Send + Sync + 'static,
     {
-        self.load_sync(key, init).map(|(v, _)| v)
+        self.load_sync(key, || init().map(|v| (v, None)))
+            .map(|(v, _)| v)
     }
 
+    /// Like [`try_get_or_insert_with`](Self::try_get_or_insert_with), for a loader that knows
+    /// the version of what it loaded (a row version, a log offset: the numbers a fleet's
+    /// invalidations carry). In a [versioned](crate::Builder::versioned) cache the value is
+    /// cached as [`insert_versioned`](Self::insert_versioned) would cache it: only if that
+    /// version is newer than everything the cache knows of the key (its entry's version, its
+    /// tombstone), so an invalidation or a newer insert that arrived during the load wins, and
+    /// an older insert that arrives after it is refused. One exception: it also replaces an
+    /// *expired* entry of the same version (the same data, loaded again). The callers get the
+    /// loaded value either way, as with every loader. In a cache built without `versioned()`
+    /// the version is ignored and the value cached as `try_get_or_insert_with` caches it.
+    ///
+    /// ```
+    /// let cache: clockline::Cache<u64, String> =
+    ///     clockline::Cache::builder().max_capacity(100).versioned().build().unwrap();
+    /// let v = cache.try_get_or_insert_versioned_with(1, || Ok::<_, ()>(("row 1".to_string(), 7)));
+    /// assert_eq!(v.unwrap(), "row 1");
+    /// assert_eq!(cache.version_of(&1), Some(7));
+    /// // A late broadcast of version 6 is older than what was loaded: refused.
+    /// assert!(cache.insert_versioned(1, "old".to_string(), 6).is_err());
+    /// ```
+    pub fn try_get_or_insert_versioned_with<E>(
+        &self,
+        key: K,
+        init: impl FnOnce() -> Result<(V, u64), E>,
+    ) -> Result<V, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        self.load_sync(key, || init().map(|(v, n)| (v, Some(n))))
+            .map(|(v, _)| v)
+    }
+
+    /// The body of every sync loader: `init` returns the value and, if the loader knows it,
+    /// its version.
     pub(crate) fn load_sync<E>(
         &self,
         key: K,
-        init: impl FnOnce() -> Result<V, E>,
+        init: impl FnOnce() -> Result<(V, Option<u64>), E>,
     ) -> Result<(V, Served), Arc<E>>
     where
         E: Send + Sync + 'static,
@@ -421,13 +466,13 @@ where
                     // A panic in `init` drops `lead`, which abandons the flight, and `timer`,
                     // which counts a failed load.
                     return match init() {
-                        Ok(v) => {
+                        Ok((v, version)) => {
                             timer.done(true);
                             // A refusal (a value heavier than the whole budget, or in a
                             // versioned cache something newer arrived) only means it is not
                             // cached.
                             let done = v.clone();
-                            let _ = self.insert_loaded(key, v.clone(), began, |born| {
+                            let _ = self.insert_loaded(key, v.clone(), began, version, |born| {
                                 lead.finish(State::Done(done, born))
                             });
                             Ok((v, Served::Loaded))
@@ -473,6 +518,31 @@ where
         E: Send + Sync + 'static,
         F: Future<Output = Result<V, E>>,
     {
+        self.load_async(key, async { init.await.map(|v| (v, None)) })
+            .await
+    }
+
+    /// The async form of
+    /// [`try_get_or_insert_versioned_with`](Self::try_get_or_insert_versioned_with).
+    pub async fn try_get_or_insert_versioned_with_async<E, F>(
+        &self,
+        key: K,
+        init: F,
+    ) -> Result<V, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<(V, u64), E>>,
+    {
+        self.load_async(key, async { init.await.map(|(v, n)| (v, Some(n))) })
+            .await
+    }
+
+    /// The body of every async loader, as [`Self::load_sync`] is of the sync ones.
+    async fn load_async<E, F>(&self, key: K, init: F) -> Result<V, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<(V, Option<u64>), E>>,
+    {
         let mut init = Some(init);
         let mut first = true;
         let asked = self.asked();
@@ -506,11 +576,11 @@ where
                     // the flight, which wakes the waiters. (`timer` counts a cancelled load as
                     // neither success nor failure.)
                     return match init.await {
-                        Ok(v) => {
+                        Ok((v, version)) => {
                             timer.done(true);
-                            // As in `try_get_or_insert_with`.
+                            // As in `load_sync`.
                             let done = v.clone();
-                            let _ = self.insert_loaded(key, v.clone(), began, |born| {
+                            let _ = self.insert_loaded(key, v.clone(), began, version, |born| {
                                 lead.finish(State::Done(done, born))
                             });
                             Ok(v)

@@ -133,7 +133,7 @@ where
                 self.load_sync(key.clone(), || {
                     let r = loader(&key);
                     returned.set(Some(r.is_ok()));
-                    r
+                    r.map(|v| (v, None))
                 })
             }));
             let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);

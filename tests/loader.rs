@@ -1366,3 +1366,24 @@ fn a_panic_while_cloning_the_key_to_lead_leaves_no_flight_behind() {
         assert_eq!(cache.get_or_insert_with(ClonePanics(1), || 20), 20);
     });
 }
+
+/// The async versioned loader stores the version it was told, as the sync one does
+/// (tests/versions.rs), and shares its flights.
+#[test]
+fn the_async_versioned_loader_stores_its_version() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .versioned()
+        .build()
+        .unwrap();
+    let v =
+        block_on(cache.try_get_or_insert_versioned_with_async(1, async { Ok::<_, ()>((10, 7)) }));
+    assert_eq!(v, Ok(10));
+    assert_eq!(cache.version_of(&1), Some(7));
+    assert!(cache.insert_versioned(1, 60, 7).is_err(), "equal is stale");
+    let r = block_on(
+        cache.try_get_or_insert_versioned_with_async(2, async { Err::<(u64, u64), _>("down") }),
+    );
+    assert_eq!(*r.unwrap_err(), "down");
+    assert_eq!(cache.get(&2), None, "a failure caches nothing");
+}

@@ -609,3 +609,96 @@ fn versioned_with_ttl_10s() -> (Cache<u64, u64>, std::sync::Arc<common::ManualCl
         .unwrap();
     (cache, clock)
 }
+
+/// A loader that tells its value's version (`try_get_or_insert_versioned_with`) caches the value
+/// at that version: an older versioned insert after it is refused, a newer one replaces it.
+#[test]
+fn a_versioned_load_stores_its_version() {
+    let cache = versioned(100);
+    let v = cache.try_get_or_insert_versioned_with(1, || Ok::<_, ()>((10, 7)));
+    assert_eq!(v, Ok(10));
+    assert_eq!(cache.version_of(&1), Some(7));
+    let refused = cache.insert_versioned(1, 60, 6).unwrap_err();
+    assert_eq!(
+        refused.kind,
+        InsertErrorKind::Stale {
+            version: 6,
+            current: 7
+        }
+    );
+    cache.insert_versioned(1, 80, 8).unwrap();
+    assert_eq!(cache.get(&1), Some(80));
+    // A hit returns the cached value; the loader is not run.
+    let hit = cache.try_get_or_insert_versioned_with(1, || -> Result<(u64, u64), ()> {
+        unreachable!("the key is cached")
+    });
+    assert_eq!(hit, Ok(80));
+}
+
+/// What arrives during a versioned load is weighed by version, as for `insert_versioned`: a
+/// newer invalidation wins (the loaded value is returned but not cached), an older versioned
+/// insert loses to the loaded value.
+#[test]
+fn a_versioned_load_weighs_what_arrived_during_it_by_version() {
+    let cache = versioned(100);
+    let v = cache.try_get_or_insert_versioned_with(1, || {
+        assert_eq!(cache.invalidate_versioned(1, 9), Invalidation::Absent);
+        Ok::<_, ()>((10, 7))
+    });
+    assert_eq!(v, Ok(10), "the caller still gets what it loaded");
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "version 7 is older than the invalidation at 9"
+    );
+
+    let v = cache.try_get_or_insert_versioned_with(2, || {
+        cache.insert_versioned(2, 30, 3).unwrap();
+        Ok::<_, ()>((20, 7))
+    });
+    assert_eq!(v, Ok(20));
+    assert_eq!(
+        cache.get(&2),
+        Some(20),
+        "version 7 replaces the older version 3"
+    );
+    assert_eq!(cache.version_of(&2), Some(7));
+    assert_eq!(cache.check_invariants(), Ok(1));
+}
+
+/// A versioned load replaces an expired entry of its own version: the same data, loaded again.
+/// (Refused as "equal is stale", the key would be loaded again on every lookup until something
+/// removed the expired entry.) An expired entry of a newer version still wins.
+#[test]
+fn a_versioned_load_replaces_an_expired_entry_of_the_same_version() {
+    let (cache, clock) = versioned_with_ttl_10s();
+    cache.insert_versioned(1, 10, 5).unwrap();
+    cache.insert_versioned(2, 20, 6).unwrap();
+    clock.advance(std::time::Duration::from_secs(11));
+    assert_eq!(cache.get(&1), None, "expired");
+    let v = cache.try_get_or_insert_versioned_with(1, || Ok::<_, ()>((11, 5)));
+    assert_eq!(v, Ok(11));
+    assert_eq!(cache.get(&1), Some(11), "cached again at the same version");
+    let v = cache.try_get_or_insert_versioned_with(2, || Ok::<_, ()>((21, 5)));
+    assert_eq!(v, Ok(21));
+    assert_eq!(
+        cache.get(&2),
+        None,
+        "version 5 is older than the expired entry's 6"
+    );
+    assert!(
+        cache.insert_versioned(2, 22, 6).is_err(),
+        "the expired entry's version 6 still holds"
+    );
+}
+
+/// In a cache built without `versioned()` the loader's version is ignored: the value is cached
+/// as `try_get_or_insert_with` would cache it.
+#[test]
+fn a_versioned_load_in_an_unversioned_cache_caches_the_value() {
+    let cache: Cache<u64, u64> = Cache::new(100);
+    let v = cache.try_get_or_insert_versioned_with(1, || Ok::<_, ()>((10, 7)));
+    assert_eq!(v, Ok(10));
+    assert_eq!(cache.get(&1), Some(10));
+    assert_eq!(cache.version_of(&1), None);
+}
