@@ -1,6 +1,6 @@
 //! Single-threaded behaviour of the production features against a model, driven by proptest:
 //! expiry (default TTL, per-entry TTL, TTI) on a manual clock, versioned inserts and
-//! invalidations with tombstones, the eviction listener and the statistics.
+//! invalidations with tombstones, the loaders, the eviction listener and the statistics.
 //!
 //! The model keeps, per key, the entry (its value, version and deadlines, expired or not: an
 //! expired entry still counts in `len()` and its version still refuses older inserts until
@@ -30,6 +30,17 @@
 //! room for every key's tombstone), so a read never returns a value older than one acknowledged
 //! before unless a plain write or `clear` intervened.
 //!
+//! The loaders (`get_or_insert_with`, `try_get_or_insert_with`,
+//! `try_get_or_insert_versioned_with`, and a loader that panics): a hit returns the live value
+//! without running the loader and counts as `get` does (a hit; the idle deadline moves); a miss
+//! counts a miss, runs the loader once, and the caller gets what it returned (value, error or
+//! panic), counted as a load that succeeded or failed, for the manual clock's time it took.
+//! A loaded value is cached as `Model::load_caches` says (src/loader.rs, `Cond::Loaded` and
+//! `Cond::LoadedAt` in src/cache.rs), replacing an expired entry as an insert does (`Expired`,
+//! an update). To model what arrives while a value loads, the loader itself runs a few
+//! operations first (inserts, invalidations, time passing, loads of other keys), each checked
+//! as it goes.
+//!
 //! Every case ends with `clear()`: then every value ever stored must have been reported exactly
 //! once, and every refused one handed back and never reported.
 
@@ -38,6 +49,7 @@ mod common;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasherDefault;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,7 +147,31 @@ enum Op {
     /// To (or a millisecond or a nanosecond around) one end of one of the key's deadline
     /// windows, chosen by the seed; nothing if that is not ahead of the clock.
     ToDeadline(u8, u64),
+    /// A load of the key through `loader`. On a miss the loader runs the operations in
+    /// `during` (on this key or others: inserts, invalidations, time passing, loads of *other*
+    /// keys; never a load of this key) before it returns: what arrives while a value loads.
+    Load(u8, Loader, Vec<Op>),
 }
+
+/// Which loader a [`Op::Load`] calls, and what its loader returns.
+#[derive(Clone, Copy, Debug)]
+enum Loader {
+    /// `get_or_insert_with`.
+    Plain,
+    /// `try_get_or_insert_with`: a value (`true`) or an error.
+    Try(bool),
+    /// `try_get_or_insert_versioned_with`: a value with this version, or (`None`) an error.
+    Versioned(Option<u64>),
+    /// `get_or_insert_with`, whose loader panics (with `resume_unwind`: no panic message).
+    Panics,
+}
+
+/// A loader's error: unique per failed load, so that the caller is seen to get its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LoadFailed(u64);
+
+/// What a [`Loader::Panics`] loader panics with.
+struct LoaderPanic;
 
 /// Versions from a seed: mostly 0..12, so that equal and older versions are common, and
 /// sometimes `u64::MAX`, the newest.
@@ -158,12 +194,64 @@ fn ttl_from(seed: u64) -> u64 {
     }
 }
 
+/// The loader a seed picks: mostly ones that return a value, about half of them versioned.
+fn loader_from(seed: u64) -> Loader {
+    match seed % 16 {
+        0..=3 => Loader::Plain,
+        4 | 5 => Loader::Try(true),
+        6 => Loader::Try(false),
+        7 => Loader::Panics,
+        15 => Loader::Versioned(None),
+        _ => Loader::Versioned(Some(version_from(seed >> 4))),
+    }
+}
+
+/// SplitMix64's step: the seeds of the operations a loader runs, from one seed.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// What a loader of `k` runs before it returns, from a seed: half the time nothing (seed 0,
+/// where it shrinks to, included), else one to three operations, three in four on `k` itself.
+/// A load among them is of another key, and runs nothing itself.
+fn during_from(k: u8, seed: u64, keys: u8) -> Vec<Op> {
+    let n = [0, 0, 0, 0, 1, 1, 2, 3][(seed % 8) as usize];
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = splitmix(s);
+            let key = if (s >> 8) % 4 != 0 {
+                k
+            } else {
+                ((s >> 10) % u64::from(keys)) as u8
+            };
+            match op_from((s % KINDS as u64) as u8, key, splitmix(s ^ 0x5555), 0, keys) {
+                Op::Load(k2, loader, _) if k2 == k => Op::Load((k + 1) % keys, loader, Vec::new()),
+                op => op,
+            }
+        })
+        .collect()
+}
+
+/// How many kinds [`op_from`] knows: 40 before the loaders, 6 of them.
+const KINDS: u8 = 46;
+
 /// Operations over keys `0..keys`.
 ///
 /// Generated as plain tuples and mapped, as in tests/model.rs: `prop_oneof!` is several times
 /// slower to generate in a debug build, and this shrinks towards `Insert(0)`.
 fn ops(keys: u8, len: usize) -> impl Strategy<Value = Vec<Op>> {
-    let op = (0u8..40, 0..keys, any::<u64>()).prop_map(|(kind, k, a)| match kind {
+    let op = (0u8..KINDS, 0..keys, any::<u64>(), any::<u64>())
+        .prop_map(move |(kind, k, a, b)| op_from(kind, k, a, b, keys));
+    prop::collection::vec(op, 1..len)
+}
+
+/// The operation of `kind` on key `k` with seeds `a` and `b` (`b`: what a loader runs).
+fn op_from(kind: u8, k: u8, a: u64, b: u64, keys: u8) -> Op {
+    match kind {
         0..=4 => Op::Insert(k),
         5..=7 => Op::InsertWithTtl(k, ttl_from(a)),
         8..=11 => Op::InsertVersioned(k, version_from(a)),
@@ -185,9 +273,9 @@ fn ops(keys: u8, len: usize) -> impl Strategy<Value = Vec<Op>> {
         32 => Op::Advance((20 + a % 100) * MS),
         33..=36 => Op::ToDeadline(k, a),
         37 => Op::PinnedGetAcross(k, a % (3 * MS)),
+        40..=45 => Op::Load(k, loader_from(a), during_from(k, b, keys)),
         _ => Op::Get(k),
-    });
-    prop::collection::vec(op, 1..len)
+    }
 }
 
 /// Where a deadline lies: expired at `now` iff the deadline is `<= now`, and the deadline is
@@ -234,6 +322,10 @@ struct Counts {
     removals: u64,
     replacements: u64,
     cleared: u64,
+    loads_ok: u64,
+    loads_failed: u64,
+    /// Nanoseconds of the manual clock spent inside loaders.
+    load_nanos: u64,
 }
 
 impl Counts {
@@ -262,11 +354,25 @@ struct Model {
     counts: Counts,
     /// The listener calls the current operation owes.
     owed: Vec<(u8, Val, RemovalCause)>,
-    /// Every value an insert stored, and every one it handed back, by `seq`.
+    /// Every value an insert stored, and every one it handed back (or a loader returned and
+    /// the cache did not keep), by `seq`.
     stored: BTreeMap<u64, Val>,
     handed_back: BTreeSet<u64>,
     /// Values the listener reported, with the cause.
     reported: BTreeMap<u64, RemovalCause>,
+    /// Failed loads so far: the last [`LoadFailed`]'s number.
+    failures: u64,
+}
+
+/// What the model knew when a loader began (on a miss), and what the loader returned.
+struct Began {
+    /// The key's tombstone and its entry's version (expired or not), as `load_begins` reads
+    /// them.
+    tomb: Option<u64>,
+    present: Option<u64>,
+    at: u64,
+    /// `None`: the loader panicked.
+    result: Option<Result<Val, LoadFailed>>,
 }
 
 impl Model {
@@ -388,6 +494,32 @@ impl Model {
         );
     }
 
+    /// Whether the value a loader returned is cached (its liveness settled before). In an
+    /// unversioned cache always, as a plain insert. In a versioned one, with a version told
+    /// (`try_get_or_insert_versioned_with`, `Cond::LoadedAt`): as `insert_versioned` would store
+    /// it, and also over an *expired* entry of the same version. Without (`Cond::Loaded`): only
+    /// if the tombstone is what it was when the load began, and the key is absent or holds an
+    /// expired entry of the version it held then.
+    fn load_caches(&self, k: u8, loader: Loader, began: &Began) -> bool {
+        if !self.f.versioned {
+            return true;
+        }
+        let expired = self.live(k) == Some(Live::No);
+        let current = self.entries.get(&k).map(|e| e.val.version);
+        let tomb = self.tombs.get(&k).copied();
+        match loader {
+            // As `insert_versioned`: newer than the tombstone and the entry (`None < Some(_)`),
+            // or the entry's own version once it has expired.
+            Loader::Versioned(Some(n)) => {
+                Some(n) > tomb && (Some(n) > current || (Some(n) == current && expired))
+            }
+            // Versions compared, not entries: an entry that arrived during the load with the
+            // version the key held when it began (a plain insert: 0) and expired before it
+            // ended is replaced too.
+            _ => tomb == began.tomb && (current.is_none() || (expired && current == began.present)),
+        }
+    }
+
     /// What the cache knows of `k`'s version: its entry's (expired or not) and its tombstone's.
     fn known_version(&self, k: u8) -> Option<u64> {
         let entry = self.entries.get(&k).map(|e| e.val.version);
@@ -397,7 +529,8 @@ impl Model {
 }
 
 struct Harness {
-    cache: Cache<u8, Val, Fixed>,
+    /// Shared with the loaders' calls, whose loaders step the harness.
+    cache: Arc<Cache<u8, Val, Fixed>>,
     clock: Arc<ManualClock>,
     log: Log,
     m: Model,
@@ -441,7 +574,7 @@ impl Harness {
         if f.clock_policy {
             b = b.policy(Policy::Clock);
         }
-        let cache = b.build().expect("valid configuration");
+        let cache = Arc::new(b.build().expect("valid configuration"));
         let now = u64::try_from(clockline::Clock::now(&*clock).as_nanos()).unwrap();
         Self {
             cache,
@@ -460,6 +593,7 @@ impl Harness {
                 stored: BTreeMap::new(),
                 handed_back: BTreeSet::new(),
                 reported: BTreeMap::new(),
+                failures: 0,
             },
         }
     }
@@ -503,8 +637,43 @@ impl Harness {
         self.m.handed_back.insert(val.seq);
     }
 
+    /// The body of a loader of `k` (so the lookup missed): runs `during`, settles `k` for the
+    /// insert that follows, and returns the loaded value (with the version it tells) or an
+    /// error.
+    fn load_body(&mut self, k: u8, loader: Loader, during: &[Op]) -> Began {
+        self.check_read(k, None, "a load's lookup");
+        self.m.counts.misses += 1;
+        let tomb = self.m.tombs.get(&k).copied();
+        let present = self.m.entries.get(&k).map(|e| e.val.version);
+        let at = self.m.now;
+        // Each checked as it goes: the miss is counted by now, the load not yet.
+        for op in during {
+            self.step(op);
+        }
+        self.settle(k);
+        let result = match loader {
+            Loader::Plain | Loader::Try(true) => Some(Ok(self.m.next_val(k, 0))),
+            Loader::Versioned(Some(n)) => {
+                // Stored with its version only in a versioned cache.
+                let stored = if self.m.f.versioned { n } else { 0 };
+                Some(Ok(self.m.next_val(k, stored)))
+            }
+            Loader::Try(false) | Loader::Versioned(None) => {
+                self.m.failures += 1;
+                Some(Err(LoadFailed(self.m.failures)))
+            }
+            Loader::Panics => None,
+        };
+        Began {
+            tomb,
+            present,
+            at,
+            result,
+        }
+    }
+
     fn step(&mut self, op: &Op) {
-        let len_before = self.m.entries.len();
+        let mut len_before = self.m.entries.len();
         let mut inserted_new = None;
         match *op {
             Op::Insert(k) => {
@@ -675,6 +844,80 @@ impl Harness {
                 }
             }
             Op::Advance(d) => self.advance_to(self.m.now + d),
+            Op::Load(k, loader, ref during) => {
+                let cache = Arc::clone(&self.cache);
+                let mut began = None;
+                let got: Option<Result<Val, Arc<LoadFailed>>> = {
+                    let mut body = || {
+                        assert!(began.is_none(), "the loader runs at most once");
+                        let b = self.load_body(k, loader, during);
+                        let res = b.result.clone();
+                        began = Some(b);
+                        match res {
+                            Some(res) => res,
+                            None => resume_unwind(Box::new(LoaderPanic)),
+                        }
+                    };
+                    match loader {
+                        Loader::Plain => Some(Ok(cache.get_or_insert_with(k, || {
+                            body().expect("a plain loader returns a value")
+                        }))),
+                        Loader::Try(_) => Some(cache.try_get_or_insert_with(k, body)),
+                        Loader::Versioned(n) => {
+                            Some(cache.try_get_or_insert_versioned_with(k, || {
+                                body().map(|v| (v, n.expect("returns a value")))
+                            }))
+                        }
+                        // The panic reaches this caller (and only the loader's: a failed check
+                        // of the model inside goes on unwinding).
+                        Loader::Panics => match catch_unwind(AssertUnwindSafe(|| {
+                            cache.get_or_insert_with(k, || body().expect("panics first"))
+                        })) {
+                            Ok(v) => Some(Ok(v)),
+                            Err(p) if p.is::<LoaderPanic>() => None,
+                            Err(p) => resume_unwind(p),
+                        },
+                    }
+                };
+                match began {
+                    // A hit, counted and touched as by `get`; the loader did not run.
+                    None => {
+                        let v = got
+                            .expect("no panic: the loader did not run")
+                            .expect("the loader did not run: a hit");
+                        self.check_read(k, Some(&v), "a load's lookup");
+                        self.m.counts.hits += 1;
+                        self.m.touch(k);
+                    }
+                    Some(began) => {
+                        self.m.counts.load_nanos += self.m.now - began.at;
+                        match &began.result {
+                            None => {
+                                assert!(got.is_none(), "the loader's panic reaches the caller");
+                                self.m.counts.loads_failed += 1;
+                            }
+                            Some(Err(e)) => {
+                                self.m.counts.loads_failed += 1;
+                                let got = got.expect("no panic").expect_err("the loader failed");
+                                assert_eq!(*got, *e, "the caller gets its loader's error");
+                            }
+                            Some(Ok(val)) => {
+                                self.m.counts.loads_ok += 1;
+                                let got =
+                                    got.expect("no panic").expect("the loader returned a value");
+                                assert_eq!(&got, val, "the caller gets the loaded value");
+                                len_before = self.m.entries.len();
+                                if self.m.load_caches(k, loader, &began) {
+                                    inserted_new = (!self.m.entries.contains_key(&k)).then(|| k);
+                                    self.m.store(val.clone(), None);
+                                } else {
+                                    self.m.handed_back.insert(val.seq);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             Op::ToDeadline(k, seed) => {
                 if let Some(e) = self.m.entries.get(&k) {
                     let idle = e.idle.unwrap_or(Window::NEVER);
@@ -791,6 +1034,9 @@ impl Harness {
                 removals: s.removals,
                 replacements: s.replacements,
                 cleared: s.cleared,
+                loads_ok: s.loads_ok,
+                loads_failed: s.loads_failed,
+                load_nanos: u64::try_from(s.load_time.as_nanos()).unwrap(),
             };
             assert_eq!(&got, c, "statistics after {op:?}");
         } else {
@@ -836,8 +1082,8 @@ fn run(f: Features, cap: usize, keys: u8, ops: &[Op]) {
     h.finish(keys);
 }
 
-/// proptest's defaults, as in tests/model.rs: 256 cases (about a second for the three
-/// properties in a debug build), or `PROPTEST_CASES` for long runs.
+/// proptest's defaults, as in tests/model.rs: 256 cases (about a second and a quarter for the
+/// three properties in a debug build on the 2-core VM), or `PROPTEST_CASES` for long runs.
 fn config() -> ProptestConfig {
     ProptestConfig::default()
 }
