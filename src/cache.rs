@@ -214,9 +214,11 @@ pub(crate) enum Cond {
     Newer(u64),
     /// A loader's value in a versioned cache, whose version is unknown: only if what the
     /// tombstones knew of the key when the load began is unchanged, and the key is absent or
-    /// holds the same expired entry as then (the entry's version when the load began, expired
-    /// or not: `None` if the key was absent). So it never replaces what a versioned insert or
-    /// an invalidation brought meanwhile, even once that has expired too.
+    /// holds an expired entry of the version it held then (the entry's version when the load
+    /// began, expired or not: `None` if the key was absent). So it never replaces what a
+    /// versioned insert or an invalidation brought meanwhile, even once that has expired too.
+    /// (Versions, not entries, are compared: a plain write during the load, version 0, is
+    /// protected only while it is live.)
     Loaded(Snapshot, Option<u64>),
     /// A loader's value whose version the loader told (`try_get_or_insert_versioned_with`):
     /// as [`Cond::Newer`], except that it also replaces an *expired* entry of the same version
