@@ -435,20 +435,48 @@ where
     where
         E: Send + Sync + 'static,
     {
+        // The answer is made in `load_sync_into` and kept here, so that user code dropped as
+        // that returns (the key, a loader that was not run and what it captured, a flight's
+        // last reference and its value) may panic without leaking it: rustc does not drop a
+        // function's return value when a local's destructor panics after it was made
+        // (rust-lang/rust#47949). An unused loader's panicking `Drop` leaked the value a hit
+        // was returning (found by the configuration fuzzer's hostile mode; `tests/hostile.rs`,
+        // `a_panicking_drop_of_an_unused_loader_leaks_no_value`).
+        let mut out = None;
+        self.load_sync_into(key, init, &mut out);
+        match out {
+            Some(out) => out,
+            None => unreachable!("`load_sync_into` answers or panics"),
+        }
+    }
+
+    fn load_sync_into<E>(
+        &self,
+        key: K,
+        init: impl FnOnce() -> Result<(V, Option<u64>), E>,
+        out: &mut Option<Result<(V, Served), Arc<E>>>,
+    ) where
+        E: Send + Sync + 'static,
+    {
         let mut init = Some(init);
         let mut first = true;
         let asked = self.asked();
         loop {
             if let Some(v) = self.lookup_before_load(&key, &mut first) {
-                return Ok((v, Served::Hit));
+                *out = Some(Ok((v, Served::Hit)));
+                return;
             }
             match self.join(&key) {
                 Joined::Wait(flight) => match flight.wait() {
-                    Outcome::Value(v, born) if born > asked => return Ok((v, Served::Joined)),
+                    Outcome::Value(v, born) if born > asked => {
+                        *out = Some(Ok((v, Served::Joined)));
+                        return;
+                    }
                     Outcome::Value(..) => {}
                     Outcome::Failed(e) => {
                         if let Ok(e) = e.downcast::<E>() {
-                            return Err(e);
+                            *out = Some(Err(e));
+                            return;
                         }
                     }
                     Outcome::Retry => {}
@@ -458,14 +486,15 @@ where
                         // Not `Done(v)`: a waiter may have asked after `v` expired, and must
                         // not get it. Waiters look the cache up again (see `Lead::cached`).
                         lead.cached();
-                        return Ok((v, Served::Hit));
+                        *out = Some(Ok((v, Served::Hit)));
+                        return;
                     }
                     let began = self.load_begins(&key);
                     let timer = self.start_load();
                     let init = init.take().expect("a caller leads at most once");
                     // A panic in `init` drops `lead`, which abandons the flight, and `timer`,
                     // which counts a failed load.
-                    return match init() {
+                    *out = Some(match init() {
                         Ok((v, version)) => {
                             timer.done(true);
                             // A refusal (a value heavier than the whole budget, or in a
@@ -483,7 +512,8 @@ where
                             lead.finish(State::Failed(e.clone()));
                             Err(e)
                         }
-                    };
+                    });
+                    return;
                 }
             }
         }
@@ -537,8 +567,22 @@ where
             .await
     }
 
-    /// The body of every async loader, as [`Self::load_sync`] is of the sync ones.
+    /// The body of every async loader, as [`Self::load_sync`] is of the sync ones. As there,
+    /// the answer is kept here while the callee's locals are dropped.
     async fn load_async<E, F>(&self, key: K, init: F) -> Result<V, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<(V, Option<u64>), E>>,
+    {
+        let mut out = None;
+        self.load_async_into(key, init, &mut out).await;
+        match out {
+            Some(out) => out,
+            None => unreachable!("`load_async_into` answers or panics"),
+        }
+    }
+
+    async fn load_async_into<E, F>(&self, key: K, init: F, out: &mut Option<Result<V, Arc<E>>>)
     where
         E: Send + Sync + 'static,
         F: Future<Output = Result<(V, Option<u64>), E>>,
@@ -548,17 +592,22 @@ where
         let asked = self.asked();
         loop {
             if let Some(v) = self.lookup_before_load(&key, &mut first) {
-                return Ok(v);
+                *out = Some(Ok(v));
+                return;
             }
             let joined = self.join(&key);
             match joined {
                 Joined::Wait(flight) => match (WaitFlight { flight }).await {
                     // As in `load_sync`.
-                    Outcome::Value(v, born) if born > asked => return Ok(v),
+                    Outcome::Value(v, born) if born > asked => {
+                        *out = Some(Ok(v));
+                        return;
+                    }
                     Outcome::Value(..) => {}
                     Outcome::Failed(e) => {
                         if let Ok(e) = e.downcast::<E>() {
-                            return Err(e);
+                            *out = Some(Err(e));
+                            return;
                         }
                     }
                     Outcome::Retry => {}
@@ -567,7 +616,8 @@ where
                     if let Some(v) = self.get_uncounted(&key) {
                         // As in `load_sync`: waiters look again.
                         lead.cached();
-                        return Ok(v);
+                        *out = Some(Ok(v));
+                        return;
                     }
                     let began = self.load_begins(&key);
                     let timer = self.start_load();
@@ -575,7 +625,7 @@ where
                     // If this future is dropped here, `lead` is dropped with it and abandons
                     // the flight, which wakes the waiters. (`timer` counts a cancelled load as
                     // neither success nor failure.)
-                    return match init.await {
+                    *out = Some(match init.await {
                         Ok((v, version)) => {
                             timer.done(true);
                             // As in `load_sync`.
@@ -591,7 +641,8 @@ where
                             lead.finish(State::Failed(e.clone()));
                             Err(e)
                         }
-                    };
+                    });
+                    return;
                 }
             }
         }

@@ -956,3 +956,52 @@ fn an_inconsistent_eq_leaks_no_entry_of_the_budget() {
     assert_eq!(held, 55);
     assert_eq!(cache.len(), 55);
 }
+
+/// A loader that is not run (the key is cached) is dropped as the call returns; its captured
+/// value's `Drop` panics. The panic reaches the caller, and the value the call was returning is
+/// still dropped: rustc leaks a function's return value when a local's destructor panics after
+/// it was made (rust-lang/rust#47949), and the loader used to be such a local. Found by the
+/// configuration fuzzer (seed 4, hostile hooks).
+#[test]
+fn a_panicking_drop_of_an_unused_loader_leaks_no_value() {
+    let hooks = Hooks::new();
+    let cache: Cache<u64, Val> = Cache::new(10);
+    cache.insert(1, hooks.val(1, 0)).unwrap();
+    let bomb = hooks.bomb(1, 1);
+    assert_panics("a hit whose loader's drop panics", || {
+        cache.get_or_insert_with(1, move || bomb)
+    });
+    let bomb = hooks.bomb(1, 2);
+    assert_panics("try_: a hit whose loader's drop panics", || {
+        cache.try_get_or_insert_with(1, move || Ok::<_, ()>(bomb))
+    });
+    assert_eq!(cache.check_invariants(), Ok(1));
+    drop(cache);
+    hooks.assert_all_dropped();
+}
+
+/// The same with the async loaders, whose returned value leaked alike.
+#[test]
+fn a_panicking_drop_of_an_unused_async_loader_leaks_no_value() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    /// Polls once: a hit is ready at once.
+    fn poll_once<F: Future>(f: F) -> Poll<F::Output> {
+        let waker = Waker::from(Arc::new(Noop));
+        std::pin::pin!(f).poll(&mut Context::from_waker(&waker))
+    }
+    let hooks = Hooks::new();
+    let cache: Cache<u64, Val> = Cache::new(10);
+    cache.insert(1, hooks.val(1, 0)).unwrap();
+    let bomb = hooks.bomb(1, 1);
+    assert_panics("an async hit whose loader's drop panics", || {
+        poll_once(cache.get_or_insert_with_async(1, async move { bomb }))
+    });
+    assert_eq!(cache.check_invariants(), Ok(1));
+    drop(cache);
+    hooks.assert_all_dropped();
+}
