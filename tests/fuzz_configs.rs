@@ -9,15 +9,25 @@
 //! keys of weight 2 and 7 under `max_weight(10)`, docs/design.md, *Bugs found by review*).
 //! About 3,000 configurations ran clean on the fixed code before it was added here.
 //!
+//! A quarter of the configurations run hostile user code (`Hostile`): the key's `Hash`, `Eq` and
+//! `Clone`, the value's `Clone` and `Drop`, the weigher, the listener and the loaders panic at a
+//! drawn rate. Every operation then runs under `catch_unwind`; a panic that reaches it must be an
+//! injected one raised on the same thread, and a call that returns normally must not have
+//! swallowed one (except `Hash`'s, which the policy may swallow, and `Drop`'s, which epoch
+//! reclamation catches). The other checks stay, except the listener's count of stored values (a
+//! call that panicked may or may not have stored its value). In every configuration, each key
+//! and value made is dropped exactly once by the end (counted by their constructors and `Drop`).
+//!
 //! The default (CI) run is short: 12 configurations of at most 200 ms. Longer:
 //! `FUZZ_N=2000 FUZZ_MS=600 FUZZ_SECS=1200 cargo test --release --test fuzz_configs`.
 //! Env: FUZZ_SEED (first seed), FUZZ_N (configs), FUZZ_MS (max run per config, ms), FUZZ_ONLY
 //! (run just this seed), FUZZ_SECS (stop after this many s), FUZZ_VERBOSE, FUZZ_GDB (on a hang,
 //! print every thread's stack with gdb), FUZZ_HANG_SLEEP (on a hang, print the pid and wait
-//! this many seconds, to attach a debugger).
+//! this many seconds, to attach a debugger), FUZZ_HOOKS (in hostile configurations, the `H_*`
+//! mask of hooks that panic, to narrow a failure down).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -89,6 +99,7 @@ struct Config {
     mix: [u64; 16],
     hash: u8,
     origin: u64,
+    hostile: Option<Hostile>,
 }
 
 const OP_NAMES: [&str; 16] = [
@@ -199,6 +210,20 @@ fn draw(seed: u64, max_ms: u64) -> Config {
         1_764_000_000_000_000_000,
         17_000_000_000_000_000_000,
     ]);
+    // Drawn last, so that the other fields of a seed are what they were before this was added.
+    let hostile = r.chance(25).then(|| Hostile {
+        mask: if r.chance(30) {
+            1 << r.below(8)
+        } else {
+            r.range(1, H_ALL as u64) as u16
+        },
+        rate: r.pick(&[10, 100, 1000, 3000]),
+    });
+    // FUZZ_HOOKS (an `H_*` mask) narrows a failing seed down to the hooks that matter.
+    let hostile = hostile.map(|h| Hostile {
+        mask: env("FUZZ_HOOKS", h.mask as u64) as u16,
+        ..h
+    });
     Config {
         seed,
         policy,
@@ -217,6 +242,7 @@ fn draw(seed: u64, max_ms: u64) -> Config {
         mix,
         hash,
         origin,
+        hostile,
     }
 }
 
@@ -262,12 +288,346 @@ impl std::hash::Hasher for FH {
     }
 }
 
-type C = Cache<u64, u64, FuzzHasher>;
+// ---------------------------------------------------------------------------------------------
+// Hostile user code
+//
+// With `Config::hostile`, the key's `Hash`, `Eq` and `Clone`, the value's `Clone` and `Drop`,
+// the weigher, the listener and the loaders panic now and then. Whether a call panics is drawn
+// from a per-thread RNG seeded from the configuration, and only while this thread is inside a
+// cache call (`hot`): the fuzzer's own checks clone, compare and drop keys and values too, and
+// must not panic.
+
+/// One bit per hook that can be made to panic.
+const H_HASH: u16 = 1;
+const H_EQ: u16 = 2;
+const H_KCLONE: u16 = 4;
+const H_VCLONE: u16 = 8;
+const H_VDROP: u16 = 16;
+const H_WEIGHER: u16 = 32;
+const H_LISTENER: u16 = 64;
+const H_LOADER: u16 = 128;
+const H_ALL: u16 = 255;
+const HOOK_NAMES: [&str; 8] = [
+    "Hash",
+    "Eq",
+    "key Clone",
+    "value Clone",
+    "value Drop",
+    "weigher",
+    "listener",
+    "loader",
+];
+
+#[derive(Clone, Copy, Debug)]
+struct Hostile {
+    /// Which hooks may panic (`H_*` bits).
+    mask: u16,
+    /// Chance that one call of such a hook panics, per 100,000.
+    rate: u64,
+}
+
+/// This thread's injection state.
+#[derive(Clone, Copy)]
+struct Inj {
+    /// Inside a cache call: hooks may panic.
+    on: bool,
+    mask: u16,
+    rate: u64,
+    rng: u64,
+    /// The thread's index, in every message, so that a panic that reaches another thread's
+    /// caller is caught.
+    tag: usize,
+    /// Panics raised since the cache call began whose hook the docs say propagates.
+    raised: u32,
+}
+
+thread_local! {
+    static INJ: Cell<Inj> = const {
+        Cell::new(Inj { on: false, mask: 0, rate: 0, rng: 1, tag: usize::MAX, raised: 0 })
+    };
+}
+
+/// Panics with an "intentional:" message, at the configured rate, if `hook` is armed and this
+/// thread is inside a cache call. Never while unwinding: a second panic would abort.
+/// Set once a key's `Hash`, `Eq` or `Clone` panicked: the cache may have forgotten a version
+/// since. A panic of such code while a tombstone is recorded loses that tombstone
+/// (docs/features.md, *Versions and tombstones*), and then an older version is rightly
+/// accepted. The panicking key need not be the one whose tombstone is lost: recording one key's
+/// tombstone may grow the tombstone map, which hashes every key already in it (seed 4774, with
+/// a constant hasher that puts every key in one shard). Set before the panic, so before the
+/// unlink that the tombstone was recorded for.
+static VERSIONS_LOSSY: AtomicBool = AtomicBool::new(false);
+
+fn maybe_panic(hook: u16) {
+    let mut s = INJ.with(|c| c.get());
+    if !s.on || s.mask & hook == 0 || std::thread::panicking() {
+        return;
+    }
+    s.rng ^= s.rng << 13;
+    s.rng ^= s.rng >> 7;
+    s.rng ^= s.rng << 17;
+    let fire = s.rng % 100_000 < s.rate;
+    // A `Hash` panic may be swallowed by design (the policy's frequency estimate of a node's
+    // key, src/cache.rs `node_hash`), and a `Drop` run by epoch reclamation is caught wherever
+    // it runs: neither must reach the caller. Every other hook's panic must.
+    if fire && hook != H_HASH && hook != H_VDROP {
+        s.raised += 1;
+    }
+    INJ.with(|c| c.set(s));
+    if fire {
+        if hook & (H_HASH | H_EQ | H_KCLONE) != 0 {
+            VERSIONS_LOSSY.store(true, SeqCst);
+        }
+        let name = HOOK_NAMES[hook.trailing_zeros() as usize];
+        panic!("intentional: {name} [t{}]", s.tag);
+    }
+}
+
+/// Switches injection off for the fuzzer's own code; the returned state is put back by
+/// `inj_restore` (a nested operation from a listener runs inside the outer cache call).
+fn inj_off() -> Inj {
+    INJ.with(|c| {
+        let s = c.get();
+        c.set(Inj { on: false, ..s });
+        s
+    })
+}
+
+fn inj_restore(s: Inj) {
+    INJ.with(|c| {
+        c.set(Inj {
+            rng: c.get().rng,
+            ..s
+        })
+    });
+}
+
+/// Runs one cache call with injection on. A call that returns normally must not have raised a
+/// panic that should have reached it.
+fn hot<R>(sh: &Shared, what: &str, f: impl FnOnce() -> R) -> R {
+    struct Off;
+    impl Drop for Off {
+        fn drop(&mut self) {
+            INJ.with(|c| {
+                c.set(Inj {
+                    on: false,
+                    ..c.get()
+                })
+            });
+        }
+    }
+    if sh.cfg.hostile.is_none() {
+        return f();
+    }
+    INJ.with(|c| {
+        c.set(Inj {
+            on: true,
+            raised: 0,
+            ..c.get()
+        })
+    });
+    let off = Off;
+    let r = f();
+    drop(off);
+    let raised = INJ.with(|c| c.get().raised);
+    if raised > 0 {
+        sh.fail(format!(
+            "{what}: returned normally after {raised} injected panic(s)"
+        ));
+    }
+    r
+}
+
+fn panic_msg(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Non-intentional panics anywhere in the process (also those clockline catches, such as a
+/// `Drop` run by epoch reclamation), for the configuration that is running.
+static STRAY: Mutex<Option<String>> = Mutex::new(None);
+
+/// Keeps the intentional panics out of the output and records every other one.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = panic_msg(info.payload());
+            if !msg.starts_with("intentional:") {
+                let mut s = STRAY.lock().unwrap_or_else(|e| e.into_inner());
+                if s.is_none() {
+                    *s = Some(format!("{msg} at {:?}", info.location()));
+                }
+                drop(s);
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Live keys and values: incremented by construction and `Clone`, decremented by `Drop` (also
+/// by a `Drop` that then panics: the docs say it still frees).
+static LIVE_K: AtomicI64 = AtomicI64::new(0);
+static LIVE_V: AtomicI64 = AtomicI64::new(0);
+/// Values get an id each; `V_STATE[id]` is 1 while it lives and 2 once dropped, so a second
+/// drop of the same value is caught where it happens (ids past the end are only counted).
+static NEXT_V: AtomicUsize = AtomicUsize::new(0);
+const V_SLOTS: usize = 1 << 23;
+static V_STATE: OnceLock<Vec<AtomicU8>> = OnceLock::new();
+/// Where each value was made, for the report of a leak: the operation (`OP_NAMES`) that made
+/// it, plus 32 for a clone.
+static V_ORIGIN: OnceLock<Vec<AtomicU8>> = OnceLock::new();
+static DOUBLE_DROP: Mutex<Option<String>> = Mutex::new(None);
+
+fn v_state() -> &'static [AtomicU8] {
+    V_STATE.get_or_init(|| (0..V_SLOTS).map(|_| AtomicU8::new(0)).collect())
+}
+
+fn v_origin() -> &'static [AtomicU8] {
+    V_ORIGIN.get_or_init(|| (0..V_SLOTS).map(|_| AtomicU8::new(0)).collect())
+}
+
+/// The values still alive, by where they were made.
+fn leaked_values() -> String {
+    let used = NEXT_V.load(SeqCst).min(V_SLOTS);
+    let mut out = Vec::new();
+    for id in 0..used {
+        if v_state()[id].load(SeqCst) == 1 {
+            let o = v_origin()[id].load(SeqCst);
+            let op = OP_NAMES.get(usize::from(o & 31)).copied().unwrap_or("-");
+            let clone = if o & 32 != 0 { " (a clone)" } else { "" };
+            out.push(format!("#{id} made by {op}{clone}"));
+        }
+    }
+    out.truncate(8);
+    out.join(", ")
+}
+
+/// The key: a `u64` whose `Hash`, `Eq` and `Clone` may panic.
+#[derive(Debug)]
+struct K(u64);
+impl K {
+    fn new(k: u64) -> Self {
+        LIVE_K.fetch_add(1, Relaxed);
+        K(k)
+    }
+}
+impl Clone for K {
+    fn clone(&self) -> Self {
+        maybe_panic(H_KCLONE);
+        K::new(self.0)
+    }
+}
+impl Drop for K {
+    fn drop(&mut self) {
+        LIVE_K.fetch_sub(1, Relaxed);
+    }
+}
+impl std::hash::Hash for K {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        maybe_panic(H_HASH);
+        state.write_u64(self.0);
+    }
+}
+impl PartialEq for K {
+    fn eq(&self, other: &Self) -> bool {
+        maybe_panic(H_EQ);
+        self.0 == other.0
+    }
+}
+impl Eq for K {}
+
+/// The value: a tag (key, sequence number, weight) whose `Clone` and `Drop` may panic.
+#[derive(Debug)]
+struct V {
+    t: u64,
+    id: usize,
+}
+impl V {
+    fn new(t: u64) -> Self {
+        Self::made(t, CUR_OP.with(|c| c.get()))
+    }
+    fn made(t: u64, origin: u8) -> Self {
+        LIVE_V.fetch_add(1, Relaxed);
+        let id = NEXT_V.fetch_add(1, Relaxed);
+        if let Some(s) = v_state().get(id) {
+            s.store(1, Relaxed);
+            v_origin()[id].store(origin, Relaxed);
+        }
+        V { t, id }
+    }
+}
+impl Clone for V {
+    fn clone(&self) -> Self {
+        maybe_panic(H_VCLONE);
+        V::made(self.t, CUR_OP.with(|c| c.get()) | 32)
+    }
+}
+impl Drop for V {
+    fn drop(&mut self) {
+        LIVE_V.fetch_sub(1, Relaxed);
+        if let Some(s) = v_state().get(self.id) {
+            let was = s.swap(2, Relaxed);
+            if was != 1 {
+                let mut d = DOUBLE_DROP.lock().unwrap_or_else(|e| e.into_inner());
+                if d.is_none() {
+                    *d = Some(format!(
+                        "value #{} of key {} dropped twice (state {was})",
+                        self.id,
+                        key_of(self.t)
+                    ));
+                }
+            }
+        }
+        maybe_panic(H_VDROP);
+    }
+}
+
+/// Flushes epoch garbage until every key and value is dropped (or 10 s have passed); Err with
+/// the counts if some are still alive.
+fn settle_live() -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        clockline::flush_deferred();
+        let (k, v) = (LIVE_K.load(SeqCst), LIVE_V.load(SeqCst));
+        if k == 0 && v == 0 {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "{k} keys and {v} values still alive (leaked, or dropped twice): {}",
+                leaked_values()
+            ));
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Clears the counters for a new configuration (after a failed one they may be off).
+fn reset_live() {
+    let _ = settle_live();
+    VERSIONS_LOSSY.store(false, SeqCst);
+    LIVE_K.store(0, SeqCst);
+    LIVE_V.store(0, SeqCst);
+    let used = NEXT_V.swap(0, SeqCst).min(V_SLOTS);
+    for s in &v_state()[..used] {
+        s.store(0, Relaxed);
+    }
+    *STRAY.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *DOUBLE_DROP.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+type C = Cache<K, V, FuzzHasher>;
 
 thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
     static LRNG: Cell<u64> = const { Cell::new(0x1234_5678_9abc_def1) };
     static T_BEFORE: Cell<u64> = const { Cell::new(0) };
+    /// The operation this thread runs (the innermost, for one from a listener).
+    static CUR_OP: Cell<u8> = const { Cell::new(31) };
 }
 
 struct Shared {
@@ -368,7 +728,7 @@ impl Shared {
         &self,
         what: &str,
         v: u64,
-        r: Result<(), clockline::InsertError<u64, u64>>,
+        r: Result<(), clockline::InsertError<K, V>>,
         versioned: bool,
     ) -> bool {
         let w = weight_of(v);
@@ -415,7 +775,7 @@ impl Shared {
                         if what == "insert_versioned" && !self.cfg.versioned => {}
                     k => self.fail(format!("{what}: unexpected error {k:?}")),
                 }
-                if e.key != key_of(v) || e.value != v {
+                if e.key.0 != key_of(v) || e.value.t != v {
                     self.fail(format!("{what}: error handed back the wrong pair"));
                 }
                 false
@@ -426,7 +786,29 @@ impl Shared {
 
 fn one_op(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
     let saved = T_BEFORE.with(|t| t.replace(sh.clock.0.load(SeqCst)));
-    one_op_inner(sh, c, r, op, nested);
+    // Off for the checks; `hot` switches it on for each cache call.
+    let inj = inj_off();
+    let outer_op = CUR_OP.with(|c| c.replace(op as u8));
+    if sh.cfg.hostile.is_some() {
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            one_op_inner(sh, c, r, op, nested)
+        }));
+        if let Err(p) = res {
+            // Only an injected panic, raised on this thread, may reach this caller.
+            let msg = panic_msg(&*p);
+            let own = format!("[t{}]", inj.tag);
+            if !msg.starts_with("intentional:") || !msg.ends_with(&own) {
+                sh.fail(format!(
+                    "{} on thread {}: unexpected panic: {msg}",
+                    OP_NAMES[op], inj.tag
+                ));
+            }
+        }
+    } else {
+        one_op_inner(sh, c, r, op, nested);
+    }
+    inj_restore(inj);
+    CUR_OP.with(|c| c.set(outer_op));
     T_BEFORE.with(|t| t.set(saved));
 }
 
@@ -436,19 +818,22 @@ fn one_op_inner(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
     match op {
         0 => {
             let v = sh.value(k, r);
-            let res = c.insert(k, v);
+            let (key, val) = (K::new(k), V::new(v));
+            let res = hot(sh, "insert", || c.insert(key, val));
             if sh.check_insert("insert", v, res, false) {
                 sh.record(v, None);
             }
         }
         1 => {
-            if let Some(v) = c.get(&k) {
-                sh.check_val("get", k, v);
+            let key = K::new(k);
+            if let Some(v) = hot(sh, "get", || c.get(&key)) {
+                sh.check_val("get", k, v.t);
             }
         }
         2 => {
-            if let Some(v) = c.remove(&k) {
-                sh.check_val("remove", k, v);
+            let key = K::new(k);
+            if let Some(v) = hot(sh, "remove", || c.remove(&key)) {
+                sh.check_val("remove", k, v.t);
             }
         }
         3 => {
@@ -463,21 +848,19 @@ fn one_op_inner(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
             } else {
                 0
             };
-            let res = c.insert_versioned(k, v, ver);
-            let stale = matches!(&res, Err(e) if matches!(e.kind, InsertErrorKind::Stale { .. }));
+            let (key, val) = (K::new(k), V::new(v));
+            let res = hot(sh, "insert_versioned", || c.insert_versioned(key, val, ver));
             let ok = sh.check_insert("insert_versioned", v, res, cfg.versioned);
             if ok {
                 sh.record(v, None);
             }
             if cfg.versioned && cfg.strict_versions {
-                if ok && ver <= before {
+                if ok && ver <= before && !VERSIONS_LOSSY.load(SeqCst) {
                     sh.fail(format!(
                         "insert_versioned({k}, v{ver}) accepted, but v{before} was known"
                     ));
                 }
-                if ok || !stale {
-                    // A refused insert (Rejected/TooHeavy) leaves no knowledge.
-                }
+                // A refused insert (Stale, Rejected, TooHeavy) leaves no knowledge.
                 if ok {
                     sh.known[k as usize].fetch_max(ver, SeqCst);
                 }
@@ -489,7 +872,10 @@ fn one_op_inner(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
             } else {
                 sh.seq.load(Relaxed) + r.below(3)
             };
-            match c.invalidate_versioned(k, ver) {
+            let key = K::new(k);
+            match hot(sh, "invalidate_versioned", || {
+                c.invalidate_versioned(key, ver)
+            }) {
                 Invalidation::NotVersioned => {
                     if cfg.versioned {
                         sh.fail("invalidate_versioned: NotVersioned on a versioned cache".into());
@@ -514,44 +900,56 @@ fn one_op_inner(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
         }
         5 => {
             let v = sh.value(k, r);
-            let got = c.get_or_insert_with(k, || {
-                if r.chance(20) {
-                    // A read of another key from inside the loader.
-                    let _ = c.get(&((k + 1) % cfg.keys.max(1)));
-                }
-                if r.chance(5) {
-                    std::thread::yield_now();
-                }
-                v
+            let (key, val) = (K::new(k), V::new(v));
+            let other = K::new((k + 1) % cfg.keys.max(1));
+            let got = hot(sh, "get_or_insert_with", || {
+                c.get_or_insert_with(key, || {
+                    maybe_panic(H_LOADER);
+                    if r.chance(20) {
+                        // A read of another key from inside the loader.
+                        let _ = c.get(&other);
+                    }
+                    if r.chance(5) {
+                        std::thread::yield_now();
+                    }
+                    val
+                })
             });
-            sh.check_val("get_or_insert_with", k, got);
-            if got == v {
+            sh.check_val("get_or_insert_with", k, got.t);
+            if got.t == v {
                 sh.record(v, None);
             }
         }
         6 => {
             if !nested || r.chance(10) {
-                c.clear();
+                hot(sh, "clear", || c.clear());
             }
         }
         7 => {
-            c.purge_expired();
+            hot(sh, "purge_expired", || c.purge_expired());
         }
         8 => {
             let p = c.pin();
-            let mut n = 0usize;
-            for (kk, vv) in p.iter() {
-                n += 1;
-                if key_of(*vv) != *kk {
-                    sh.fail(format!("iter: key {kk} with value of key {}", key_of(*vv)));
+            let key = K::new(k);
+            hot(sh, "pinned.iter", || {
+                let mut n = 0usize;
+                for (kk, vv) in p.iter() {
+                    n += 1;
+                    if key_of(vv.t) != kk.0 {
+                        sh.fail(format!(
+                            "iter: key {} with value of key {}",
+                            kk.0,
+                            key_of(vv.t)
+                        ));
+                    }
+                    if n > 10_000_000 {
+                        sh.fail("iter: runaway".into());
+                        break;
+                    }
                 }
-                if n > 10_000_000 {
-                    sh.fail("iter: runaway".into());
-                    break;
-                }
-            }
-            if let Some(v) = p.get(&k) {
-                sh.check_val("pinned.get", k, *v);
+            });
+            if let Some(v) = hot(sh, "pinned.get", || p.get(&key)) {
+                sh.check_val("pinned.get", k, v.t);
             }
         }
         9 => {
@@ -565,7 +963,8 @@ fn one_op_inner(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
                 Duration::MAX,
                 Duration::from_secs(1 << 40),
             ]);
-            let res = c.insert_with_ttl(k, v, ttl);
+            let (key, val) = (K::new(k), V::new(v));
+            let res = hot(sh, "insert_with_ttl", || c.insert_with_ttl(key, val, ttl));
             if matches!(cfg.expiry, Expiry::None | Expiry::Tti(_)) {
                 // Without a deadline word: ExpiryDisabled is the right answer.
                 match res {
@@ -579,10 +978,8 @@ fn one_op_inner(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
                         other.map_err(|e| e.kind)
                     )),
                 }
-            } else {
-                if sh.check_insert("insert_with_ttl", v, res, false) {
-                    sh.record(v, Some(ttl));
-                }
+            } else if sh.check_insert("insert_with_ttl", v, res, false) {
+                sh.record(v, Some(ttl));
             }
         }
         10 => {
@@ -592,10 +989,21 @@ fn one_op_inner(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
         11 => {
             let v = sh.value(k, r);
             let fail = r.chance(30);
-            match c.try_get_or_insert_with(k, || if fail { Err("no") } else { Ok(v) }) {
+            let (key, val) = (K::new(k), V::new(v));
+            let res = hot(sh, "try_get_or_insert_with", || {
+                c.try_get_or_insert_with(key, || {
+                    maybe_panic(H_LOADER);
+                    if fail {
+                        Err("no")
+                    } else {
+                        Ok(val)
+                    }
+                })
+            });
+            match res {
                 Ok(got) => {
-                    sh.check_val("try_get_or_insert_with", k, got);
-                    if got == v {
+                    sh.check_val("try_get_or_insert_with", k, got.t);
+                    if got.t == v {
                         sh.record(v, None);
                     }
                 }
@@ -607,11 +1015,12 @@ fn one_op_inner(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
             }
         }
         12 => {
-            if let Some(v) = c.peek(&k) {
-                sh.check_val("peek", k, v);
+            let key = K::new(k);
+            if let Some(v) = hot(sh, "peek", || c.peek(&key)) {
+                sh.check_val("peek", k, v.t);
             }
-            let _ = c.contains_key(&k);
-            let ver = c.version_of(&k);
+            let _ = hot(sh, "contains_key", || c.contains_key(&key));
+            let ver = hot(sh, "version_of", || c.version_of(&key));
             if !cfg.versioned && ver.is_some() {
                 sh.fail("version_of on unversioned cache".into());
             }
@@ -621,22 +1030,24 @@ fn one_op_inner(sh: &Shared, c: &C, r: &mut Rng, op: usize, nested: bool) {
             let n = r.range(1, 12);
             for _ in 0..n {
                 let k = r.below(cfg.keys);
+                let key = K::new(k);
                 match r.below(5) {
                     0 | 1 => {
                         let v = sh.value(k, r);
-                        let res = p.insert(k, v);
+                        let val = V::new(v);
+                        let res = hot(sh, "pinned.insert", || p.insert(key, val));
                         if sh.check_insert("pinned.insert", v, res, false) {
                             sh.record(v, None);
                         }
                     }
                     2 => {
-                        if let Some(v) = p.remove(&k) {
-                            sh.check_val("pinned.remove", k, *v);
+                        if let Some(v) = hot(sh, "pinned.remove", || p.remove(&key)) {
+                            sh.check_val("pinned.remove", k, v.t);
                         }
                     }
                     3 => {
-                        if let Some(v) = p.get(&k) {
-                            sh.check_val("pinned.get", k, *v);
+                        if let Some(v) = hot(sh, "pinned.get", || p.get(&key)) {
+                            sh.check_val("pinned.get", k, v.t);
                         }
                     }
                     _ => {
@@ -674,14 +1085,17 @@ fn build(
     clock: Arc<TestClock>,
     sh_cell: Arc<OnceLock<(Weak<C>, Weak<Shared>)>>,
 ) -> C {
-    let mut b = Cache::<u64, u64>::builder()
+    let mut b = Cache::<K, V>::builder()
         .policy(cfg.policy)
         .hasher(FuzzHasher(cfg.hash));
     if let Some(c) = cfg.max_capacity {
         b = b.max_capacity(c);
     }
     if let Some(w) = cfg.max_weight {
-        b = b.max_weight(w).weigher(|_k: &u64, v: &u64| weight_of(*v));
+        b = b.max_weight(w).weigher(|_k: &K, v: &V| {
+            maybe_panic(H_WEIGHER);
+            weight_of(v.t)
+        });
     }
     if cfg.versioned {
         b = b.versioned();
@@ -700,7 +1114,8 @@ fn build(
     }
     if cfg.listener > 0 {
         let back = cfg.listener == 2;
-        b = b.eviction_listener(move |k: &u64, v: &u64, cause: RemovalCause| {
+        b = b.eviction_listener(move |k: &K, v: &V, cause: RemovalCause| {
+            let (k, v) = (&k.0, &v.t);
             let Some((wc, ws)) = sh_cell.get() else {
                 return;
             };
@@ -719,6 +1134,7 @@ fn build(
                 _ => 4,
             };
             sh.causes[idx].fetch_add(1, Relaxed);
+            maybe_panic(H_LISTENER);
             if back && DEPTH.with(|d| d.get()) < 2 {
                 if let Some(c) = wc.upgrade() {
                     DEPTH.with(|d| d.set(d.get() + 1));
@@ -762,6 +1178,7 @@ fn gdb_dump() {
 
 /// Runs one configuration; Err(description) on failure.
 fn run_config(cfg: Config) -> Result<(u64, usize), String> {
+    reset_live();
     let clock = Arc::new(TestClock(AtomicU64::new(cfg.origin)));
     let cell: Arc<OnceLock<(Weak<C>, Weak<Shared>)>> = Arc::default();
     let cache = Arc::new(build(&cfg, clock.clone(), cell.clone()));
@@ -795,6 +1212,21 @@ fn run_config(cfg: Config) -> Result<(u64, usize), String> {
             std::thread::spawn(move || {
                 let mut r = Rng::new(sh.cfg.seed ^ ((t as u64 + 1) << 32));
                 LRNG.with(|x| x.set(r.next()));
+                if let Some(h) = sh.cfg.hostile {
+                    // Its own stream, so that the operations a seed draws are the same as
+                    // without hostile code.
+                    let rng = Rng::new(sh.cfg.seed ^ ((t as u64 + 1) << 48) ^ 0x5eed).next();
+                    INJ.with(|c| {
+                        c.set(Inj {
+                            on: false,
+                            mask: h.mask,
+                            rate: h.rate,
+                            rng,
+                            tag: t,
+                            raised: 0,
+                        })
+                    });
+                }
                 let deadline = Duration::from_millis(sh.cfg.run_ms);
                 let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let mut i = 0u64;
@@ -868,6 +1300,11 @@ fn run_config(cfg: Config) -> Result<(u64, usize), String> {
     if let Some(f) = sh.failure.lock().unwrap().clone() {
         return Err(f);
     }
+    for stray in [&STRAY, &DOUBLE_DROP] {
+        if let Some(f) = stray.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(f);
+        }
+    }
     if let Err(e) = cache.check_invariants() {
         return Err(format!("check_invariants: {e}"));
     }
@@ -879,7 +1316,8 @@ fn run_config(cfg: Config) -> Result<(u64, usize), String> {
     // (unless it expires at once or a too small neighbourhood...).
     let ops = sh.ops.load(Relaxed);
     let len = cache.len();
-    if cfg.listener > 0 && cfg.mix[5] == 0 && cfg.mix[11] == 0 {
+    // Not with hostile code: an operation that panicked may or may not have stored its value.
+    if cfg.listener > 0 && cfg.mix[5] == 0 && cfg.mix[11] == 0 && cfg.hostile.is_none() {
         let reported: u64 = sh.causes.iter().map(|c| c.load(SeqCst)).sum();
         let stores = sh.stores.load(SeqCst);
         if reported + len as u64 != stores {
@@ -890,6 +1328,13 @@ fn run_config(cfg: Config) -> Result<(u64, usize), String> {
         }
     }
     drop(cache);
+    // Every key and value made during the run is dropped exactly once by now.
+    settle_live()?;
+    for stray in [&STRAY, &DOUBLE_DROP] {
+        if let Some(f) = stray.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(f);
+        }
+    }
     Ok((ops, len))
 }
 
@@ -913,6 +1358,7 @@ fn fuzz_configs() {
         Some(s) => vec![s],
         None => (first..first + n).collect(),
     };
+    install_panic_hook();
     let t0 = Instant::now();
     let mut ran = 0;
     let mut failures = Vec::new();
@@ -925,7 +1371,10 @@ fn fuzz_configs() {
         match run_config(cfg) {
             Ok((ops, len)) => {
                 if std::env::var("FUZZ_VERBOSE").is_ok() {
-                    eprintln!("ok seed {seed}: {ops} ops, len {len}");
+                    eprintln!(
+                        "ok seed {seed}: {ops} ops, len {len}, hostile {:?}",
+                        draw(seed, max_ms).hostile
+                    );
                 }
             }
             Err(e) => {
