@@ -106,7 +106,9 @@
 //! With a version per key, [`insert_versioned`](Cache::insert_versioned) refuses anything not
 //! newer than what the cache knows, and
 //! [`invalidate_versioned`](Cache::invalidate_versioned) leaves a tombstone so that a late,
-//! older put is refused too. See [`versions`].
+//! older put is refused too. A loader that knows the version of what it read caches it at that
+//! version with [`try_get_or_insert_versioned_with`](Cache::try_get_or_insert_versioned_with).
+//! See [`versions`].
 //!
 //! ```
 //! use clockline::{Cache, Invalidation};
