@@ -517,8 +517,8 @@ where
     /// eviction, its `Hash` while the table grows) is caught, `then` is dropped without being
     /// called, the listener still hears of every entry the insert had already evicted, and the
     /// panic is raised after that. (It used to unwind past the listener calls: an entry the
-    /// insert had evicted was neither cached nor reported; `tests/listener.rs`,
-    /// `an_insert_that_panics_after_evicting_still_reports_the_eviction`.)
+    /// insert had evicted was neither cached nor reported; `tests/hostile.rs`,
+    /// `a_panic_in_eq_after_an_eviction_still_tells_the_listener`.)
     pub(crate) fn insert_then(
         &self,
         key: K,
@@ -550,7 +550,7 @@ where
                 // which may well be what panicked in the insert): caught, so that it cannot
                 // unwind past the listener calls; the insert's panic is the one raised. (It
                 // used to escape here, and the entries the insert had evicted were never
-                // reported; `tests/loader.rs`,
+                // reported; `tests/hostile.rs`,
                 // `a_load_whose_insert_panics_after_evicting_still_tells_the_listener`.)
                 notes.panicked(panic);
                 if let Err(second) = catch_unwind(AssertUnwindSafe(|| drop(then))) {

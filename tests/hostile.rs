@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use clockline::{Cache, INITIAL_WEIGHTED_ENTRIES};
 
+mod common;
+
 /// Longest wait for work on another thread before calling it a deadlock.
 const DEADLOCK: Duration = Duration::from_secs(60);
 
@@ -915,9 +917,9 @@ fn full_neighbourhood() -> (Arc<TrickyCache>, RemovalLog) {
     (cache, log)
 }
 
-/// Found in review: an insert that evicted an entry of its full neighbourhood and then met a
-/// panic in the key's `Eq` (looking the key up again) dropped its listener notes: the entry
-/// was gone, counted as evicted, and the listener never heard of it.
+/// Found in review (twice): an insert that evicted an entry of its full neighbourhood and then
+/// met a panic in the key's `Eq` (looking the key up again) dropped its listener notes: the
+/// entry was gone, counted as evicted, and the listener never heard of it.
 #[test]
 fn a_panic_in_eq_after_an_eviction_still_tells_the_listener() {
     let (cache, log) = full_neighbourhood();
@@ -936,6 +938,47 @@ fn a_panic_in_eq_after_an_eviction_still_tells_the_listener() {
     );
     assert_eq!(log[0].1, clockline::RemovalCause::Capacity);
     assert!(!cache.contains_key(&TrickyKey(log[0].0)));
+    let cached: Vec<u64> = cache.pin().iter().map(|(k, _)| k.0).collect();
+    assert_eq!(cached.len(), cache.len());
+    let mut all: Vec<u64> = log.iter().map(|e| e.0).chain(cached).collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..56).collect::<Vec<_>>(),
+        "every key inserted is reported exactly once or still cached"
+    );
+}
+
+/// Found in review: the same for a loader's insert. Its flight was dropped before the listener
+/// calls, ending the flight looks the key up in the flight map, the same `Eq` panicked there
+/// too, and that second panic was raised out of the flight's `Drop`, past the listener calls:
+/// the evicted entry was gone, counted as evicted, and never reported.
+#[test]
+fn a_load_whose_insert_panics_after_evicting_still_tells_the_listener() {
+    common::within("a load that panics after an eviction", || {
+        let (cache, log) = full_neighbourhood();
+        TRICKY_CACHE.with(|c| *c.borrow_mut() = Some((cache.clone(), AfterEviction::Panic)));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            cache.get_or_insert_with(TrickyKey(1000), || 1000)
+        }));
+        TRICKY_CACHE.with(|c| *c.borrow_mut() = None);
+        let p = r.expect_err("the insert meets the panic of `Eq`");
+        assert_eq!(
+            p.downcast_ref::<&str>().copied(),
+            Some("intentional: Eq after an eviction")
+        );
+        assert_eq!(cache.stats().unwrap().evictions, 1);
+        assert_eq!(
+            log.lock().unwrap().len(),
+            1,
+            "the listener heard of the eviction"
+        );
+        assert_eq!(
+            cache.get_or_insert_with(TrickyKey(1000), || 7),
+            7,
+            "the flight ended"
+        );
+    });
 }
 
 /// Found in review: an insert of a new key reserves an entry, evicts in its full
