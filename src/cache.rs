@@ -1348,15 +1348,16 @@ where
         // An expired one leaves as `Expired`, as under the hand. (Found in review: they all
         // left as `Capacity`. Not reproduced: homeless nodes need a hasher that crowds a
         // neighbourhood of the doubled table more than it crowded the old one.)
-        let now = self.expiry.as_ref().map(|_| self.clock.now());
+        let now = self.now();
         let homeless: Vec<_> = homeless
             .into_iter()
             .map(|p| {
                 // SAFETY: still in the old table, alive under `guard`.
                 let node = unsafe { p.deref() };
-                let cause = match now {
-                    Some(now) if self.expired(node, now) => RemovalCause::Expired,
-                    _ => RemovalCause::Capacity,
+                let cause = if self.expired(node, now) {
+                    RemovalCause::Expired
+                } else {
+                    RemovalCause::Capacity
                 };
                 self.entomb(node, cause, notes);
                 (p, cause)
