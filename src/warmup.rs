@@ -68,9 +68,9 @@ where
     /// as `failed` and caches nothing; the others go on.
     ///
     /// A panic that comes after a loader returned (the eviction listener's, when the insert
-    /// of its value evicted; or the key's own `Hash` or `Eq`) is not the loader's: the key
-    /// counts by what its loader returned, the others go on, and the first such panic is
-    /// raised once every key is done, as the insert that triggered it would raise it.
+    /// of its value evicted; or the key's own `Hash` or `Eq`) is not the loader's: the other
+    /// keys go on, and the first such panic is raised once every key is done (instead of the
+    /// report), as the insert that triggered it would raise it.
     ///
     /// ```
     /// use std::num::NonZeroUsize;
@@ -123,16 +123,15 @@ where
                     clock.sleep(Duration::from_nanos(at - now));
                 }
             }
-            // Whether this key's loader returned, and with a value: a panic after that is
-            // not the loader's. (Counting every panic as a failed load counted keys whose
+            // Whether this key's loader returned: a panic after that is not the loader's. (Counting every panic as a failed load counted keys whose
             // value was cached, when the insert's listener panicked, and swallowed that
             // panic: `tests/warmup.rs`,
             // `a_panicking_listener_during_warm_up_fails_no_key_and_reaches_the_caller`.)
-            let returned = Cell::new(None);
+            let returned = Cell::new(false);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.load_sync(key.clone(), || {
                     let r = loader(&key);
-                    returned.set(Some(r.is_ok()));
+                    returned.set(true);
                     r.map(|v| (v, None))
                 })
             }));
@@ -141,20 +140,15 @@ where
                 Ok(Ok((_, Served::Hit))) => r.skipped += 1,
                 Ok(Ok(_)) => r.loaded += 1,
                 Ok(Err(_)) => r.failed += 1,
-                Err(panic) => match returned.get() {
-                    None => r.failed += 1,
-                    Some(ok) => {
-                        if ok {
-                            r.loaded += 1;
-                        } else {
-                            r.failed += 1;
-                        }
-                        foreign_panic
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .get_or_insert(panic);
-                    }
-                },
+                // Not the loader's: raised at the end, in place of the report, so this key
+                // needs no count.
+                Err(panic) if returned.get() => {
+                    foreign_panic
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_or_insert(panic);
+                }
+                Err(_) => r.failed += 1,
             }
         };
         os_thread::scope(|s| {
