@@ -766,16 +766,13 @@ where
             }
             match found {
                 Some(found) => {
-                    // An entry that arrived while the value loaded stays. (An expired one is
-                    // what the load replaces: lookups treat it as absent, which is why the
-                    // value was loaded.)
-                    // An expired entry that arrived during the load (a versioned insert
-                    // whose time ran out meanwhile) is newer than the load too: the load
-                    // replaces only the entry it began with. (Found in review: it replaced
-                    // any expired entry, unless an eviction or a purge had removed it first,
-                    // which records a tombstone and so was refused.)
+                    let current = self.ext.version(found.node()).unwrap_or(0);
+                    // A load without a version replaces only the entry it began with, and only
+                    // expired (lookups treat it as absent, which is why the value was loaded).
+                    // A live entry that arrived during the load stays, and so does an expired
+                    // one of another version (a versioned insert whose time ran out meanwhile:
+                    // found in review, the load replaced any expired entry).
                     if let Cond::Loaded(_, present) = cond {
-                        let current = self.ext.version(found.node()).unwrap_or(0);
                         if !self.expired(found.node(), now) || present != Some(current) {
                             return Locked::Stale(node, current);
                         }
@@ -787,7 +784,6 @@ where
                     // entry that did not exist, for good).
                     reservation.give_back_entry();
                     if let Some(v) = version {
-                        let current = self.ext.version(found.node()).unwrap_or(0);
                         let reloaded = matches!(cond, Cond::LoadedAt(_))
                             && v == current
                             && self.expired(found.node(), now);
