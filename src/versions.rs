@@ -14,8 +14,9 @@
 //! when that shard is full. An entry that the cache evicts (capacity, expiry) leaves a
 //! tombstone too, so its version outlives it. An expired entry that nothing has removed yet
 //! still counts: lookups treat it as absent, but its version refuses older versioned inserts,
-//! and `invalidate_versioned` removes it (`Removed`, reported as `Explicit`). Knowledge is still bounded: once a key's entry and tombstone are both
-//! gone, any version is accepted again, as for a key never seen.
+//! and `invalidate_versioned` removes it (`Removed`, reported as `Explicit`). Knowledge is
+//! still bounded: once a key's entry and tombstone are both gone, any version is accepted
+//! again, as for a key never seen.
 //!
 //! Rules, all checked under the key's home bucket lock, so they are atomic with respect to each
 //! other and to plain writes of the key:
@@ -216,7 +217,8 @@ where
     /// of `key` (its entry's, or its tombstone's); otherwise hands the pair back with
     /// [`InsertErrorKind::Stale`](crate::InsertErrorKind::Stale). Needs a cache built with
     /// [`Builder::versioned`](crate::Builder::versioned)
-    /// ([`InsertErrorKind::NotVersioned`](crate::InsertErrorKind::NotVersioned) otherwise). See the [module docs](crate::versions).
+    /// ([`InsertErrorKind::NotVersioned`](crate::InsertErrorKind::NotVersioned) otherwise).
+    /// See the [module docs](crate::versions).
     ///
     /// ```
     /// use clockline::{Cache, InsertErrorKind};
