@@ -625,6 +625,18 @@ impl Harness {
         self.m.observe(k, got.is_some(), what);
     }
 
+    /// A read that counts and touches, as `get` does: checks it, then a hit moves the idle
+    /// deadline, a miss counts as one.
+    fn counted_read(&mut self, k: u8, got: Option<&Val>, what: &str) {
+        self.check_read(k, got, what);
+        if got.is_some() {
+            self.m.counts.hits += 1;
+            self.m.touch(k);
+        } else {
+            self.m.counts.misses += 1;
+        }
+    }
+
     /// A refused insert hands the pair back and changes nothing.
     fn refused(&mut self, res: Result<(), InsertError<u8, Val>>, val: Val, kind: InsertErrorKind) {
         let err = res.expect_err("the insert is refused");
@@ -641,8 +653,7 @@ impl Harness {
     /// insert that follows, and returns the loaded value (with the version it tells) or an
     /// error.
     fn load_body(&mut self, k: u8, loader: Loader, during: &[Op]) -> Began {
-        self.check_read(k, None, "a load's lookup");
-        self.m.counts.misses += 1;
+        self.counted_read(k, None, "a load's lookup");
         let tomb = self.m.tombs.get(&k).copied();
         let present = self.m.entries.get(&k).map(|e| e.val.version);
         let at = self.m.now;
@@ -763,13 +774,7 @@ impl Harness {
                 } else {
                     self.cache.pin().get(&k).cloned()
                 };
-                self.check_read(k, got.as_ref(), "get");
-                if got.is_some() {
-                    self.m.counts.hits += 1;
-                    self.m.touch(k);
-                } else {
-                    self.m.counts.misses += 1;
-                }
+                self.counted_read(k, got.as_ref(), "get");
             }
             Op::PinnedGetAcross(k, d) => {
                 let pinned = self.cache.pin();
@@ -777,13 +782,7 @@ impl Harness {
                 let got = pinned.get(&k).cloned();
                 drop(pinned);
                 // Judged, and the idle deadline moved, at the handle's instant.
-                self.check_read(k, got.as_ref(), "pinned get");
-                if got.is_some() {
-                    self.m.counts.hits += 1;
-                    self.m.touch(k);
-                } else {
-                    self.m.counts.misses += 1;
-                }
+                self.counted_read(k, got.as_ref(), "pinned get");
                 self.advance_to(self.m.now + d);
             }
             Op::Peek(k) => {
@@ -885,9 +884,7 @@ impl Harness {
                         let v = got
                             .expect("no panic: the loader did not run")
                             .expect("the loader did not run: a hit");
-                        self.check_read(k, Some(&v), "a load's lookup");
-                        self.m.counts.hits += 1;
-                        self.m.touch(k);
+                        self.counted_read(k, Some(&v), "a load's lookup");
                     }
                     Some(began) => {
                         self.m.counts.load_nanos += self.m.now - began.at;
