@@ -738,8 +738,9 @@ where
                 // or the tag clear after it (both Release); this fence makes that read an
                 // acquire, so the tombstone is seen below. (The loom model
                 // `versioned_insert_vs_eviction` checks the order of record and unlink; it
-                // cannot check this fence, as the tombstone store's std `Mutex` is not one of
-                // loom's objects and behaves sequentially consistent there.)
+                // cannot check this fence: loom orders the tombstone store's `Mutex` (loom's,
+                // in the models) sequentially consistently, so a lock sees every earlier
+                // unlock with or without it.)
                 fence(Ordering::Acquire);
                 match cond {
                     Cond::Newer(v) | Cond::LoadedAt(v) => {

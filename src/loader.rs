@@ -48,10 +48,16 @@
 //!
 //! The async variant needs no runtime: waiters park their `Waker` in the flight, and the leader
 //! wakes them all when it finishes or is dropped.
+//!
+//! The flight map's and the flights' locks come from `crate::sync`, so loom's models
+//! (`loom-tests/tests/loader.rs`) run this protocol: two misses run one loader, a failing or
+//! panicking loader, an async leader dropped while a waiter is parked, and a load racing an
+//! update and its invalidation.
 
 use crate::cache::Cond;
 use crate::expiry::Stopwatch;
 use crate::stats::Counter;
+use crate::sync::{Condvar, FlightArc, Mutex, MutexGuard};
 use crate::versions::Snapshot;
 use crate::{Cache, InsertError};
 use std::any::Any;
@@ -60,10 +66,11 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-const SHARDS: usize = 16;
+/// Shards of the flight map (two in loom models, which need few objects).
+const SHARDS: usize = if cfg!(clockline_loom) { 2 } else { 16 };
 
 type Failure = Arc<dyn Any + Send + Sync>;
 
@@ -149,7 +156,7 @@ impl<V: Clone> Outcome<V> {
     }
 }
 
-type Shard<K, V> = Mutex<HashMap<K, Arc<Flight<V>>, ahash::RandomState>>;
+type Shard<K, V> = Mutex<HashMap<K, FlightArc<Flight<V>>, ahash::RandomState>>;
 
 /// The flights in progress, by key.
 pub(crate) struct Flights<K, V> {
@@ -172,7 +179,7 @@ struct Lead<'a, K: Hash + Eq, V: Clone> {
     flights: &'a Flights<K, V>,
     shard: usize,
     key: K,
-    flight: Arc<Flight<V>>,
+    flight: FlightArc<Flight<V>>,
     done: bool,
 }
 
@@ -205,7 +212,7 @@ impl<K: Hash + Eq, V: Clone> Lead<'_, K, V> {
             let mut map = lock(shard);
             if map
                 .get(&self.key)
-                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+                .is_some_and(|f| FlightArc::ptr_eq(f, &self.flight))
             {
                 map.remove(&self.key);
             }
@@ -214,7 +221,7 @@ impl<K: Hash + Eq, V: Clone> Lead<'_, K, V> {
         if panic.is_some() {
             // A panic inside a lookup leaves the map unchanged (and the poisoned lock is
             // ignored, see `lock`), so the flight is still registered, at most once.
-            lock(shard).retain(|_, f| !Arc::ptr_eq(f, &self.flight));
+            lock(shard).retain(|_, f| !FlightArc::ptr_eq(f, &self.flight));
         }
         self.flight.finish(outcome);
         panic
@@ -236,7 +243,7 @@ impl<K: Hash + Eq, V: Clone> Drop for Lead<'_, K, V> {
 
 enum Joined<'a, K: Hash + Eq, V: Clone> {
     Lead(Lead<'a, K, V>),
-    Wait(Arc<Flight<V>>),
+    Wait(FlightArc<Flight<V>>),
 }
 
 /// How a load request was served; warm-up reports it.
@@ -271,7 +278,7 @@ where
         // key's `Hash` or `Eq` inside `insert` leaves the map without the new entry.
         let lead_key = key.clone();
         let map_key = key.clone();
-        let flight = Arc::new(Flight::new());
+        let flight = FlightArc::new(Flight::new());
         map.insert(map_key, flight.clone());
         Joined::Lead(Lead {
             flights,
@@ -689,7 +696,7 @@ impl<K, V, S> Drop for LoadTimer<'_, K, V, S> {
 
 /// Waits for a flight without blocking the thread.
 struct WaitFlight<V> {
-    flight: Arc<Flight<V>>,
+    flight: FlightArc<Flight<V>>,
 }
 
 impl<V: Clone> Future for WaitFlight<V> {

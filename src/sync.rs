@@ -1,8 +1,12 @@
-//! The one door to atomics, cells and threads.
+//! The one door to atomics, cells, locks and threads.
 //!
-//! Every atomic, `UnsafeCell`, spin hint and thread in clockline goes through this module, so
-//! that the same protocol code runs under [loom] when the crate is built with
-//! `--cfg clockline_loom` (see `loom-tests/`). No other module imports `std::sync::atomic`.
+//! Every atomic, `UnsafeCell`, spin hint and thread in clockline, and the locks of the miss
+//! path (the loader's flights, the tombstone store), go through this module, so that the same
+//! protocol code runs under [loom] when the crate is built with `--cfg clockline_loom` (see
+//! `loom-tests/`). What stays std's is what no model can run: process-wide statics (a loom
+//! object lives in one execution of a model), which are the expiry ticker's words and lock
+//! (`expiry::ticker`, driven by an OS thread) and the statistics' id counters; and the locks
+//! of warm-up and the janitor, which run on OS threads.
 //!
 //! The std side copies loom's API (`UnsafeCell::with`), not the other way round.
 //!
@@ -14,6 +18,17 @@
 /// deadline, which reads may push forward with Relaxed stores: a hint, like the reference bit,
 /// that orders nothing.
 pub(crate) type ExtWord = std::sync::atomic::AtomicU64;
+
+/// The locks, condition variables and shared flights of the miss path: the loader's flight map
+/// and each flight's state (`loader.rs`), and the tombstone store (`versions.rs`). loom's under
+/// `clockline_loom`, so that the models of single flight and of loads racing invalidations
+/// explore every order in which these locks are taken, and report a waiter left waiting as a
+/// deadlock; std's otherwise. (`Arc` here is only the flights'; the cache's own handle and
+/// the errors handed to callers are std's in every build.)
+#[cfg(clockline_loom)]
+pub(crate) use loom::sync::{Arc as FlightArc, Condvar, Mutex, MutexGuard};
+#[cfg(not(clockline_loom))]
+pub(crate) use std::sync::{Arc as FlightArc, Condvar, Mutex, MutexGuard};
 
 /// OS threads, which loom does not model: only the janitor and warm-up start threads, and
 /// neither runs inside a loom model.

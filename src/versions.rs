@@ -35,9 +35,10 @@
 //! * Version 0 is the oldest: `insert_versioned(k, v, 0)` succeeds only when the cache knows no
 //!   version of `k`. `u64::MAX` is the newest: nothing versioned replaces it.
 
+use crate::sync::{Mutex, MutexGuard};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::PoisonError;
 
 use crate::cache::{Cond, Read};
 use crate::error::InsertError;
