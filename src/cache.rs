@@ -220,18 +220,20 @@ pub(crate) enum Cond {
     /// (Versions, not entries, are compared: a plain write during the load, version 0, is
     /// protected only while it is live.)
     Loaded(Snapshot, Option<u64>),
-    /// A loader's value whose version the loader told (`try_get_or_insert_versioned_with`):
-    /// as [`Cond::Newer`], except that it also replaces an *expired* entry of the same version
-    /// (the same data, loaded again; refusing it would reload the key on every lookup until
-    /// something removed the expired entry).
-    LoadedAt(u64),
+    /// A loader's value whose version the loader told (`try_get_or_insert_versioned_with`),
+    /// with what the tombstones knew when the load began: as [`Cond::Newer`] against the
+    /// entry, except that it also replaces an *expired* entry of the same version (the same
+    /// data, loaded again; refusing it would reload the key on every lookup until something
+    /// removed the expired entry); against the tombstones, see [`Snapshot::refuses_load_at`]
+    /// (a tombstone of the same version does not refuse it, for the same reason).
+    LoadedAt(u64, Snapshot),
 }
 
 impl Cond {
     /// The version a guarded insert stores and compares.
     fn version(self) -> Option<u64> {
         match self {
-            Cond::Newer(v) | Cond::LoadedAt(v) => Some(v),
+            Cond::Newer(v) | Cond::LoadedAt(v, _) => Some(v),
             Cond::Always | Cond::Loaded(..) => None,
         }
     }
@@ -505,13 +507,14 @@ where
         cond: Cond,
         guard: &Guard,
     ) -> Result<(), InsertError<K, V>> {
-        self.insert_then(key, value, ttl, cond, guard, |_| {})
+        self.insert_then(key, value, ttl, cond, guard, |_, _| {})
     }
 
     /// [`Self::insert_full`], running `then` once the insert is done and before the listener
     /// hears of what it evicted (the loader ends its flight there). `then` is told the
     /// earliest deadline the entry got ([`Expiry::fill`]; [`NEVER`] in a cache
-    /// without expiry), computed from the instant the insert read the clock.
+    /// without expiry), computed from the instant the insert read the clock, and whether the
+    /// value was refused as older than what the cache knows ([`InsertErrorKind::Stale`]).
     ///
     /// A panic of user code inside the insert (a key's `Eq` when it probes again after an
     /// eviction, its `Hash` while the table grows) is caught, `then` is dropped without being
@@ -526,7 +529,7 @@ where
         ttl: Option<Duration>,
         cond: Cond,
         guard: &Guard,
-        then: impl FnOnce(u64),
+        then: impl FnOnce(u64, bool),
     ) -> Result<(), InsertError<K, V>> {
         let mut notes = Notes::new(self.listener.is_some());
         let mut born = NEVER;
@@ -536,7 +539,11 @@ where
         let result = match result {
             // `then` may panic too (the loader's flight map runs the key's `Hash` and `Eq`):
             // the listener calls are still made, then the panic is raised.
-            Ok(result) => match catch_unwind(AssertUnwindSafe(|| then(born))) {
+            Ok(result) => match catch_unwind(AssertUnwindSafe(|| {
+                let stale =
+                    matches!(&result, Err(e) if matches!(e.kind, InsertErrorKind::Stale { .. }));
+                then(born, stale)
+            })) {
                 Ok(()) => Some(result),
                 Err(panic) => {
                     notes.panicked(panic);
@@ -730,7 +737,7 @@ where
         loop {
             let new_key = &node.kv().0;
             let found = table.find(hash, |k| k == new_key, guard);
-            if let (Cond::Newer(_) | Cond::LoadedAt(_) | Cond::Loaded(..), Some(tombs)) =
+            if let (Cond::Newer(_) | Cond::LoadedAt(..) | Cond::Loaded(..), Some(tombs)) =
                 (cond, &self.tombstones)
             {
                 // Acquire: an evictor records the tombstone before its unlink (`entomb`). If
@@ -743,7 +750,19 @@ where
                 // unlock with or without it.)
                 fence(Ordering::Acquire);
                 match cond {
-                    Cond::Newer(v) | Cond::LoadedAt(v) => {
+                    // A value read from the source at `v`: refused by a newer tombstone,
+                    // or by one that may have been dropped during the load
+                    // (`Snapshot::refuses_load_at`).
+                    Cond::LoadedAt(v, began) => {
+                        let now = tombs.snapshot(hash, new_key);
+                        if now.refuses_load_at(began, v) {
+                            let entry = found
+                                .as_ref()
+                                .map_or(0, |f| self.ext.version(f.node()).unwrap_or(0));
+                            return Locked::Stale(node, now.version().unwrap_or(0).max(entry));
+                        }
+                    }
+                    Cond::Newer(v) => {
                         if let Some(t) = tombs.get(hash, new_key).filter(|&t| v <= t) {
                             // Report the newest version known: the entry's may be newer than
                             // its tombstone (an invalidation, then a newer insert). It used to
@@ -785,7 +804,7 @@ where
                     // entry that did not exist, for good).
                     reservation.give_back_entry();
                     if let Some(v) = version {
-                        let reloaded = matches!(cond, Cond::LoadedAt(_))
+                        let reloaded = matches!(cond, Cond::LoadedAt(..))
                             && v == current
                             && self.expired(found.node(), now);
                         if v <= current && !reloaded {

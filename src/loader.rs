@@ -316,23 +316,41 @@ where
     ///
     /// `version`: the version the loader told (`try_get_or_insert_versioned_with`); in a
     /// versioned cache the value is then stored as a versioned insert of that version would be
-    /// (replacing also an expired entry of the same version), and the snapshot is not needed.
+    /// against the entry (replacing also an expired entry of the same version), and against the
+    /// tombstones as `Snapshot::refuses_load_at` decides (a tombstone of that same version does
+    /// not refuse it; one dropped during the load may).
     fn insert_loaded(
         &self,
         key: K,
         value: V,
         began: Option<(Snapshot, Option<u64>)>,
         version: Option<u64>,
-        then: impl FnOnce(u64),
+        then: impl FnOnce(u64, bool),
     ) -> Result<(), InsertError<K, V>> {
         let cond = match (began, version) {
             (None, _) => Cond::Always,
-            (Some(_), Some(v)) => Cond::LoadedAt(v),
+            (Some((snapshot, _)), Some(v)) => Cond::LoadedAt(v, snapshot),
             (Some((snapshot, present)), None) => Cond::Loaded(snapshot, present),
         };
         let guard = crate::sync::pin();
         self.inner()
             .insert_then(key, value, None, cond, &guard, then)
+    }
+
+    /// How a flight whose loader returned `value` ends for its waiters, once the insert is
+    /// done: they take the value, unless the cache refused it as older than what it knows
+    /// (`stale`: in a versioned cache, an invalidation or a newer version arrived during the
+    /// load). Then they look the cache up again, and load again on a miss: a waiter may have
+    /// asked after it saw the newer version, and must not get an older one. (It took the
+    /// refused value; found by a dry run of the fleet coherence layer, `tests/loader.rs`,
+    /// `a_waiter_never_gets_a_value_the_cache_refused_as_stale`.) The leader's own caller,
+    /// whose call began before the load, still gets it.
+    fn loaded_outcome(value: V, born: u64, stale: bool) -> State<V> {
+        if stale {
+            State::Abandoned
+        } else {
+            State::Done(value, born)
+        }
     }
 
     /// The instant a load call began, on the cache's expiry clock (0 in a cache without
@@ -403,13 +421,16 @@ where
     /// Like [`try_get_or_insert_with`](Self::try_get_or_insert_with), for a loader that knows
     /// the version of what it loaded (a row version, a log offset: the numbers a fleet's
     /// invalidations carry). In a [versioned](crate::Builder::versioned) cache the value is
-    /// cached as [`insert_versioned`](Self::insert_versioned) would cache it: only if that
-    /// version is newer than everything the cache knows of the key (its entry's version, its
-    /// tombstone), so an invalidation or a newer insert that arrived during the load wins, and
-    /// an older insert that arrives after it is refused. One exception: it also replaces an
-    /// *expired* entry of the same version (the same data, loaded again). The callers get the
-    /// loaded value either way, as with every loader. In a cache built without `versioned()`
-    /// the version is ignored and the value cached as `try_get_or_insert_with` caches it.
+    /// cached only if its version is newer than the key's entry (or equal to an *expired*
+    /// entry's: the same data, loaded again) and not older than the key's tombstone: a
+    /// tombstone of the same version, left by an eviction or by an invalidation announcing
+    /// that version, describes the data the loader just read. So an invalidation to a newer
+    /// version or a newer insert that arrived during the load wins (also once the bounded
+    /// tombstone store has dropped that invalidation again), and an older insert that arrives
+    /// after it is refused. The caller gets the loaded value either way, as with every loader;
+    /// callers waiting on this load get it only if it was cached (otherwise they look again).
+    /// In a cache built without `versioned()` the version is ignored and the value cached as
+    /// `try_get_or_insert_with` caches it.
     ///
     /// ```
     /// let cache: clockline::Cache<u64, String> =
@@ -508,9 +529,13 @@ where
                             // versioned cache something newer arrived) only means it is not
                             // cached.
                             let done = v.clone();
-                            let _ = self.insert_loaded(key, v.clone(), began, version, |born| {
-                                lead.finish(State::Done(done, born))
-                            });
+                            let _ = self.insert_loaded(
+                                key,
+                                v.clone(),
+                                began,
+                                version,
+                                |born, stale| lead.finish(Self::loaded_outcome(done, born, stale)),
+                            );
                             Ok((v, Served::Loaded))
                         }
                         Err(e) => {
@@ -637,9 +662,13 @@ where
                             timer.done(true);
                             // As in `load_sync`.
                             let done = v.clone();
-                            let _ = self.insert_loaded(key, v.clone(), began, version, |born| {
-                                lead.finish(State::Done(done, born))
-                            });
+                            let _ = self.insert_loaded(
+                                key,
+                                v.clone(),
+                                began,
+                                version,
+                                |born, stale| lead.finish(Self::loaded_outcome(done, born, stale)),
+                            );
                             Ok(v)
                         }
                         Err(e) => {

@@ -23,9 +23,21 @@
 //! * `insert_versioned(k, v, n)` stores if `n` is greater than both the entry's version and the
 //!   tombstone's; otherwise it hands the pair back with [`InsertErrorKind::Stale`](crate::InsertErrorKind::Stale). Equal is
 //!   stale: a redelivered notification changes nothing.
+//!   A versioned insert refused for its weight (`TooHeavy`, or `Rejected` by admission) acts
+//!   as `invalidate_versioned(k, n)` before it hands the pair back: the cache knows `n` exists.
 //! * `invalidate_versioned(k, n)` removes the entry if its version is below `n` and records a
 //!   tombstone `n` (kept at the larger of old and new); an entry at `n` or above is newer than
-//!   the invalidation and stays ([`Invalidation::Stale`]).
+//!   the invalidation and stays ([`Invalidation::Stale`]). `n` is the version the source holds
+//!   now.
+//! * A loader that tells the version it read
+//!   ([`Cache::try_get_or_insert_versioned_with`]) stores as `insert_versioned` does against
+//!   the entry (and also replaces an expired entry of the same version), but a tombstone
+//!   refuses only *older* versions: the value was read from the source at `n`, so it is the
+//!   data a tombstone `n` announced (an invalidation to `n`) or recorded (an eviction at `n`).
+//!   An invalidation that arrived during the load refuses it even once the bounded store has
+//!   dropped its tombstone (conservatively: a drop, during the load, of any tombstone of the
+//!   shard newer than `n` refuses it). A loaded value the cache refused is still returned to
+//!   the loader's caller, but not to callers waiting on that load: they look again.
 //! * A plain [`insert`](Cache::insert) is unversioned: it stores version 0, which every
 //!   versioned insert replaces; a plain [`remove`](Cache::remove) leaves no tombstone, and
 //!   neither does [`clear`](Cache::clear): both are the user's own removals and forget what
@@ -41,7 +53,7 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::PoisonError;
 
 use crate::cache::{Cond, Read};
-use crate::error::InsertError;
+use crate::error::{InsertError, InsertErrorKind};
 use crate::listener::{Notes, RemovalCause};
 use crate::Cache;
 
@@ -75,6 +87,8 @@ struct Shard<K> {
     stamp: u64,
     /// Tombstones dropped so far (the bound at work), for [`Tombstones::snapshot`].
     dropped: u64,
+    /// The newest version among them.
+    dropped_max: u64,
 }
 
 impl<K: Hash + Eq> Shard<K> {
@@ -86,7 +100,9 @@ impl<K: Hash + Eq> Shard<K> {
             let live = self.map.get(key).is_some_and(|&(_, s)| s == *stamp);
             let (key, _) = self.fifo.pop_front().expect("the front was just seen");
             if live {
-                self.map.remove(&key);
+                if let Some((version, _)) = self.map.remove(&key) {
+                    self.dropped_max = self.dropped_max.max(version);
+                }
                 self.dropped += 1;
                 return true;
             }
@@ -95,19 +111,42 @@ impl<K: Hash + Eq> Shard<K> {
     }
 }
 
-/// What a load must find unchanged when it ends (see [`Tombstones::snapshot`]).
+/// What the tombstones know of a key at one instant (see [`Tombstones::snapshot`]): what a
+/// load takes when it begins and compares when it ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     /// The key's tombstone.
     version: Option<u64>,
     /// Tombstones its shard had dropped.
     dropped: u64,
+    /// The newest version among them.
+    dropped_max: u64,
 }
 
 impl Snapshot {
     /// The key's tombstone then.
     pub(crate) fn version(self) -> Option<u64> {
         self.version
+    }
+
+    /// Whether what the tombstones know now (`self`) refuses a value of version `v` that a
+    /// load read from the source after `began` was taken: the key's tombstone is newer than
+    /// `v`, or the shard dropped tombstones during the load, one of which may have been the
+    /// key's and newer than `v` (an invalidation that arrived during the load and was pushed
+    /// out of the bounded store before it ended). A tombstone of `v` itself does not refuse
+    /// it: the loader read version `v` from the source *now*, which an eviction's tombstone
+    /// (the same data, evicted) or an invalidation announcing `v` (the data the source holds
+    /// since) does not make stale. Versioned inserts differ: a redelivered broadcast of `v` is
+    /// old news, and `v <= tombstone` refuses it.
+    ///
+    /// Conservative where it cannot know: a drop of any tombstone of the shard newer than `v`
+    /// refuses the value (it is then simply not cached). (Found by a dry run of the fleet
+    /// coherence layer: the versioned loader ignored drops, so an invalidation pushed out
+    /// during its load let the older value in for good; and a tombstone of `v` refused `v`, so
+    /// an evicted or invalidated key was reloaded on every lookup; `tests/versions.rs`.)
+    pub(crate) fn refuses_load_at(self, began: Snapshot, v: u64) -> bool {
+        self.version.is_some_and(|t| v < t)
+            || (self.dropped != began.dropped && v < self.dropped_max)
     }
 }
 
@@ -138,6 +177,7 @@ impl<K: Hash + Eq> Tombstones<K> {
                         fifo: VecDeque::new(),
                         stamp: 0,
                         dropped: 0,
+                        dropped_max: 0,
                     })
                 })
                 .collect(),
@@ -165,6 +205,7 @@ impl<K: Hash + Eq> Tombstones<K> {
         Snapshot {
             version: shard.map.get(key).map(|&(v, _)| v),
             dropped: shard.dropped,
+            dropped_max: shard.dropped_max,
         }
     }
 
@@ -230,6 +271,15 @@ where
     /// assert_eq!(late.kind, InsertErrorKind::Stale { version: 1, current: 2 });
     /// assert_eq!(cache.get("user:1"), Some("v2"));
     /// ```
+    ///
+    /// An insert refused for its weight ([`TooHeavy`](crate::InsertErrorKind::TooHeavy), or
+    /// [`Rejected`](crate::InsertErrorKind::Rejected) by the adaptive policy's admission) is
+    /// still news of `version`: the cache does what
+    /// [`invalidate_versioned(key, version)`](Self::invalidate_versioned) does (removes an older
+    /// entry, keeps a tombstone), then hands the pair back with that error. Otherwise the older
+    /// entry would go on being served, and a late broadcast of an older version would be
+    /// accepted. (Found by a dry run of the fleet coherence layer; `tests/versions.rs`,
+    /// `a_versioned_insert_refused_for_its_weight_still_invalidates_older_versions`.)
     pub fn insert_versioned(
         &self,
         key: K,
@@ -237,13 +287,30 @@ where
         version: u64,
     ) -> Result<(), InsertError<K, V>> {
         let guard = crate::sync::pin();
-        self.inner()
-            .insert_full(key, value, None, Cond::Newer(version), &guard)
+        let result = self
+            .inner()
+            .insert_full(key, value, None, Cond::Newer(version), &guard);
+        if let Err(e) = &result {
+            if matches!(
+                e.kind,
+                InsertErrorKind::TooHeavy { .. } | InsertErrorKind::Rejected { .. }
+            ) {
+                self.invalidate_key(&e.key, version);
+            }
+        }
+        result
     }
 
     /// Removes the entry for `key` if it is older than `version`, and keeps a tombstone of
     /// `version` so that a late [`insert_versioned`](Self::insert_versioned) of an older
     /// version is still refused. The listener hears [`RemovalCause::Explicit`].
+    ///
+    /// `version` is the version the key's source holds now (the write's new version, as a
+    /// fleet broadcasts it): the tombstone refuses every older version, and also a *versioned
+    /// insert* of `version` itself (a redelivered broadcast), but not a loader's value read
+    /// from the source at `version`
+    /// ([`try_get_or_insert_versioned_with`](Self::try_get_or_insert_versioned_with)), which
+    /// is the current data.
     ///
     /// ```
     /// use clockline::{Cache, Invalidation};
@@ -252,9 +319,17 @@ where
     /// // and the invalidation arrives before the loader's put.
     /// assert_eq!(cache.invalidate_versioned(9, 5), Invalidation::Absent);
     /// assert!(cache.insert_versioned(9, "stale row", 4).is_err());
-    /// assert!(cache.insert_versioned(9, "fresh row", 6).is_ok());
+    /// // The next miss reads the row at version 5: cached.
+    /// let row = cache.try_get_or_insert_versioned_with(9, || Ok::<_, ()>(("fresh row", 5)));
+    /// assert_eq!(row.unwrap(), "fresh row");
+    /// assert_eq!(cache.version_of(&9), Some(5));
     /// ```
     pub fn invalidate_versioned(&self, key: K, version: u64) -> Invalidation {
+        self.invalidate_key(&key, version)
+    }
+
+    /// [`Self::invalidate_versioned`] by reference.
+    fn invalidate_key(&self, key: &K, version: u64) -> Invalidation {
         let inner = self.inner();
         let Some(tombs) = &inner.tombstones else {
             return Invalidation::NotVersioned;
@@ -263,7 +338,7 @@ where
         let mut notes = Notes::new(inner.listener().is_some());
         let stale = std::cell::Cell::new(None);
         let removed = inner.remove_if(
-            &key,
+            key,
             |node| {
                 let current = inner.ext.version(node).unwrap_or(0);
                 if current < version {
@@ -276,7 +351,7 @@ where
             |hash, _| {
                 // Under the key's home lock, so atomic with versioned inserts of the key.
                 if stale.get().is_none() {
-                    tombs.record(hash, &key, version);
+                    tombs.record(hash, key, version);
                 }
             },
             &mut notes,

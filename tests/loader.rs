@@ -1289,3 +1289,77 @@ fn the_async_versioned_loader_stores_its_version() {
     assert_eq!(*r.unwrap_err(), "down");
     assert_eq!(cache.get(&2), None, "a failure caches nothing");
 }
+
+/// A loader that reads `(value, version)`.
+type VersionedLoader = Box<dyn FnOnce() -> (u64, u64) + Send>;
+
+/// Found by a dry run of the fleet coherence layer: a waiter that joins a load which began
+/// before newer data reached the cache took the leader's older value, though the cache had
+/// refused to store it and this thread had already read a newer version. A value refused as
+/// stale now goes to the leader's caller only (its call began before the newer data); waiters
+/// look the cache up again and load their own.
+fn waiter_after_a_stale_load(load: fn(&Cache<u64, u64>, VersionedLoader) -> u64) {
+    within("a waiter and a load refused as stale", move || {
+        let cache: Arc<Cache<u64, u64>> = Arc::new(
+            Cache::builder()
+                .max_capacity(100)
+                .versioned()
+                .build()
+                .unwrap(),
+        );
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        let c = cache.clone();
+        let leader = thread::spawn(move || {
+            load(
+                &c,
+                Box::new(move || {
+                    // Reads the row at version 1, then stalls.
+                    started_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    (101, 1)
+                }),
+            )
+        });
+        started_rx.recv().unwrap();
+        cache.insert_versioned(1, 102, 2).unwrap();
+        assert_eq!(cache.get(&1), Some(102));
+        assert_eq!(
+            cache.invalidate_versioned(1, 3),
+            clockline::Invalidation::Removed
+        );
+        let c = cache.clone();
+        let waiter = thread::spawn(move || load(&c, Box::new(|| (103, 3))));
+        // Let the waiter miss and join the flight (had it not joined yet, it would load its
+        // own value: the test cannot fail falsely).
+        thread::sleep(Duration::from_millis(100));
+        go_tx.send(()).unwrap();
+        assert_eq!(
+            leader.join().unwrap(),
+            101,
+            "the leader returns what it loaded"
+        );
+        assert_eq!(
+            waiter.join().unwrap(),
+            103,
+            "the waiter got version 1 after the cache had served version 2 and known of 3"
+        );
+        assert_eq!(cache.get(&1), Some(103));
+    });
+}
+
+#[test]
+fn a_waiter_never_gets_a_value_the_cache_refused_as_stale() {
+    waiter_after_a_stale_load(|c, f| {
+        c.try_get_or_insert_versioned_with(1, || Ok::<_, ()>(f()))
+            .unwrap()
+    });
+}
+
+#[test]
+fn an_async_waiter_never_gets_a_value_the_cache_refused_as_stale() {
+    waiter_after_a_stale_load(|c, f| {
+        block_on(c.try_get_or_insert_versioned_with_async(1, async move { Ok::<_, ()>(f()) }))
+            .unwrap()
+    });
+}

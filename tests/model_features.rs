@@ -497,7 +497,9 @@ impl Model {
     /// Whether the value a loader returned is cached (its liveness settled before). In an
     /// unversioned cache always, as a plain insert. In a versioned one, with a version told
     /// (`try_get_or_insert_versioned_with`, `Cond::LoadedAt`): as `insert_versioned` would store
-    /// it, and also over an *expired* entry of the same version. Without (`Cond::Loaded`): only
+    /// it against the entry, and also over an *expired* entry of the same version; against the
+    /// tombstone, at its version or newer (the model's store never drops tombstones, so the
+    /// drop rule of `Snapshot::refuses_load_at` does not arise here). Without (`Cond::Loaded`): only
     /// if the tombstone is what it was when the load began, and the key is absent or holds an
     /// expired entry of the version it held then.
     fn load_caches(&self, k: u8, loader: Loader, began: &Began) -> bool {
@@ -508,10 +510,11 @@ impl Model {
         let current = self.entries.get(&k).map(|e| e.val.version);
         let tomb = self.tombs.get(&k).copied();
         match loader {
-            // As `insert_versioned`: newer than the tombstone and the entry (`None < Some(_)`),
-            // or the entry's own version once it has expired.
+            // Not older than the tombstone (a load at its version reads the data it
+            // announced); newer than the entry (`None < Some(_)`), or the entry's own version
+            // once it has expired.
             Loader::Versioned(Some(n)) => {
-                Some(n) > tomb && (Some(n) > current || (Some(n) == current && expired))
+                Some(n) >= tomb && (Some(n) > current || (Some(n) == current && expired))
             }
             // Versions compared, not entries: an entry that arrived during the load with the
             // version the key held when it began (a plain insert: 0) and expired before it

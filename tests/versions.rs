@@ -702,3 +702,155 @@ fn a_versioned_load_in_an_unversioned_cache_caches_the_value() {
     assert_eq!(cache.get(&1), Some(10));
     assert_eq!(cache.version_of(&1), None);
 }
+
+// Found by a dry run of the fleet coherence layer (2026-11-27): a simulated fleet of caches in
+// front of a database, with versioned broadcasts delayed, reordered and duplicated.
+
+/// A versioned loader over `cache` that counts its calls and reads `(value, version)`.
+fn load_counted(cache: &Cache<u64, u64>, key: u64, row: (u64, u64), calls: &AtomicU64) -> u64 {
+    cache
+        .try_get_or_insert_versioned_with(key, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(row)
+        })
+        .unwrap()
+}
+
+/// An eviction leaves a tombstone of the entry's version; the unchanged row, loaded again at
+/// that same version, is the same data and is cached. (It was refused as "equal is stale", so
+/// the key went to the source on every lookup until its tombstone left the store.)
+#[test]
+fn an_evicted_key_reloaded_at_its_unchanged_version_is_cached_again() {
+    let cache = versioned(1);
+    let calls = AtomicU64::new(0);
+    assert_eq!(load_counted(&cache, 1, (100, 7), &calls), 100);
+    cache.insert_versioned(2, 200, 3).unwrap();
+    assert_eq!(cache.version_of(&1), None, "key 1 was evicted");
+    assert!(cache.tombstones() >= 1, "and left a tombstone of version 7");
+    assert_eq!(load_counted(&cache, 1, (100, 7), &calls), 100);
+    assert_eq!(cache.version_of(&1), Some(7), "the reload is cached");
+    assert_eq!(load_counted(&cache, 1, (100, 7), &calls), 100);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the third call hit");
+    // A redelivered broadcast of version 7 is still old news.
+    assert!(cache.insert_versioned(3, 0, 0).is_ok());
+    assert!(matches!(
+        cache.insert_versioned(1, 100, 7).unwrap_err().kind,
+        InsertErrorKind::Stale { .. }
+    ));
+}
+
+/// The same once an expired entry has been removed (`purge_expired`; the janitor or the hand
+/// in production): its tombstone does not refuse the unchanged row loaded again.
+#[test]
+fn a_purged_expired_key_reloaded_at_its_unchanged_version_is_cached_again() {
+    let (cache, clock) = versioned_with_ttl_10s();
+    let calls = AtomicU64::new(0);
+    load_counted(&cache, 1, (100, 7), &calls);
+    clock.advance(std::time::Duration::from_secs(11));
+    assert_eq!(cache.purge_expired(), 1);
+    load_counted(&cache, 1, (100, 7), &calls);
+    load_counted(&cache, 1, (100, 7), &calls);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the reload was not cached");
+}
+
+/// A fleet broadcasts a write as "key k is now at version n" (`invalidate_versioned(k, n)`);
+/// the next miss reads the row at exactly `n`, the current data: cached. Older versions stay
+/// refused, and so does a versioned insert of `n` (a redelivered broadcast).
+#[test]
+fn a_load_at_the_invalidated_version_is_cached() {
+    let cache = versioned(100);
+    let calls = AtomicU64::new(0);
+    load_counted(&cache, 1, (100, 4), &calls);
+    assert_eq!(cache.invalidate_versioned(1, 5), Invalidation::Removed);
+    assert_eq!(load_counted(&cache, 1, (105, 5), &calls), 105);
+    assert_eq!(load_counted(&cache, 1, (105, 5), &calls), 105);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the row at 5 was not cached"
+    );
+    assert_eq!(cache.version_of(&1), Some(5));
+    cache.invalidate_versioned(2, 5);
+    assert_eq!(load_counted(&cache, 2, (204, 4), &calls), 204);
+    assert_eq!(cache.get(&2), None, "version 4 is older than the tombstone");
+    assert!(cache.insert_versioned(2, 205, 5).is_err(), "a redelivery");
+}
+
+/// An invalidation that arrives during a *versioned* load wins even once the bounded store has
+/// dropped its tombstone (the unversioned loader already kept the shard's drop count; the
+/// versioned one did not, and cached version 4 after the invalidation to 5).
+#[test]
+fn an_invalidation_during_a_versioned_load_wins_even_once_its_tombstone_is_gone() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .versioned()
+        .max_tombstones(16) // one per shard
+        .build()
+        .unwrap();
+    let got = cache
+        .try_get_or_insert_versioned_with(1, || {
+            assert_eq!(cache.invalidate_versioned(1, 5), Invalidation::Absent);
+            for k in 100..2000 {
+                cache.invalidate_versioned(k, 9);
+            }
+            Ok::<_, ()>((104, 4))
+        })
+        .unwrap();
+    assert_eq!(got, 104, "the caller still gets what it loaded");
+    assert_eq!(
+        cache.version_of(&1),
+        None,
+        "version 4 outlived the invalidation to 5"
+    );
+}
+
+/// The drop rule is no more conservative than it must be: tombstones dropped during a load
+/// refuse its value only if one of them was newer than the version it read.
+#[test]
+fn tombstones_dropped_during_a_load_refuse_only_an_older_value() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .versioned()
+        .max_tombstones(16)
+        .build()
+        .unwrap();
+    let got = cache
+        .try_get_or_insert_versioned_with(1, || {
+            for k in 100..2000 {
+                cache.invalidate_versioned(k, 3);
+            }
+            Ok::<_, ()>((104, 4))
+        })
+        .unwrap();
+    assert_eq!(got, 104);
+    assert_eq!(
+        cache.version_of(&1),
+        Some(4),
+        "every dropped tombstone was older"
+    );
+}
+
+/// A versioned insert refused for its weight is still news of its version: the older entry is
+/// removed and a tombstone refuses a late, older broadcast. (Both used to survive: the cache
+/// went on serving version 3 after refusing version 5, and accepted version 4 afterwards.)
+#[test]
+fn a_versioned_insert_refused_for_its_weight_still_invalidates_older_versions() {
+    let cache: Cache<u64, Vec<u8>> = Cache::builder()
+        .max_weight(100)
+        .weigher(|_, v: &Vec<u8>| v.len() as u64)
+        .versioned()
+        .build()
+        .unwrap();
+    cache.insert_versioned(1, vec![3; 10], 3).unwrap();
+    let e = cache.insert_versioned(1, vec![5; 200], 5).unwrap_err();
+    assert!(matches!(e.kind, InsertErrorKind::TooHeavy { .. }));
+    assert_eq!(cache.get(&1), None, "version 3 is stale once 5 exists");
+    assert!(
+        cache.insert_versioned(1, vec![4; 10], 4).is_err(),
+        "version 4 accepted after version 5 was seen"
+    );
+    // Not for a newer entry: refusing an older heavy version removes nothing.
+    cache.insert_versioned(2, vec![8; 10], 8).unwrap();
+    assert!(cache.insert_versioned(2, vec![6; 200], 6).is_err());
+    assert_eq!(cache.get(&2), Some(vec![8; 10]));
+}
