@@ -1733,6 +1733,31 @@ where
         Some(node.read(|_, v| v.clone()))
     }
 
+    /// Like [`get`](Self::get), with the version stored with the value, both read from the same
+    /// entry (a `get` followed by [`version_of`](Self::version_of) may see two different
+    /// entries when a write lands between them). For a fleet-coherence layer that keeps
+    /// serving what it read, or forwards the version it answered with. In a cache built without
+    /// [`versioned`](Builder::versioned) every entry reads as version 0, as a plain insert is
+    /// stored in a versioned one.
+    ///
+    /// ```
+    /// let cache: clockline::Cache<u64, &str> =
+    ///     clockline::Cache::builder().max_capacity(100).versioned().build().unwrap();
+    /// cache.insert_versioned(1, "row at 7", 7).unwrap();
+    /// assert_eq!(cache.get_versioned(&1), Some(("row at 7", 7)));
+    /// assert_eq!(cache.get_versioned(&2), None);
+    /// ```
+    pub fn get_versioned<Q>(&self, key: &Q) -> Option<(V, u64)>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+        V: Clone,
+    {
+        let guard = crate::sync::pin();
+        let node = self.lookup(key, At::Now, Read::Get, &guard)?;
+        let version = self.inner().ext.version(node).unwrap_or(0);
+        Some((node.read(|_, v| v.clone()), version))
+    }
+
     /// Like [`get`](Self::get) (the entry is marked as used and its idle deadline moved), but
     /// counts nothing in the statistics: the loader's lookups after the first, which belong to
     /// a call that has counted its lookup already.
@@ -2015,6 +2040,18 @@ where
             .cache
             .lookup(key, At::Fixed(self.now), Read::Get, &self.guard)?;
         Some(&node.kv().1)
+    }
+
+    /// Like [`get`](Self::get), with the entry's version: see [`Cache::get_versioned`].
+    pub fn get_versioned<Q>(&self, key: &Q) -> Option<(&V, u64)>
+    where
+        Q: ?Sized + Hash + Equivalent<K>,
+    {
+        let node = self
+            .cache
+            .lookup(key, At::Fixed(self.now), Read::Get, &self.guard)?;
+        let version = self.cache.inner().ext.version(node).unwrap_or(0);
+        Some((&node.kv().1, version))
     }
 
     /// Like [`get`](Self::get), but leaves recency alone.

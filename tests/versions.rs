@@ -854,3 +854,50 @@ fn a_versioned_insert_refused_for_its_weight_still_invalidates_older_versions() 
     assert!(cache.insert_versioned(2, vec![6; 200], 6).is_err());
     assert_eq!(cache.get(&2), Some(vec![8; 10]));
 }
+
+/// `get_versioned` reads the value and its version from the same entry: under a writer that
+/// keeps replacing the entry, they always match (value = 10 × version). A `get` and a
+/// `version_of` in turn would not. Expired and absent keys give `None`, an unversioned cache
+/// version 0, and it counts as a `get` in the statistics.
+#[test]
+fn get_versioned_reads_value_and_version_from_one_entry() {
+    let cache: Arc<Cache<u64, u64>> = Arc::new(
+        Cache::builder()
+            .max_capacity(100)
+            .versioned()
+            .record_stats()
+            .build()
+            .unwrap(),
+    );
+    cache.insert_versioned(1, 10, 1).unwrap();
+    let writer = {
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            for n in 2..200_000u64 {
+                cache.insert_versioned(1, 10 * n, n).unwrap();
+            }
+        })
+    };
+    let mut reads = 0u64;
+    while !writer.is_finished() {
+        let (v, n) = cache.get_versioned(&1).expect("always present");
+        assert_eq!(v, 10 * n, "value and version from two different entries");
+        let pinned = cache.pin();
+        let (v, n) = pinned.get_versioned(&1).expect("always present");
+        assert_eq!(*v, 10 * n);
+        reads += 2;
+    }
+    writer.join().unwrap();
+    assert_eq!(cache.get_versioned(&2), None);
+    assert_eq!(cache.stats().unwrap().hits, reads);
+    assert_eq!(cache.stats().unwrap().misses, 1);
+
+    let (ttl, clock) = versioned_with_ttl_10s();
+    ttl.insert_versioned(1, 10, 1).unwrap();
+    clock.advance(std::time::Duration::from_secs(11));
+    assert_eq!(ttl.get_versioned(&1), None, "expired");
+
+    let plain: Cache<u64, u64> = Cache::new(10);
+    plain.insert(1, 10).unwrap();
+    assert_eq!(plain.get_versioned(&1), Some((10, 0)));
+}
