@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every test clockline has, in the order CI runs them: format, lints, unit + integration + doc
-# tests (including the short stress tests), loom models, an AddressSanitizer run of the test
+# Every test clockline has, in the order CI runs them: format, lints, rustdoc's warnings, unit +
+# integration + doc tests (including the short stress tests), loom models, an AddressSanitizer run of the test
 # suites (ci/asan.sh) and a ThreadSanitizer run of the concurrent ones (ci/tsan.sh); each
 # sanitizer step says "skipped" where nightly (and, for TSan, its rust-src) is missing.
 # README.md calls this "the test command"; .ci/run runs exactly this.
@@ -15,6 +15,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy (warnings denied)"
 cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
 
 step "cargo test (unit, integration, doc, short stress)"
 cargo test --locked

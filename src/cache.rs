@@ -224,7 +224,8 @@ pub(crate) enum Cond {
     /// with what the tombstones knew when the load began: as [`Cond::Newer`] against the
     /// entry, except that it also replaces an *expired* entry of the same version (the same
     /// data, loaded again; refusing it would reload the key on every lookup until something
-    /// removed the expired entry); against the tombstones, see [`Snapshot::refuses_load_at`]
+    /// removed the expired entry); against the tombstones, see
+    /// [`Since::refuses_load_at`](crate::versions::Since::refuses_load_at)
     /// (a tombstone of the same version does not refuse it, for the same reason).
     LoadedAt(u64, Snapshot),
 }
@@ -751,11 +752,10 @@ where
                 fence(Ordering::Acquire);
                 match cond {
                     // A value read from the source at `v`: refused by a newer tombstone,
-                    // or by one that may have been dropped during the load
-                    // (`Snapshot::refuses_load_at`).
+                    // or by one dropped during the load (`Since::refuses_load_at`).
                     Cond::LoadedAt(v, began) => {
-                        let now = tombs.snapshot(hash, new_key);
-                        if now.refuses_load_at(began, v) {
+                        let now = tombs.since(hash, new_key, began);
+                        if now.refuses_load_at(v) {
                             let entry = found
                                 .as_ref()
                                 .map_or(0, |f| self.ext.version(f.node()).unwrap_or(0));
@@ -776,8 +776,8 @@ where
                     }
                     // Something newer arrived while the value loaded: it is not cached.
                     Cond::Loaded(began, _) => {
-                        let now = tombs.snapshot(hash, new_key);
-                        if now != began {
+                        let now = tombs.since(hash, new_key, began);
+                        if now.refuses_unversioned_load(began) {
                             return Locked::Stale(node, now.version().unwrap_or(0));
                         }
                     }

@@ -2,7 +2,7 @@
 //! words that carry deadlines (only in caches that use them).
 //!
 //! An entry's deadline is a `u64` of nanoseconds on the cache's [`Clock`], stored in an
-//! extension word after the node ([`ExtLayout`]); [`NEVER`] means no deadline. In a cache
+//! extension word after the node (`ExtLayout`); `NEVER` means no deadline. In a cache
 //! without a weigher, whose entries all weigh 0, the TTL deadline goes in the node's weight bits
 //! instead, in whole milliseconds rounded up, so expiry adds no word at all (36.8 bytes per
 //! `u64 -> u64` entry with or without it). A read compares

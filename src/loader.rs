@@ -33,7 +33,7 @@
 //!
 //! **In a versioned cache** the loaded value's version is unknown, so it is cached only if
 //! nothing newer arrived while it loaded: the key is still absent (or its entry expired), and
-//! the tombstones know what they knew when the load began (`Tombstones::snapshot`). A versioned insert or an invalidation of the key during the load
+//! the tombstones know what they knew when the load began (`Tombstones::snapshot`, compared by `Tombstones::since`). A versioned insert or an invalidation of the key during the load
 //! wins; the loader's callers still get the loaded value, which is simply not cached. (The
 //! leader used to store it with a plain insert, version 0, over whatever had arrived: found in
 //! review; `tests/versions.rs`, `a_load_never_overwrites_what_arrived_meanwhile`.) A loader
@@ -317,7 +317,7 @@ where
     /// `version`: the version the loader told (`try_get_or_insert_versioned_with`); in a
     /// versioned cache the value is then stored as a versioned insert of that version would be
     /// against the entry (replacing also an expired entry of the same version), and against the
-    /// tombstones as `Snapshot::refuses_load_at` decides (a tombstone of that same version does
+    /// tombstones as `Since::refuses_load_at` decides (a tombstone of that same version does
     /// not refuse it; one dropped during the load may).
     fn insert_loaded(
         &self,

@@ -21,7 +21,7 @@
 //! Rules, all checked under the key's home bucket lock, so they are atomic with respect to each
 //! other and to plain writes of the key:
 //! * `insert_versioned(k, v, n)` stores if `n` is greater than both the entry's version and the
-//!   tombstone's; otherwise it hands the pair back with [`InsertErrorKind::Stale`](crate::InsertErrorKind::Stale). Equal is
+//!   tombstone's; otherwise it hands the pair back with [`InsertErrorKind::Stale`]. Equal is
 //!   stale: a redelivered notification changes nothing.
 //!   A versioned insert refused for its weight (`TooHeavy`, or `Rejected` by admission) acts
 //!   as `invalidate_versioned(k, n)` before it hands the pair back: the cache knows `n` exists.
@@ -79,30 +79,36 @@ pub enum Invalidation {
 struct Shard<K> {
     /// Key -> (version, stamp of its latest record).
     map: HashMap<K, (u64, u64), ahash::RandomState>,
-    /// Keys in the order they were recorded, with the stamp of that record. A key recorded
-    /// again (its tombstone raised) is queued again with a new stamp; the older queue entry is
-    /// then stale and skipped when it reaches the front.
-    fifo: VecDeque<(K, u64)>,
+    /// Keys in the order they were recorded, with the stamp of that record and the key's hash.
+    /// A key recorded again (its tombstone raised) is queued again with a new stamp; the older
+    /// queue entry is then stale and skipped when it reaches the front.
+    fifo: VecDeque<(K, u64, u64)>,
     /// The next record's stamp.
     stamp: u64,
-    /// Tombstones dropped so far (the bound at work), for [`Tombstones::snapshot`].
+    /// Tombstones dropped so far (the bound at work), for [`Tombstones::since`].
     dropped: u64,
     /// The newest version among them.
     dropped_max: u64,
+    /// The last [`RECENT`] of them, by key hash and version: drop number `n` at `n % RECENT`.
+    recent: [(u64, u64); RECENT],
 }
+
+/// Drops remembered per shard (see [`Tombstones::since`]): a load that sees at most this many
+/// drops in its key's shard knows exactly whether its key's tombstone was among them.
+const RECENT: usize = 32;
 
 impl<K: Hash + Eq> Shard<K> {
     /// Drops the oldest live tombstone (skipping stale queue entries). False if none is left.
     /// The front entry leaves the queue only after the lookup (the user's `Hash` and `Eq`)
     /// returned: a panic there loses nothing.
     fn drop_oldest(&mut self) -> bool {
-        while let Some((key, stamp)) = self.fifo.front() {
+        while let Some((key, stamp, _)) = self.fifo.front() {
             let live = self.map.get(key).is_some_and(|&(_, s)| s == *stamp);
-            let (key, _) = self.fifo.pop_front().expect("the front was just seen");
+            let (key, _, hash) = self.fifo.pop_front().expect("the front was just seen");
             if live {
-                if let Some((version, _)) = self.map.remove(&key) {
-                    self.dropped_max = self.dropped_max.max(version);
-                }
+                let version = self.map.remove(&key).map_or(0, |(v, _)| v);
+                self.dropped_max = self.dropped_max.max(version);
+                self.recent[self.dropped as usize % RECENT] = (hash, version);
                 self.dropped += 1;
                 return true;
             }
@@ -112,41 +118,54 @@ impl<K: Hash + Eq> Shard<K> {
 }
 
 /// What the tombstones know of a key at one instant (see [`Tombstones::snapshot`]): what a
-/// load takes when it begins and compares when it ends.
+/// load takes when it begins, for [`Tombstones::since`] when it ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     /// The key's tombstone.
     version: Option<u64>,
     /// Tombstones its shard had dropped.
     dropped: u64,
-    /// The newest version among them.
-    dropped_max: u64,
 }
 
-impl Snapshot {
-    /// The key's tombstone then.
+/// What the tombstones learned of a key since a [`Snapshot`]: its tombstone now, and whether
+/// its shard dropped a tombstone of the key meanwhile (one recorded during the load and
+/// already pushed out of the bounded store, or one the key had when the load began).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Since {
+    /// The key's tombstone now.
+    version: Option<u64>,
+    /// The newest version the shard dropped for the key's hash since the snapshot: `None` if
+    /// none, and if more than [`RECENT`] drops happened meanwhile (too many to tell), the
+    /// newest the shard ever dropped, for any key.
+    dropped: Option<u64>,
+}
+
+impl Since {
+    /// The key's tombstone now.
     pub(crate) fn version(self) -> Option<u64> {
         self.version
     }
 
-    /// Whether what the tombstones know now (`self`) refuses a value of version `v` that a
-    /// load read from the source after `began` was taken: the key's tombstone is newer than
-    /// `v`, or the shard dropped tombstones during the load, one of which may have been the
-    /// key's and newer than `v` (an invalidation that arrived during the load and was pushed
-    /// out of the bounded store before it ended). A tombstone of `v` itself does not refuse
-    /// it: the loader read version `v` from the source *now*, which an eviction's tombstone
-    /// (the same data, evicted) or an invalidation announcing `v` (the data the source holds
-    /// since) does not make stale. Versioned inserts differ: a redelivered broadcast of `v` is
-    /// old news, and `v <= tombstone` refuses it.
-    ///
-    /// Conservative where it cannot know: a drop of any tombstone of the shard newer than `v`
-    /// refuses the value (it is then simply not cached). (Found by a dry run of the fleet
-    /// coherence layer: the versioned loader ignored drops, so an invalidation pushed out
-    /// during its load let the older value in for good; and a tombstone of `v` refused `v`, so
-    /// an evicted or invalidated key was reloaded on every lookup; `tests/versions.rs`.)
-    pub(crate) fn refuses_load_at(self, began: Snapshot, v: u64) -> bool {
-        self.version.is_some_and(|t| v < t)
-            || (self.dropped != began.dropped && v < self.dropped_max)
+    /// Whether a value of version `v`, read from the source by a load that began at `began`,
+    /// is refused: the key's tombstone now is newer than `v`, or a tombstone dropped during the
+    /// load may have been (an invalidation that arrived during the load and was pushed out of
+    /// the bounded store before it ended). A tombstone of `v` itself does not refuse it: the
+    /// loader read version `v` from the source *now*, which an eviction's tombstone (the same
+    /// data, evicted) or an invalidation announcing `v` (the data the source holds since) does
+    /// not make stale. Versioned inserts differ: a redelivered broadcast of `v` is old news,
+    /// and `v <= tombstone` refuses it. (Found by a dry run of the fleet coherence layer: the
+    /// versioned loader ignored drops, so an invalidation pushed out during its load let the
+    /// older value in for good; and a tombstone of `v` refused `v`, so an evicted or
+    /// invalidated key was reloaded on every lookup; `tests/versions.rs`.)
+    pub(crate) fn refuses_load_at(self, v: u64) -> bool {
+        self.version.is_some_and(|t| v < t) || self.dropped.is_some_and(|t| v < t)
+    }
+
+    /// Whether a loaded value whose version is unknown is refused: the key's tombstone changed
+    /// since the load began, or one of the key's was dropped meanwhile (or, past [`RECENT`]
+    /// drops in the shard, any was).
+    pub(crate) fn refuses_unversioned_load(self, began: Snapshot) -> bool {
+        self.version != began.version || self.dropped.is_some()
     }
 }
 
@@ -178,6 +197,7 @@ impl<K: Hash + Eq> Tombstones<K> {
                         stamp: 0,
                         dropped: 0,
                         dropped_max: 0,
+                        recent: [(0, 0); RECENT],
                     })
                 })
                 .collect(),
@@ -195,17 +215,40 @@ impl<K: Hash + Eq> Tombstones<K> {
         lock(self.shard(hash)).map.get(key).map(|&(v, _)| v)
     }
 
-    /// What the cache knows of `key` beyond its entry: its tombstone, and how many tombstones
-    /// its shard has dropped. A load caches its value only if this is unchanged when it ends:
-    /// a tombstone recorded during the load and already dropped again still changes the count.
-    /// (Conservative: a drop of another key's tombstone also refuses the load's value, which is
-    /// then simply not cached.)
+    /// What the cache knows of `key` beyond its entry when a load begins: its tombstone, and
+    /// how many tombstones its shard has dropped (see [`Self::since`]).
     pub(crate) fn snapshot(&self, hash: u64, key: &K) -> Snapshot {
         let shard = lock(self.shard(hash));
         Snapshot {
             version: shard.map.get(key).map(|&(v, _)| v),
             dropped: shard.dropped,
-            dropped_max: shard.dropped_max,
+        }
+    }
+
+    /// What the tombstones learned of `key` since `began`, when a load ends: its tombstone now,
+    /// and the tombstones of its hash that the shard dropped meanwhile, from the shard's record
+    /// of its last [`RECENT`] drops. A tombstone recorded during the load and already dropped
+    /// again is seen there. Past `RECENT` drops in the shard during one load it cannot tell
+    /// whose they were, and answers with the newest version the shard ever dropped
+    /// (conservative: the load's value is then simply not cached). A hash shared with another
+    /// key errs the same way. (Until 2026-11-27 any drop in the shard during a load refused
+    /// its value: under a stream of invalidations of keys it did not hold, 45 % of a
+    /// simulated fleet's loads went uncached.)
+    pub(crate) fn since(&self, hash: u64, key: &K, began: Snapshot) -> Since {
+        let shard = lock(self.shard(hash));
+        let drops = shard.dropped - began.dropped;
+        let dropped = if drops > RECENT as u64 {
+            Some(shard.dropped_max)
+        } else {
+            (began.dropped..shard.dropped)
+                .map(|n| shard.recent[n as usize % RECENT])
+                .filter(|&(h, _)| h == hash)
+                .map(|(_, v)| v)
+                .max()
+        };
+        Since {
+            version: shard.map.get(key).map(|&(v, _)| v),
+            dropped,
         }
     }
 
@@ -223,7 +266,7 @@ impl<K: Hash + Eq> Tombstones<K> {
         if let Some((v, s)) = shard.map.get_mut(key) {
             *v = (*v).max(version);
             *s = stamp;
-            shard.fifo.push_back((queued, stamp));
+            shard.fifo.push_back((queued, stamp, hash));
             // Raises queue stale entries; compact once they are as many as the live ones, so
             // the queue stays within twice the tombstones (amortized: each compaction removes
             // at least half of what it scans).
@@ -231,7 +274,7 @@ impl<K: Hash + Eq> Tombstones<K> {
                 let map = &shard.map;
                 shard
                     .fifo
-                    .retain(|(k, s)| map.get(k).is_some_and(|&(_, live)| live == *s));
+                    .retain(|(k, s, _)| map.get(k).is_some_and(|&(_, live)| live == *s));
             }
             return;
         }
@@ -240,7 +283,7 @@ impl<K: Hash + Eq> Tombstones<K> {
             shard.drop_oldest();
         }
         shard.map.insert(kept, (version, stamp));
-        shard.fifo.push_back((queued, stamp));
+        shard.fifo.push_back((queued, stamp, hash));
     }
 
     /// Tombstones held now.

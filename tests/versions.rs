@@ -901,3 +901,70 @@ fn get_versioned_reads_value_and_version_from_one_entry() {
     plain.insert(1, 10).unwrap();
     assert_eq!(plain.get_versioned(&1), Some((10, 0)));
 }
+
+/// Keys whose tombstones share `key`'s shard of the store (the shard is the hash's top bits).
+fn same_shard(cache: &Cache<u64, u64>, key: u64, n: usize) -> Vec<u64> {
+    let shard = |k: &u64| (cache.hasher().hash_one(k) >> 58) % 16;
+    (1000..)
+        .filter(|k| shard(k) == shard(&key))
+        .take(n)
+        .collect()
+}
+
+/// A load compares the drops of its key's shard during the load against the shard's record of
+/// its last drops: only a drop of *this* key's tombstone refuses the value, for a plain loader
+/// as for a versioned one. (Any drop in the shard used to refuse it: a stream of invalidations
+/// of keys an instance does not hold left 45 % of a simulated fleet's loads uncached.)
+#[test]
+fn a_load_is_refused_by_drops_of_its_own_tombstones_only() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .versioned()
+        .max_tombstones(16) // one per shard: each record drops the shard's previous one
+        .build()
+        .unwrap();
+    let others = same_shard(&cache, 1, 10);
+    // Other keys' tombstones come and go during the load: cached.
+    let got = cache.get_or_insert_with(1, || {
+        for &k in &others {
+            cache.invalidate_versioned(k, 9);
+        }
+        10
+    });
+    assert_eq!(got, 10);
+    assert_eq!(
+        cache.get(&1),
+        Some(10),
+        "other keys' drops refused the load"
+    );
+    let got = cache
+        .try_get_or_insert_versioned_with(2, || {
+            for &k in &same_shard(&cache, 2, 10) {
+                cache.invalidate_versioned(k, 9);
+            }
+            Ok::<_, ()>((20, 4))
+        })
+        .unwrap();
+    assert_eq!(got, 20);
+    assert_eq!(
+        cache.version_of(&2),
+        Some(4),
+        "other keys' drops refused the load"
+    );
+    // The key's own tombstone, recorded and dropped again during the load: refused.
+    cache.remove(&1);
+    let got = cache.get_or_insert_with(1, || {
+        cache.invalidate_versioned(1, 5);
+        cache.invalidate_versioned(others[0], 9);
+        // One tombstone per shard: key 1's went, the other key's took its place (and key
+        // 2's shard keeps one).
+        assert_eq!(cache.tombstones(), 2);
+        11
+    });
+    assert_eq!(got, 11);
+    assert_eq!(
+        cache.get(&1),
+        None,
+        "an invalidation during the load was lost"
+    );
+}

@@ -4,12 +4,12 @@
 //! # The adaptive policy
 //!
 //! * **Window.** A new entry enters a small probationary *window* (its node's `WINDOW` bit
-//!   set, its slot appended to [`window::Ring`]). It leaves, oldest first, when the window
+//!   set, its slot appended to `window::Ring`). It leaves, oldest first, when the window
 //!   is over its target size. One that was read while in the window gets a second turn
 //!   (its reference bit cleared, appended again), as in an LRU window.
 //! * **Admission.** An entry leaving the window while the cache is full competes with the
 //!   victim the CLOCK hand would evict from the main region: the one with the higher
-//!   estimated frequency ([`sketch::Sketch`], TinyLFU) stays, the other goes. The newcomer
+//!   estimated frequency (`sketch::Sketch`, TinyLFU) stays, the other goes. The newcomer
 //!   must beat the victim by more than one count: with a plain "greater than", estimates
 //!   that differ by the timing of the last halving churn a loop-shaped workload (measured:
 //!   loop at 250 entries, 13.8 % against 24.4 %; docs/design.md).
@@ -27,7 +27,7 @@
 //!   for the frequency estimate is collected by the hand: each time it clears a reference
 //!   bit it counts one event for that key in the sketch. So the read path writes nothing
 //!   more than CLOCK's, and the sketch is written only by inserts and the hand.
-//! * **Ghost and adaptation.** Evicted keys leave a fingerprint in the [`ghost::Ghost`], with
+//! * **Ghost and adaptation.** Evicted keys leave a fingerprint in the `ghost::Ghost`, with
 //!   the region and the time. When a new key arrives that the ghost saw leave the window a
 //!   short while ago (within a tenth of the main region's size, in window evictions), a
 //!   larger window would have kept it: the window's target grows by a step. When it saw the
