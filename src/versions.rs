@@ -329,10 +329,42 @@ where
         value: V,
         version: u64,
     ) -> Result<(), InsertError<K, V>> {
+        self.insert_versioned_full(key, value, version, None)
+    }
+
+    /// [`insert_versioned`](Self::insert_versioned) with the entry's own time-to-live, as
+    /// [`insert_with_ttl`](Self::insert_with_ttl) gives it: for a fleet whose broadcasts carry
+    /// how long their data may be served. Needs a cache built with versions and expiry
+    /// ([`InsertErrorKind::NotVersioned`] or [`InsertErrorKind::ExpiryDisabled`] otherwise).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache: clockline::Cache<&str, u32> =
+    ///     clockline::Cache::builder().max_capacity(10).expiry().versioned().build().unwrap();
+    /// cache.insert_versioned_with_ttl("price", 10, 7, Duration::from_secs(30)).unwrap();
+    /// assert_eq!(cache.get_versioned("price"), Some((10, 7)));
+    /// ```
+    pub fn insert_versioned_with_ttl(
+        &self,
+        key: K,
+        value: V,
+        version: u64,
+        ttl: std::time::Duration,
+    ) -> Result<(), InsertError<K, V>> {
+        self.insert_versioned_full(key, value, version, Some(ttl))
+    }
+
+    fn insert_versioned_full(
+        &self,
+        key: K,
+        value: V,
+        version: u64,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(), InsertError<K, V>> {
         let guard = crate::sync::pin();
         let result = self
             .inner()
-            .insert_full(key, value, None, Cond::Newer(version), &guard);
+            .insert_full(key, value, ttl, Cond::Newer(version), &guard);
         if let Err(e) = &result {
             if matches!(
                 e.kind,

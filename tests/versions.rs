@@ -968,3 +968,50 @@ fn a_load_is_refused_by_drops_of_its_own_tombstones_only() {
         "an invalidation during the load was lost"
     );
 }
+
+/// `insert_versioned_with_ttl`: the version rules of `insert_versioned` with the entry's own
+/// time-to-live; the version outlives the expiry (an expired entry still counts for versions);
+/// typed refusals without versions or without expiry.
+#[test]
+fn insert_versioned_with_ttl_keeps_both_rules() {
+    use std::time::Duration;
+    let (cache, clock) = versioned_with_ttl_10s();
+    cache
+        .insert_versioned_with_ttl(1, 10, 5, Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(cache.get_versioned(&1), Some((10, 5)));
+    let e = cache
+        .insert_versioned_with_ttl(1, 9, 4, Duration::from_secs(60))
+        .unwrap_err();
+    assert!(matches!(
+        e.kind,
+        InsertErrorKind::Stale {
+            version: 4,
+            current: 5
+        }
+    ));
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(cache.get(&1), None, "its own 2 s, not the cache's 10 s");
+    assert!(
+        cache.insert_versioned(1, 9, 4).is_err(),
+        "the expired entry's version still counts"
+    );
+    cache.insert_versioned(1, 11, 6).unwrap();
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(
+        cache.get(&1),
+        Some(11),
+        "a plain versioned insert gets the default 10 s"
+    );
+
+    let no_expiry = versioned(10);
+    let e = no_expiry
+        .insert_versioned_with_ttl(1, 1, 1, Duration::from_secs(1))
+        .unwrap_err();
+    assert_eq!(e.kind, InsertErrorKind::ExpiryDisabled);
+    let no_versions: Cache<u64, u64> = Cache::builder().max_capacity(10).expiry().build().unwrap();
+    let e = no_versions
+        .insert_versioned_with_ttl(1, 1, 1, Duration::from_secs(1))
+        .unwrap_err();
+    assert_eq!(e.kind, InsertErrorKind::NotVersioned);
+}
