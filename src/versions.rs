@@ -321,7 +321,9 @@ where
     /// [`invalidate_versioned(key, version)`](Self::invalidate_versioned) does (removes an older
     /// entry, keeps a tombstone), then hands the pair back with that error. Otherwise the older
     /// entry would go on being served, and a late broadcast of an older version would be
-    /// accepted. (Found by a dry run of the fleet coherence layer; `tests/versions.rs`,
+    /// accepted. So a second `insert_versioned` of the same version is then refused as `Stale`
+    /// (a redelivery); a newer version, or a loader that reads this one from the source, may
+    /// still get in. (Found by a dry run of the fleet coherence layer; `tests/versions.rs`,
     /// `a_versioned_insert_refused_for_its_weight_still_invalidates_older_versions`.)
     pub fn insert_versioned(
         &self,
