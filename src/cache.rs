@@ -1023,7 +1023,8 @@ where
     }
 
     /// A new key's node is published in `slot`, in the window: counts the key, lets the
-    /// ghost adapt the window, and while the cache is not full moves the window's oldest
+    /// ghost adapt the window (and send a key main evicted a short while ago straight to
+    /// main), and while the cache is not full moves the window's oldest
     /// entries beyond its target to main (with no contest: nothing needs to leave).
     fn entered_window(
         &self,
@@ -1033,8 +1034,13 @@ where
         hash: u64,
         guard: &Guard,
     ) {
-        policy.arrived(hash, self.policy_entries());
-        if let Some(overwritten) = policy.entered(slot) {
+        if policy.arrived(hash, self.policy_entries()) {
+            // Main evicted this key a short while ago: straight to main, with no window turn
+            // and no contest. Counted into the window and taken out again at once, so the
+            // count stays exact whoever takes the `WINDOW` bit (this, or an unlink meanwhile).
+            policy.entered_unqueued();
+            self.promote(policy, table, slot, guard);
+        } else if let Some(overwritten) = policy.entered(slot) {
             self.promote(policy, table, overwritten, guard);
         }
         let (next, after) = policy.next_overwrites();

@@ -32,7 +32,9 @@
 //!   short while ago (within a tenth of the main region's size, in window evictions), a
 //!   larger window would have kept it: the window's target grows by a step. When it saw the
 //!   key leave main a short while ago (within a tenth of the window's size), a larger main
-//!   region would have kept it: the target shrinks by a step. Recency-shaped workloads grow
+//!   region would have kept it: the target shrinks by a step, and the key skips the window:
+//!   it goes straight to main with no contest (S3-FIFO's rule for a ghost hit, kept to
+//!   main's recent evictions). Recency-shaped workloads grow
 //!   the window (an LRU); loops and frequency-skewed ones keep it small (TinyLFU).
 //!
 //! The numbers behind every choice, and the alternatives measured, are in docs/design.md.
@@ -123,23 +125,29 @@ impl Adaptive {
     /// A new key arrived (a miss that inserts): counts it and lets the ghost adapt the window.
     /// `entries`: the cache's size in entries, which the window's size and steps are fractions
     /// of (the capacity of a count-bounded cache; the current count of a weighted one, whose
-    /// entry count follows the weights).
-    pub(crate) fn arrived(&self, hash: u64, entries: usize) {
+    /// entry count follows the weights). True if the key should skip the window and go straight
+    /// to main: the ghost saw main evict it a short while ago (the same check that shrinks the
+    /// window), so main let it go too early and a window turn would only lose it again (the
+    /// S3-FIFO rule, restricted to main's recent evictions; docs/design.md).
+    pub(crate) fn arrived(&self, hash: u64, entries: usize) -> bool {
         self.sketch.increment(hash);
         let Some((region, age)) = self.ghost.take(hash) else {
-            return;
+            return false;
         };
         let entries = entries.max(1);
         let most = max_window(entries).min(self.ring.capacity());
         let step = (entries / 500).max(1);
         // Relaxed: the target is a hint; racing adjustments may lose a step.
         let w = self.target.load(Ordering::Relaxed);
-        let next = match region {
-            Region::Window if age * 10 <= entries.saturating_sub(w) => (w + step).min(most),
-            Region::Main if age * 10 <= w => w.saturating_sub(step).clamp(1, most),
-            _ => return,
+        let (next, to_main) = match region {
+            Region::Window if age * 10 <= entries.saturating_sub(w) => {
+                ((w + step).min(most), false)
+            }
+            Region::Main if age * 10 <= w => (w.saturating_sub(step).clamp(1, most), true),
+            _ => return false,
         };
         self.target.store(next, Ordering::Relaxed);
+        to_main
     }
 
     /// The node in `slot` entered the window (its `WINDOW` bit is set). Returns a slot whose
@@ -172,6 +180,13 @@ impl Adaptive {
             return (None, None);
         }
         (self.ring.peek_pop(0), self.ring.peek_pop(1))
+    }
+
+    /// A new node that goes straight to main entered the window's count (its `WINDOW` bit is
+    /// set), but not its queue: the caller takes the bit at once, which decrements the count.
+    pub(crate) fn entered_unqueued(&self) {
+        // Relaxed: as in `entered`.
+        self.window_len.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A window node left the window (the caller cleared its `WINDOW` bit).
