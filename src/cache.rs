@@ -744,11 +744,13 @@ where
                 // Acquire: an evictor records the tombstone before its unlink (`entomb`). If
                 // the lookup missed the key because of that unlink, it read the unlink's CAS
                 // or the tag clear after it (both Release); this fence makes that read an
-                // acquire, so the tombstone is seen below. (The loom model
-                // `versioned_insert_vs_eviction` checks the order of record and unlink; it
-                // cannot check this fence: loom orders the tombstone store's `Mutex` (loom's,
-                // in the models) sequentially consistently, so a lock sees every earlier
-                // unlock with or without it.)
+                // acquire, so the tombstone is seen below. Strictly, the tombstone store's
+                // lock already guarantees it: had this insert's lock come first, its lookup
+                // would happen before the evictor's record and so before its unlink, and could
+                // not have read it (coherence). The fence keeps the guarantee if tombstones
+                // are ever read without that lock; it is free on x86. (The loom model
+                // `versioned_insert_vs_eviction` checks the order of record and unlink, and
+                // passes without the fence, as the argument says; loom-tests/README.md.)
                 fence(Ordering::Acquire);
                 match cond {
                     // A value read from the source at `v`: refused by a newer tombstone,

@@ -146,9 +146,14 @@ impl<K, V> Bucket<K, V> {
             }
             let i = lowest(free);
             let new = cur | (tag as u64) << (8 * i);
-            // AcqRel: the claim makes this thread the slot's only writer until it clears the
-            // tag; Acquire orders it after the Release that cleared the tag, so the slot pointer
-            // is already null when we see the byte free.
+            // Acquire: the claim makes this thread the slot's only writer until it clears the
+            // tag, and orders it after the Release that cleared the tag, so the slot pointer is
+            // already null when we see the byte free (loom: with Release alone,
+            // `evict_vs_insert_into_freed_slot` fails). The Release half is not needed
+            // by anyone (the node is published by the slot's own Release store, the claimant's
+            // section by its unlock; every write of this word is an RMW, so release sequences
+            // survive it; with Acquire alone every model passes, loom-tests/README.md); it is
+            // kept as AcqRel because an x86 `lock cmpxchg` costs the same either way.
             match self
                 .ctrl
                 .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed)

@@ -312,7 +312,10 @@ impl<K, V> RawTable<K, V> {
         guard: &'g Guard,
     ) -> Result<(), NodeBox<K, V>> {
         new.set_dist(at.node().dist());
-        // AcqRel: Release publishes `new`; Acquire orders this after the old node's publish.
+        // AcqRel: Release publishes `new` (loom: Acquire alone fails
+        // `remove_vs_insert_same_key`). The Acquire half is redundant: `at` came from `find`'s
+        // Acquire load of this very slot (and `dist()` above already relies on it); kept as a
+        // guard for callers to come, at no cost on x86.
         match self.buckets[at.bucket].slots[at.slot].compare_exchange(
             at.node,
             Shared::from(new.as_ptr()),
@@ -343,8 +346,12 @@ impl<K, V> RawTable<K, V> {
         // SAFETY: the caller loaded `node` from this slot under `guard`.
         let dist = unsafe { node.deref() }.dist();
         let bucket = &self.buckets[b];
-        // AcqRel: Acquire orders this after the node's publish; Release orders it before the
-        // tag release below for the next claimant. Success makes this thread the owner.
+        // AcqRel, more than strictly needed (every loom model passes with Relaxed here): the
+        // node's publish is already ordered before this by the Acquire load the caller took
+        // `node` from (and `dist()` above relies on it), and the next claimant of the slot is
+        // ordered after it by `release`'s Release, which follows in this thread. Kept as
+        // insurance for a lock-free tombstone path (see `insert_locked`'s fence), at no cost on
+        // x86. Success makes this thread the owner.
         if bucket.slots[i]
             .compare_exchange(
                 node,
