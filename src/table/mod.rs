@@ -31,9 +31,12 @@
 //! concurrent with it (the lookup is ordered before that insert).
 //!
 //! *Replace* swaps the slot pointer old -> new with a CAS (**AcqRel**: Release publishes the new
-//! node; Acquire orders the swap after the publish of the old one, which it then retires).
+//! node; the Acquire half, which orders the swap after the publish of the old one it retires, is
+//! already given by the Acquire load that found the old node, and is kept as insurance).
 //!
-//! *Unlink* (remove, evict, clear) CASes the pointer node -> null (**AcqRel**), then clears the tag
+//! *Unlink* (remove, evict, clear) CASes the pointer node -> null (**AcqRel**, more than needed:
+//! the Acquire load that found the node and the tag's Release below do the work; see the
+//! comment in `unlink` and the mutation table in loom-tests/README.md), then clears the tag
 //! byte (**Release**, pairing with the Acquire of the next claim, so a claimant never sees the
 //! pointer non-null). If the node was `d` buckets from home, the unlinker then clears the home's
 //! spill bit `d` unless the bucket still holds a node `d` buckets from home, and only while it
