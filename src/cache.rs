@@ -212,6 +212,13 @@ pub(crate) enum Cond {
     /// A version-guarded insert: only if newer than the entry's version and the key's
     /// tombstone.
     Newer(u64),
+    /// A loader's value in an unversioned cache: only if the key is absent or its entry has
+    /// expired. A write of the key during the load (a write-through `insert` of newer data)
+    /// wins, as in Guava's loading cache; the loaded value still goes to the caller. (It used
+    /// to be stored with a plain insert over that write, which then served the older data
+    /// until its TTL; found by the async-service dry run, `tests/loader.rs`,
+    /// `a_write_during_a_load_wins_over_the_loaded_value`.)
+    Absent,
     /// A loader's value in a versioned cache, whose version is unknown: only if what the
     /// tombstones knew of the key when the load began is unchanged, and the key is absent or
     /// holds an expired entry of the version it held then (the entry's version when the load
@@ -235,7 +242,7 @@ impl Cond {
     fn version(self) -> Option<u64> {
         match self {
             Cond::Newer(v) | Cond::LoadedAt(v, _) => Some(v),
-            Cond::Always | Cond::Loaded(..) => None,
+            Cond::Always | Cond::Absent | Cond::Loaded(..) => None,
         }
     }
 }
@@ -783,7 +790,7 @@ where
                             return Locked::Stale(node, now.version().unwrap_or(0));
                         }
                     }
-                    Cond::Always => {}
+                    Cond::Always | Cond::Absent => {}
                 }
             }
             match found {
@@ -798,6 +805,9 @@ where
                         if !self.expired(found.node(), now) || present != Some(current) {
                             return Locked::Stale(node, current);
                         }
+                    }
+                    if cond == Cond::Absent && !self.expired(found.node(), now) {
+                        return Locked::Stale(node, current);
                     }
                     updating = true;
                     // An update takes no entry of the budget. One reserved by an earlier

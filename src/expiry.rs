@@ -27,8 +27,13 @@
 //! node's unused weight bits, in whole milliseconds rounded up), plus the coarse clock's
 //! resolution (the kernel tick, 1 to 4 ms;
 //! [`CoarseClock::resolution`]) plus the ticker's period (1 ms), unless the ticker thread is
-//! starved of CPU for longer. Where that is not acceptable, pass [`CoarseClock`] (read on every
-//! hit, no thread) or another [`Clock`] to [`Builder::clock`](crate::Builder::clock).
+//! starved of CPU for longer. The deadline itself is set from the tick that the insert (or, for
+//! the time-to-idle, the read) saw, which trails real time by up to that same lag: measured
+//! against real time, an entry may so also expire up to the lag *before* its TTL has passed
+//! since its insert, or its TTI since its last read (`examples/service_sim.rs
+//! --default-clock 1` on a loaded 2-core VM: up to 4.3 ms, once 6.6 ms). Where that is not
+//! acceptable, pass [`CoarseClock`] (read on every hit, no thread; the same lag, without the
+//! ticker's period) or another [`Clock`] to [`Builder::clock`](crate::Builder::clock).
 //! `docs/benchmarks.md` has the measured cost of each.
 //!
 //! A [`Pinned`](crate::Pinned) handle reads the clock once, when it is created, and judges every

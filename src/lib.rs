@@ -249,6 +249,14 @@ pub use warmup::{WarmUp, WarmUpReport};
 /// matters, e.g. before checking that a value's `Drop` ran, or before a thread parks for long.
 /// clockline pins through its own thread-local handle, so `crossbeam_epoch::pin().flush()`
 /// does not reach these values; this does.
+///
+/// One call frees only what the epoch allows at that instant: to see a value's `Drop` run,
+/// call it until it has (as the tests' `settle` helpers do). Values retired by *other*
+/// threads stay in their bags, so in a service with many threads, retired values can outweigh
+/// the cache's `max_weight` (a 4 MiB blob cache left 38 MiB of values alive while idle
+/// in `examples/service_sim.rs`). With tokio,
+/// `runtime::Builder::on_thread_park(clockline::flush_deferred)` hands a worker's bag over
+/// whenever it goes idle (9.9 MiB there; the rest sat in `spawn_blocking` threads).
 pub fn flush_deferred() {
     sync::flush();
 }

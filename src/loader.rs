@@ -26,10 +26,16 @@
 //!   abandoned; waiters wake and one of them leads a new attempt with its own loader. The panic
 //!   propagates to the leader's caller only. Nothing is poisoned: the flight map's locks are
 //!   never held while user code runs.
-//! * **A waiting future is dropped**: it simply stops waiting; the flight goes on.
+//! * **A waiting future is dropped**: it simply stops waiting, and takes its waker out of the
+//!   flight; the flight goes on.
 //!
 //! A loader must not ask for its own key (directly or through another loader): it would wait
 //! on its own flight forever. Loading *other* keys from a loader is fine.
+//!
+//! **In an unversioned cache** the loaded value is cached only if the key is still absent (or
+//! its entry expired): a write of the key during the load, such as a write-through `insert`
+//! of the data the load may have read before it changed, wins, and the loaded value is only
+//! returned (Guava's rule; until 2026-11-27 the loaded value overwrote it).
 //!
 //! **In a versioned cache** the loaded value's version is unknown, so it is cached only if
 //! nothing newer arrived while it loaded: the key is still absent (or its entry expired), and
@@ -43,8 +49,14 @@
 //!
 //! Sync and async callers share flights. A sync `get_or_insert_with` that waits on a flight
 //! led by an async task blocks its thread until that task finishes: on a single-threaded
-//! executor, where the task can only run on that same thread, it never does. Do not mix the
-//! two for one key on such an executor.
+//! executor, where the task can only run on that same thread, it never does. A multi-threaded
+//! executor does not make it safe either: tokio's keeps a task woken from a worker in that
+//! worker's LIFO slot, which the other workers do not steal, so a sync loader called from an
+//! async task waits forever on an async leader that the same task has just woken
+//! (`tests/loader.rs`,
+//! `sync_loader_inside_an_async_task_can_hang_a_multi_thread_runtime`). From async code, call
+//! the async loaders; where a sync one must run there, wrap it in `spawn_blocking` or
+//! `block_in_place`.
 //!
 //! The async variant needs no runtime: waiters park their `Waker` in the flight, and the leader
 //! wakes them all when it finishes or is dropped.
@@ -75,11 +87,58 @@ const SHARDS: usize = if cfg!(clockline_loom) { 2 } else { 16 };
 type Failure = Arc<dyn Any + Send + Sync>;
 
 enum State<V> {
-    Running(Vec<Waker>),
+    Running(Wakers),
     /// The loaded value, and the earliest deadline the cache gave it (see [`Outcome::Value`]).
     Done(V, u64),
     Failed(Failure),
     Abandoned,
+}
+
+/// The wakers of the async waiters parked on a running flight: a slab, so that a waiter
+/// dropped before the flight ends (a request that timed out) takes its waker out again in
+/// O(1). (They used to stay until the flight ended: a cancellation storm on a slow load kept
+/// one waker, with tokio a whole task allocation, per request that gave up;
+/// `tests/loader.rs`,
+/// `a_dropped_async_waiter_does_not_keep_its_waker_in_the_flight`.)
+#[derive(Default)]
+struct Wakers {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl Wakers {
+    /// Registers or refreshes the waker of the waiter in `slot`.
+    fn register(&mut self, slot: &mut Option<usize>, waker: &Waker) {
+        if let Some(i) = *slot {
+            if let Some(Some(w)) = self.slots.get_mut(i) {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+                return;
+            }
+        }
+        let w = Some(waker.clone());
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = w;
+                i
+            }
+            None => {
+                self.slots.push(w);
+                self.slots.len() - 1
+            }
+        };
+        *slot = Some(i);
+    }
+
+    /// Takes out the waker of a waiter that stops waiting.
+    fn remove(&mut self, i: usize) -> Option<Waker> {
+        let w = self.slots.get_mut(i)?.take();
+        if w.is_some() {
+            self.free.push(i);
+        }
+        w
+    }
 }
 
 pub(crate) struct Flight<V> {
@@ -98,18 +157,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<V: Clone> Flight<V> {
     fn new() -> Self {
         Self {
-            state: Mutex::new(State::Running(Vec::new())),
+            state: Mutex::new(State::Running(Wakers::default())),
             cv: Condvar::new(),
         }
     }
 
     fn finish(&self, outcome: State<V>) {
         let wakers = match std::mem::replace(&mut *lock(&self.state), outcome) {
-            State::Running(w) => w,
+            State::Running(w) => w.slots,
             _ => Vec::new(),
         };
         self.cv.notify_all();
-        for w in wakers {
+        for w in wakers.into_iter().flatten() {
             w.wake();
         }
     }
@@ -123,15 +182,25 @@ impl<V: Clone> Flight<V> {
         Outcome::of(&st)
     }
 
-    fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<Outcome<V>> {
+    /// `slot`: where this waiter's waker is registered, if it is.
+    fn poll_wait(&self, cx: &mut Context<'_>, slot: &mut Option<usize>) -> Poll<Outcome<V>> {
         let mut st = lock(&self.state);
         if let State::Running(wakers) = &mut *st {
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
-            }
+            wakers.register(slot, cx.waker());
             return Poll::Pending;
         }
+        *slot = None;
         Poll::Ready(Outcome::of(&st))
+    }
+
+    /// A waiter registered in `slot` stops waiting (its future was dropped).
+    fn forget(&self, slot: usize) {
+        let waker = match &mut *lock(&self.state) {
+            State::Running(wakers) => wakers.remove(slot),
+            _ => None,
+        };
+        // Dropped with the lock released: a waker's drop may free its task.
+        drop(waker);
     }
 }
 
@@ -308,8 +377,9 @@ where
         Some((snapshot, inner.present_version(key)))
     }
 
-    /// Caches a loaded value: a plain insert, or in a versioned cache one that gives way to
-    /// whatever arrived since the load began (see the module docs). Runs `then` (the end of the
+    /// Caches a loaded value, giving way to what arrived since the load began: in an
+    /// unversioned cache a live entry (a write of the key during the load), in a versioned
+    /// one anything newer (see the module docs). Runs `then` (the end of the
     /// flight) after the insert and before the eviction listener hears of what the insert
     /// evicted: a listener that loads the key being loaded then finds it cached, instead of
     /// waiting on a flight that waits for that listener.
@@ -328,7 +398,7 @@ where
         then: impl FnOnce(u64, bool),
     ) -> Result<(), InsertError<K, V>> {
         let cond = match (began, version) {
-            (None, _) => Cond::Always,
+            (None, _) => Cond::Absent,
             (Some((snapshot, _)), Some(v)) => Cond::LoadedAt(v, snapshot),
             (Some((snapshot, present)), None) => Cond::Loaded(snapshot, present),
         };
@@ -629,7 +699,7 @@ where
             }
             let joined = self.join(&key);
             match joined {
-                Joined::Wait(flight) => match (WaitFlight { flight }).await {
+                Joined::Wait(flight) => match (WaitFlight { flight, slot: None }).await {
                     // As in `load_sync`.
                     Outcome::Value(v, born) if born > asked => {
                         *out = Some(Ok(v));
@@ -723,14 +793,25 @@ impl<K, V, S> Drop for LoadTimer<'_, K, V, S> {
     }
 }
 
-/// Waits for a flight without blocking the thread.
-struct WaitFlight<V> {
+/// Waits for a flight without blocking the thread; takes its waker out of the flight if
+/// dropped while the flight runs.
+struct WaitFlight<V: Clone> {
     flight: FlightArc<Flight<V>>,
+    slot: Option<usize>,
 }
 
 impl<V: Clone> Future for WaitFlight<V> {
     type Output = Outcome<V>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<V>> {
-        self.flight.poll_wait(cx)
+        let this = self.get_mut();
+        this.flight.poll_wait(cx, &mut this.slot)
+    }
+}
+
+impl<V: Clone> Drop for WaitFlight<V> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            self.flight.forget(slot);
+        }
     }
 }

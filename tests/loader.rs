@@ -1363,3 +1363,273 @@ fn an_async_waiter_never_gets_a_value_the_cache_refused_as_stale() {
             .unwrap()
     });
 }
+
+/// Found by a dry run of clockline in an async service (`examples/service_sim.rs`): in an
+/// unversioned cache, a write-through `insert` of the new row that lands while a load of the
+/// old row is in flight was overwritten when the load ended, and the old row served until its
+/// TTL. The write now wins (as in a versioned cache, and in Guava's loading cache); the
+/// leader's caller still gets what it loaded, and a waiter looks again and finds the write.
+#[test]
+fn a_write_during_a_load_wins_over_the_loaded_value() {
+    for versioned in [false, true] {
+        let mut b = Cache::builder().max_capacity(100);
+        if versioned {
+            b = b.versioned();
+        }
+        let cache: Cache<u64, &str> = b.build().unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let r2 = release.clone();
+        let load = std::future::poll_fn(move |_| {
+            if r2.load(SeqCst) {
+                Poll::Ready("old row (read before the write)")
+            } else {
+                Poll::Pending
+            }
+        });
+        let mut leader = pin!(cache.get_or_insert_with_async(1, load));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(leader.as_mut().poll(&mut cx).is_pending());
+        let mut waiter = pin!(cache.get_or_insert_with_async(1, async { "waiter's own load" }));
+        assert!(
+            waiter.as_mut().poll(&mut cx).is_pending(),
+            "joined the flight"
+        );
+        // The service writes the row, then writes the cache through.
+        cache.insert(1, "new row").unwrap();
+        release.store(true, SeqCst);
+        assert_eq!(
+            leader.as_mut().poll(&mut cx),
+            Poll::Ready("old row (read before the write)"),
+            "the leader's caller gets what it loaded"
+        );
+        assert_eq!(cache.get(&1), Some("new row"), "versioned: {versioned}");
+        assert_eq!(waiter.as_mut().poll(&mut cx), Poll::Ready("new row"));
+    }
+    // An expired entry is still replaced.
+    let clock = ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(Duration::from_secs(10))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let got = cache.get_or_insert_with(1, || {
+        cache.insert(1, 5).unwrap();
+        clock.advance(Duration::from_secs(11));
+        7
+    });
+    assert_eq!(got, 7);
+    assert_eq!(cache.get(&1), Some(7), "the write expired during the load");
+}
+/// A *sync* loader called from inside an async task (not `spawn_blocking`) on a multi-thread
+/// tokio runtime, waiting on a flight whose async leader the same task just woke: the leader
+/// sits in this worker's LIFO slot, which other workers do not steal, and the blocked worker
+/// never runs it. The docs warn only about single-threaded executors.
+#[test]
+#[ignore = "demonstrates a hang (leaks a runtime thread); run with --ignored"]
+fn sync_loader_inside_an_async_task_can_hang_a_multi_thread_runtime() {
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cache: Arc<Cache<u64, u64>> = Arc::new(Cache::new(100));
+        let r = rt.block_on(async move {
+            tokio::spawn(async move {
+                let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+                let (led_tx, led_rx) = tokio::sync::oneshot::channel::<()>();
+                let c = cache.clone();
+                let leader = tokio::spawn(async move {
+                    c.get_or_insert_with_async(1, async move {
+                        led_tx.send(()).unwrap();
+                        go_rx.await.unwrap();
+                        10
+                    })
+                    .await
+                });
+                led_rx.await.unwrap(); // the leader registered its flight and is parked
+                go_tx.send(()).unwrap(); // wakes the leader: into this worker's LIFO slot
+                                         // A handler calling the sync API, as if it were cheap:
+                let v = cache.get_or_insert_with(1, || 20);
+                (v, leader.await.unwrap())
+            })
+            .await
+            .unwrap()
+        });
+        let _ = done_tx.send(r);
+        // (If the runtime hangs, this thread never gets here; it is leaked with the test.)
+    });
+    match done_rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(r) => println!("no hang this time: {r:?}"),
+        Err(_) => panic!("the runtime hung: a sync get_or_insert_with in an async task waits forever on the async leader it woke"),
+    }
+}
+
+/// The workaround: `block_in_place` lets the runtime hand this worker's queue (LIFO slot
+/// included) to another thread before the sync loader blocks.
+#[test]
+fn sync_loader_inside_block_in_place_does_not_hang() {
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cache: Arc<Cache<u64, u64>> = Arc::new(Cache::new(100));
+        let r = rt.block_on(async move {
+            tokio::spawn(async move {
+                let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+                let (led_tx, led_rx) = tokio::sync::oneshot::channel::<()>();
+                let c = cache.clone();
+                let leader = tokio::spawn(async move {
+                    c.get_or_insert_with_async(1, async move {
+                        led_tx.send(()).unwrap();
+                        go_rx.await.unwrap();
+                        10
+                    })
+                    .await
+                });
+                led_rx.await.unwrap();
+                go_tx.send(()).unwrap();
+                let v = tokio::task::block_in_place(|| cache.get_or_insert_with(1, || 20));
+                (v, leader.await.unwrap())
+            })
+            .await
+            .unwrap()
+        });
+        let _ = done_tx.send(r);
+    });
+    let r = done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("block_in_place keeps the runtime going");
+    assert_eq!(r, (10, 10));
+}
+
+// ------------------------------------------------------------------ dropped waiters' wakers
+
+mod waker_retention {
+    //! Found by a dry run of clockline in an async service (`examples/service_sim.rs`).
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// A waker that counts how many of its kind are alive: a tokio waker holds its task's
+    /// allocation (sized to the task's future) alive the same way.
+    struct Counted(Arc<AtomicUsize>);
+    impl Wake for Counted {
+        fn wake(self: Arc<Self>) {}
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    fn counted(live: &Arc<AtomicUsize>) -> Waker {
+        live.fetch_add(1, Ordering::SeqCst);
+        Waker::from(Arc::new(Counted(live.clone())))
+    }
+
+    /// A cancellation storm on a key whose load is slow: every request times out (its future
+    /// is dropped) while the leader still loads. Each dropped waiter's waker stays in the
+    /// flight until the load ends, so memory grows with the number of requests that gave up,
+    /// not with those still waiting (with tokio, each waker keeps its whole task allocated).
+    #[test]
+    fn a_dropped_async_waiter_does_not_keep_its_waker_in_the_flight() {
+        let cache: Cache<u64, u64> = Cache::new(100);
+        let live = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r2 = release.clone();
+        // The leader: pending until released.
+        let gate = std::future::poll_fn(move |_cx| {
+            if r2.load(Ordering::SeqCst) {
+                Poll::Ready(7)
+            } else {
+                Poll::Pending
+            }
+        });
+        let mut leader = pin!(cache.get_or_insert_with_async(1, gate));
+        let lw = counted(&live);
+        assert!(leader
+            .as_mut()
+            .poll(&mut Context::from_waker(&lw))
+            .is_pending());
+        drop(tx);
+        let _ = rx.try_recv();
+        let base = live.load(Ordering::SeqCst);
+        for _ in 0..1000 {
+            let mut waiter = Box::pin(cache.get_or_insert_with_async(1, async { 8 }));
+            let w = counted(&live);
+            assert!(waiter
+                .as_mut()
+                .poll(&mut Context::from_waker(&w))
+                .is_pending());
+            drop(w);
+            drop(waiter); // the request timed out
+        }
+        let retained = live.load(Ordering::SeqCst) - base;
+        release.store(true, Ordering::SeqCst);
+        assert_eq!(
+            leader.as_mut().poll(&mut Context::from_waker(&lw)),
+            Poll::Ready(7)
+        );
+        assert_eq!(
+            retained, 0,
+            "{retained} wakers of 1000 dropped waiters still held by the flight"
+        );
+    }
+
+    /// Two waits on one key in the same task (same waker), one of them dropped: the other must
+    /// still be woken (guards a fix that removes a dropped waiter's waker).
+    #[test]
+    fn a_waiter_in_the_same_task_as_a_dropped_one_is_still_woken() {
+        let cache: Cache<u64, u64> = Cache::new(100);
+        let live = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r2 = release.clone();
+        let gate = std::future::poll_fn(move |_cx| {
+            if r2.load(Ordering::SeqCst) {
+                Poll::Ready(7)
+            } else {
+                Poll::Pending
+            }
+        });
+        let mut leader = pin!(cache.get_or_insert_with_async(1, gate));
+        let lw = counted(&live);
+        assert!(leader
+            .as_mut()
+            .poll(&mut Context::from_waker(&lw))
+            .is_pending());
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let w = Waker::from(flag.clone());
+        let mut a = Box::pin(cache.get_or_insert_with_async(1, async { 8 }));
+        let mut b = Box::pin(cache.get_or_insert_with_async(1, async { 9 }));
+        assert!(a.as_mut().poll(&mut Context::from_waker(&w)).is_pending());
+        assert!(b.as_mut().poll(&mut Context::from_waker(&w)).is_pending());
+        drop(a);
+        release.store(true, Ordering::SeqCst);
+        assert_eq!(
+            leader.as_mut().poll(&mut Context::from_waker(&lw)),
+            Poll::Ready(7)
+        );
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "the remaining waiter was woken"
+        );
+        assert_eq!(
+            b.as_mut().poll(&mut Context::from_waker(&w)),
+            Poll::Ready(7)
+        );
+    }
+}

@@ -495,7 +495,8 @@ impl Model {
     }
 
     /// Whether the value a loader returned is cached (its liveness settled before). In an
-    /// unversioned cache always, as a plain insert. In a versioned one, with a version told
+    /// unversioned cache if the key is absent or its entry expired (`Cond::Absent`: a write
+    /// during the load wins). In a versioned one, with a version told
     /// (`try_get_or_insert_versioned_with`, `Cond::LoadedAt`): as `insert_versioned` would store
     /// it against the entry, and also over an *expired* entry of the same version; against the
     /// tombstone, at its version or newer (the model's store never drops tombstones, so the
@@ -503,10 +504,11 @@ impl Model {
     /// if the tombstone is what it was when the load began, and the key is absent or holds an
     /// expired entry of the version it held then.
     fn load_caches(&self, k: u8, loader: Loader, began: &Began) -> bool {
-        if !self.f.versioned {
-            return true;
-        }
         let expired = self.live(k) == Some(Live::No);
+        if !self.f.versioned {
+            // Only over an absent or expired entry: a write during the load wins.
+            return !self.entries.contains_key(&k) || expired;
+        }
         let current = self.entries.get(&k).map(|e| e.val.version);
         let tomb = self.tombs.get(&k).copied();
         match loader {

@@ -363,3 +363,53 @@ fn a_panicking_listener_during_warm_up_fails_no_key_and_reaches_the_caller() {
         }
     });
 }
+
+/// Found by a dry run of clockline in an async service (`examples/service_sim.rs`; the panics
+/// below print their messages). `warm_up` is blocking and runs one of its workers on the calling thread. Called from an
+/// async task with a loader that bridges to async code with `Handle::block_on`, the loads on
+/// that thread (a runtime worker) panic ("Cannot start a runtime from within a runtime"); the
+/// report counts them as `failed`, indistinguishable from backend errors, and the panics are
+/// swallowed. (The same call inside `spawn_blocking` loads everything.)
+#[test]
+fn warm_up_called_from_an_async_task_fails_keys_silently() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache: Arc<Cache<u64, u64>> = Arc::new(Cache::new(1000));
+    let (in_task, in_blocking) = rt.block_on(async {
+        let handle = tokio::runtime::Handle::current();
+        let h = handle.clone();
+        let in_task = cache.warm_up(
+            0..20u64,
+            clockline::WarmUp::new(std::num::NonZeroUsize::new(4).unwrap()),
+            move |&k| {
+                h.block_on(async {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    Ok::<_, std::io::Error>(k)
+                })
+            },
+        );
+        cache.clear();
+        let c = cache.clone();
+        let in_blocking = tokio::task::spawn_blocking(move || {
+            c.warm_up(
+                0..20u64,
+                clockline::WarmUp::new(std::num::NonZeroUsize::new(4).unwrap()),
+                move |&k| {
+                    handle.block_on(async {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        Ok::<_, std::io::Error>(k)
+                    })
+                },
+            )
+        })
+        .await
+        .unwrap();
+        (in_task, in_blocking)
+    });
+    println!("in an async task: {in_task:?}\nin spawn_blocking: {in_blocking:?}");
+    assert_eq!(in_blocking.loaded, 20);
+    assert!(in_task.failed > 0, "{in_task:?}");
+}
