@@ -953,12 +953,14 @@ fn a_load_is_refused_by_drops_of_its_own_tombstones_only() {
     );
     // The key's own tombstone, recorded and dropped again during the load: refused.
     cache.remove(&1);
+    // One tombstone per shard: key 1's goes when the other key's takes its place. (Key 2's
+    // shard keeps one of its own, unless the hasher's random seed put keys 1 and 2 together.)
+    let shard = |k: &u64| (cache.hasher().hash_one(k) >> 58) % 16;
+    let held = if shard(&1) == shard(&2) { 1 } else { 2 };
     let got = cache.get_or_insert_with(1, || {
         cache.invalidate_versioned(1, 5);
         cache.invalidate_versioned(others[0], 9);
-        // One tombstone per shard: key 1's went, the other key's took its place (and key
-        // 2's shard keeps one).
-        assert_eq!(cache.tombstones(), 2);
+        assert_eq!(cache.tombstones(), held, "key 1's tombstone was dropped");
         11
     });
     assert_eq!(got, 11);
