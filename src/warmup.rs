@@ -47,13 +47,18 @@ impl WarmUp {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WarmUpReport {
-    /// Keys whose value warm-up loaded (or received from a concurrent caller's load).
+    /// Keys whose value warm-up loaded (or received from a concurrent caller's load). Loaded
+    /// is not the same as cached: a value the cache refused (`TooHeavy`, `Rejected`, a newer
+    /// write during the load) or evicted again by the time warm-up ends counts here too.
     pub loaded: usize,
-    /// Keys whose loader failed (or panicked); nothing was cached for them.
+    /// Keys whose load failed (or panicked), warm-up's own or a concurrent caller's load it
+    /// waited on with the same error type; nothing was cached for them.
     pub failed: usize,
     /// Keys that were already cached.
     pub skipped: usize,
-    /// Wall time on the cache's clock.
+    /// Wall time on the cache's clock. Without an injected clock that is the coarse clock,
+    /// whose resolution (the kernel tick, 1-4 ms, [`CoarseClock::resolution`](crate::CoarseClock::resolution)) rounds a short
+    /// warm-up down, to 0 at worst.
     pub elapsed: Duration,
 }
 
