@@ -824,9 +824,13 @@ where
                         }
                     }
                     let extra = weight.saturating_sub(found.node().weight());
+                    // The entry being replaced is spared: evicting it for its own update
+                    // reported it as `Capacity` and counted the write as an insert of an
+                    // absent key (found by examples/blob_sim.rs; tests/blob_cache.rs).
                     self.make_room(
                         table,
                         table.home(hash),
+                        found.node(),
                         &mut reservation,
                         false,
                         extra,
@@ -861,6 +865,7 @@ where
                     if !self.make_room(
                         table,
                         table.home(hash),
+                        std::ptr::null(),
                         &mut reservation,
                         true,
                         weight,
@@ -914,12 +919,14 @@ where
 
     /// Brings `reservation` to one entry (if `entry`) and exactly `weight`, evicting as needed.
     /// Returns false, having reserved nothing, when the table should grow instead of evicting.
-    /// `held` is the home bucket whose lock the caller holds.
+    /// `held` is the home bucket whose lock the caller holds; `spare` (or null) is never
+    /// evicted: the entry an update makes room to replace.
     #[allow(clippy::too_many_arguments)]
     fn make_room<'g>(
         &self,
         table: &RawTable<K, V>,
         held: usize,
+        spare: *const Node<K, V>,
         reservation: &mut Reservation<'_>,
         entry: bool,
         weight: u64,
@@ -938,7 +945,7 @@ where
                 }
                 // The victim's entry and weight pass straight to this reservation: the shared
                 // counters are not written twice (release, then reserve) per eviction.
-                if let Some(victim) = self.evict_one(table, held, &mut step, notes, guard) {
+                if let Some(victim) = self.evict_one(table, held, spare, &mut step, notes, guard) {
                     reservation.set_entry();
                     reservation.take_weight(victim);
                     break;
@@ -951,7 +958,7 @@ where
                 reservation.take_weight(more);
                 break;
             }
-            match self.evict_one(table, held, &mut step, notes, guard) {
+            match self.evict_one(table, held, spare, &mut step, notes, guard) {
                 Some(victim) => {
                     self.budget.release_entry();
                     reservation.take_weight(victim);
@@ -984,13 +991,14 @@ where
         &self,
         table: &RawTable<K, V>,
         held: usize,
+        spare: *const Node<K, V>,
         step: &mut u32,
         notes: &mut Notes<'g, K, V>,
         guard: &'g Guard,
     ) -> Option<u64> {
         if let Some(policy) = &self.policy {
             let now = self.expiry.as_ref().map(|_| self.clock.now());
-            let weight = self.evict_adaptive(policy, table, held, now, notes, guard);
+            let weight = self.evict_adaptive(policy, table, held, spare, now, notes, guard);
             if weight.is_none() {
                 spin_wait(*step);
                 *step = step.saturating_add(1);
@@ -1001,10 +1009,18 @@ where
         let victim = match &self.expiry {
             Some(e) => {
                 let now = self.clock.now();
-                self.hand
-                    .evict(table, Some(held), |n| e.is_expired(n, now), doom, guard)
+                self.hand.evict(
+                    table,
+                    Some(held),
+                    spare,
+                    |n| e.is_expired(n, now),
+                    doom,
+                    guard,
+                )
             }
-            None => self.hand.evict(table, Some(held), |_| false, doom, guard),
+            None => self
+                .hand
+                .evict(table, Some(held), spare, |_| false, doom, guard),
         };
         match victim {
             Some((node, cause)) => Some(self.retire_owned(node, cause, notes, guard)),
@@ -1132,10 +1148,15 @@ where
             // stops on a sparse or window-filled stretch (a growing table) only ends the look.
             let reach = reach_of(self.expiry.as_ref().map(|_| now));
             let mut passed = Passed::default();
-            let Some(v) = self
-                .hand
-                .find_victim(table, reach, expired, harvest, &mut passed, guard)
-            else {
+            let Some(v) = self.hand.find_victim(
+                table,
+                reach,
+                std::ptr::null(),
+                expired,
+                harvest,
+                &mut passed,
+                guard,
+            ) else {
                 // A hot main region with no victim found yet: the newcomer is heavy only if
                 // no entry the hand passed weighs what it lacks. One that one eviction of such
                 // an entry would make room for (every entry of a uniformly weighted cache) is
@@ -1166,11 +1187,13 @@ where
     /// weight, or `None` if nothing could be unlinked this time. While the window is over its
     /// target, its oldest entry competes with the main region's victim and the loser goes;
     /// otherwise the main region's victim goes. `now`: the clock, if the cache expires entries.
+    #[allow(clippy::too_many_arguments)]
     fn evict_adaptive<'g>(
         &self,
         policy: &Adaptive,
         table: &RawTable<K, V>,
         held: usize,
+        spare: *const Node<K, V>,
         now: Option<u64>,
         notes: &mut Notes<'g, K, V>,
         guard: &'g Guard,
@@ -1203,6 +1226,11 @@ where
                 let Some((c, cn)) = window_node(table, s, guard) else {
                     continue; // A stale queue entry: the node left the window already.
                 };
+                if std::ptr::eq(cn, spare) {
+                    // The entry an update is making room to replace: it waits its turn again.
+                    self.requeue(policy, table, s, guard);
+                    continue;
+                }
                 let candidate_expired = expired(cn);
                 if !candidate_expired && cn.take_ref() {
                     // Read while in the window: a second turn, and the hit is counted.
@@ -1225,6 +1253,7 @@ where
                             self.hand.find_victim(
                                 table,
                                 reach_of(now),
+                                spare,
                                 expired,
                                 harvest,
                                 &mut Passed::default(),
@@ -1267,6 +1296,7 @@ where
             let weight = match self.hand.find_victim(
                 table,
                 reach,
+                spare,
                 expired,
                 harvest,
                 &mut Passed::default(),
@@ -1283,6 +1313,7 @@ where
                     let Some((s, (c, cn))) = policy
                         .oldest()
                         .and_then(|s| Some((s, window_node(table, s, guard)?)))
+                        .filter(|(_, (_, cn))| !std::ptr::eq(*cn, spare))
                     else {
                         continue;
                     };

@@ -76,11 +76,13 @@ impl Hand {
     /// whatever its reference bit. Returns `None` after two full turns found nothing to evict
     /// (every slot empty or being written), so a caller never spins here forever.
     /// `doom` is told about the victim, with its cause, right before the unlink (for its
-    /// tombstone, see `Inner::entomb`); it may be told and the unlink then fail.
+    /// tombstone, see `Inner::entomb`); it may be told and the unlink then fail. `spare` (or
+    /// null) is never taken: the entry an update is making room to replace.
     pub(crate) fn evict<'g, K, V>(
         &self,
         table: &RawTable<K, V>,
         held: Option<usize>,
+        spare: *const Node<K, V>,
         expired: impl Fn(&Node<K, V>) -> bool,
         mut doom: impl FnMut(&Node<K, V>, RemovalCause),
         guard: &'g Guard,
@@ -99,6 +101,9 @@ impl Hand {
             let Some(node) = (unsafe { p.as_ref() }) else {
                 continue;
             };
+            if std::ptr::eq(node, spare) {
+                continue;
+            }
             let cause = if expired(node) {
                 RemovalCause::Expired
             } else if node.take_ref() {
@@ -124,10 +129,12 @@ impl Hand {
     /// or, with a limit, recently used). `passed` counts the main nodes passed because they were
     /// recently used, so a caller can tell a hot main region from a sparse stretch, and keeps the
     /// heaviest of their weights.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn find_victim<'g, K, V>(
         &self,
         table: &RawTable<K, V>,
         limit: Option<usize>,
+        spare: *const Node<K, V>,
         expired: impl Fn(&Node<K, V>) -> bool,
         harvest: impl Fn(&Node<K, V>),
         passed: &mut Passed,
@@ -148,6 +155,9 @@ impl Hand {
             let Some(n) = (unsafe { node.as_ref() }) else {
                 continue;
             };
+            if std::ptr::eq(n, spare) {
+                continue;
+            }
             let cause = if expired(n) {
                 RemovalCause::Expired
             } else if n.in_window() {
