@@ -1933,7 +1933,9 @@ impl<K, V, S> Cache<K, V, S> {
     }
 
     /// The most entries the cache holds now. Fixed, except in a weight-bounded cache built
-    /// without `max_capacity`, whose table grows (and this bound with it) as entries arrive.
+    /// without `max_capacity`, whose table grows (and this bound with it) as entries arrive,
+    /// and never shrinks, not even after `clear`: there the budget is `max_weight`, and this
+    /// is only the table's current size (1,024 entries at first).
     pub fn capacity(&self) -> usize {
         self.inner().budget.max_len()
     }
