@@ -43,27 +43,31 @@ use clockline::{Cache, InsertErrorKind, Invalidation};
 type Val = (u64, u64);
 type C = Cache<u64, Val>;
 
-// ---------------------------------------------------------------- randomness (std only)
+// ---------------------------------------------------------------- randomness
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // SplitMix64.
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+// The project's workload generator (splitmix64), as the other examples use it.
+#[path = "../benches/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+use common::SplitMix64 as Rng;
+
+/// The draws this simulation makes.
+trait Draw {
+    fn below(&mut self, n: u64) -> u64;
+    fn chance(&mut self, p: f64) -> bool;
+    /// Skewed key: u^3 puts about half the reads on the lowest 12 % of keys.
+    fn key(&mut self, keys: u64) -> u64;
+}
+
+impl Draw for Rng {
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        self.next_f64() <= p
     }
-    /// Skewed key: u^3 puts about half the reads on the lowest 12 % of keys.
     fn key(&mut self, keys: u64) -> u64 {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let u = self.next_f64();
         ((u * u * u) * keys as f64) as u64
     }
 }
@@ -545,7 +549,8 @@ fn run(sc: &Scenario, secs: f64, seed: u64) {
         for r in 0..sc.readers {
             let (inst, c, db, reading) = (inst.clone(), c.clone(), db.clone(), reading.clone());
             let sc = sc.clone();
-            let mut rng = Rng(seed ^ ((i * 100 + r) as u64 + 1).wrapping_mul(0x1234_5678_9abc));
+            let mut rng =
+                Rng::new(seed ^ ((i * 100 + r) as u64 + 1).wrapping_mul(0x1234_5678_9abc));
             reader_handles.push(thread::spawn(move || {
                 let mut seen: HashMap<u64, u64> = HashMap::new();
                 let mut gen = 0;
@@ -623,11 +628,11 @@ fn run(sc: &Scenario, secs: f64, seed: u64) {
     for w in 0..sc.writers {
         let (insts, c, db, writing) = (insts.clone(), c.clone(), db.clone(), writing.clone());
         let sc = sc.clone();
-        let mut rng = Rng(seed ^ (w as u64 + 7).wrapping_mul(0xdead_beef_1234));
+        let mut rng = Rng::new(seed ^ (w as u64 + 7).wrapping_mul(0xdead_beef_1234));
         writer_handles.push(thread::spawn(move || {
             while writing.load(Relaxed) {
                 let k = rng.key(sc.keys);
-                let payload = rng.next();
+                let payload = rng.next_u64();
                 let (v, p) = db.write(k, payload);
                 let value = matches!(sc.style, Style::Update | Style::UpdatePresent).then(|| p);
                 for inst in &insts {

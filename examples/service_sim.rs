@@ -60,40 +60,25 @@ const WATCHDOG: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------------ randomness
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+// The project's workload generator (splitmix64) and Zipf sampler, as the other examples use
+// them.
+#[path = "../benches/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+use common::{SplitMix64 as Rng, Zipf};
+
+/// The draws this simulation makes.
+trait Draw {
+    fn below(&mut self, n: u64) -> u64;
+    fn chance(&mut self, per_mille: u64) -> bool;
+}
+
+impl Draw for Rng {
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     fn chance(&mut self, per_mille: u64) -> bool {
         self.below(1000) < per_mille
-    }
-}
-
-struct Zipf(Vec<f64>);
-impl Zipf {
-    fn new(n: usize, s: f64) -> Self {
-        let mut cdf = Vec::with_capacity(n);
-        let mut sum = 0.0;
-        for i in 1..=n {
-            sum += 1.0 / (i as f64).powf(s);
-            cdf.push(sum);
-        }
-        for c in &mut cdf {
-            *c /= sum;
-        }
-        Self(cdf)
-    }
-    fn sample(&self, rng: &mut Rng) -> u64 {
-        let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
-        self.0.partition_point(|&c| c < u).min(self.0.len() - 1) as u64
     }
 }
 
@@ -175,7 +160,7 @@ fn make_blob_ttl(key: u64, born: Duration, ttl: Duration) -> Blob {
 /// Most values are 512 B - 8 KiB; every 97th key 256 KiB - 1 MiB (near the budget in groups);
 /// every 499th key is 5 MiB, above the 4 MiB budget.
 fn size_of_key(key: u64) -> usize {
-    let mut r = Rng(key.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0xabcdef);
+    let mut r = Rng::new(key.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0xabcdef);
     if key % 499 == 0 {
         5 << 20
     } else if key % 97 == 0 {
@@ -324,7 +309,7 @@ impl Backend {
         clock: &SimClock,
     ) -> Result<Blob, BackendError> {
         let run = self.enter(key, "async");
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let micros = rng.below(5000);
         tokio::time::sleep(Duration::from_micros(micros)).await;
         self.outcome(run, key, req, &mut rng, f, clock)
@@ -339,7 +324,7 @@ impl Backend {
         clock: &SimClock,
     ) -> Result<Blob, BackendError> {
         let run = self.enter(key, "sync");
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         std::thread::sleep(Duration::from_micros(rng.below(5000)));
         self.outcome(run, key, req, &mut rng, f, clock)
     }
@@ -478,15 +463,15 @@ impl World {
 /// One async request. Returns whether it completed (not timed out).
 async fn request(w: Arc<World>, req: u64) {
     let m = &w.metrics;
-    let mut rng = Rng(req.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ SEED.load(Relaxed));
-    let key = w.zipf.sample(&mut rng) % w.keys;
+    let mut rng = Rng::new(req.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ SEED.load(Relaxed));
+    let key = w.zipf.sample(&mut rng) as u64 % w.keys;
     let kind = rng.below(100);
     let timeout = if rng.chance(300) {
         Some(Duration::from_micros(rng.below(4000)))
     } else {
         None
     };
-    let seed = rng.next();
+    let seed = rng.next_u64();
     let faults = Faults {
         err_per_mille: 40,
         panic_per_mille: 10,
@@ -588,9 +573,9 @@ fn m_count(m: &Metrics) {
 
 /// One sync request from `spawn_blocking`.
 fn sync_request(w: &World, req: u64) {
-    let mut rng = Rng(req ^ 0xb10c ^ SEED.load(Relaxed).wrapping_mul(31));
-    let key = w.zipf.sample(&mut rng) % w.keys;
-    let seed = rng.next();
+    let mut rng = Rng::new(req ^ 0xb10c ^ SEED.load(Relaxed).wrapping_mul(31));
+    let key = w.zipf.sample(&mut rng) as u64 % w.keys;
+    let seed = rng.next_u64();
     let faults = Faults {
         err_per_mille: 40,
         panic_per_mille: 10,
@@ -806,11 +791,11 @@ fn main() {
                     .cache
                     .warm_up(keys, WarmUp::new(NonZeroUsize::new(8).unwrap()), |&k| {
                         // The sync loader calls the async backend through the runtime handle.
-                        let mut rng = Rng(k ^ 0x77);
+                        let mut rng = Rng::new(k ^ 0x77);
                         let r = handle.block_on(w.backend.load(
                             k,
                             u64::MAX - k,
-                            rng.next(),
+                            rng.next_u64(),
                             Faults {
                                 err_per_mille: 50,
                                 panic_per_mille: 20,
@@ -907,9 +892,9 @@ fn main() {
     let writer = {
         let (w, stop, writes) = (world.clone(), stop.clone(), writes.clone());
         rt.spawn(async move {
-            let mut rng = Rng(seed ^ 0x1417e);
+            let mut rng = Rng::new(seed ^ 0x1417e);
             while !stop.load(Relaxed) {
-                let key = w.zipf.sample(&mut rng) % w.keys;
+                let key = w.zipf.sample(&mut rng) as u64 % w.keys;
                 match rng.below(10) {
                     0..=3 => {
                         let b = make_blob(key, w.clock.now());
