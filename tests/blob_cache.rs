@@ -14,6 +14,7 @@ fn blob_cache(max_weight: u64, policy: Policy, log: &Log) -> Cache<u64, Vec<u8>>
         .weigher(|_k: &u64, v: &Vec<u8>| v.len() as u64)
         .eviction_listener(move |k: &u64, _v: &Vec<u8>, c| log.lock().unwrap().push((*k, c)))
         .policy(policy)
+        .record_stats()
         .build()
         .unwrap()
 }
@@ -138,15 +139,7 @@ fn iteration_while_the_table_grows_under_it() {
 fn an_update_that_needs_room_reports_its_old_value_as_replaced() {
     for policy in [Policy::Clock, Policy::Adaptive] {
         let log: Log = Arc::default();
-        let l2 = log.clone();
-        let cache: Cache<u64, Vec<u8>> = Cache::builder()
-            .max_weight(100)
-            .weigher(|_k: &u64, v: &Vec<u8>| v.len() as u64)
-            .eviction_listener(move |k: &u64, _v: &Vec<u8>, c| l2.lock().unwrap().push((*k, c)))
-            .policy(policy)
-            .record_stats()
-            .build()
-            .unwrap();
+        let cache = blob_cache(100, policy, &log);
         cache.insert(0, vec![0; 50]).unwrap();
         cache.insert(1, vec![1; 50]).unwrap();
         cache.insert(0, vec![0; 100]).unwrap();
@@ -173,15 +166,7 @@ fn rewrites_of_present_keys_do_not_evict_their_own_old_value() {
     let mut bad = Vec::new();
     for policy in [Policy::Clock, Policy::Adaptive] {
         let log: Log = Arc::default();
-        let l2 = log.clone();
-        let cache: Cache<u64, Vec<u8>> = Cache::builder()
-            .max_weight(1 << 20)
-            .weigher(|_k: &u64, v: &Vec<u8>| v.len() as u64)
-            .eviction_listener(move |k: &u64, _v: &Vec<u8>, c| l2.lock().unwrap().push((*k, c)))
-            .policy(policy)
-            .record_stats()
-            .build()
-            .unwrap();
+        let cache = blob_cache(1 << 20, policy, &log);
         let mut x = 88172645463325252u64;
         let mut rnd = || {
             x ^= x << 13;

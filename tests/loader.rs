@@ -1421,13 +1421,12 @@ fn a_write_during_a_load_wins_over_the_loaded_value() {
     assert_eq!(got, 7);
     assert_eq!(cache.get(&1), Some(7), "the write expired during the load");
 }
-/// A *sync* loader called from inside an async task (not `spawn_blocking`) on a multi-thread
-/// tokio runtime, waiting on a flight whose async leader the same task just woke: the leader
-/// sits in this worker's LIFO slot, which other workers do not steal, and the blocked worker
-/// never runs it. The docs warn only about single-threaded executors.
-#[test]
-#[ignore = "demonstrates a hang (leaks a runtime thread); run with --ignored"]
-fn sync_loader_inside_an_async_task_can_hang_a_multi_thread_runtime() {
+
+/// On a multi-thread tokio runtime (4 workers), a task wakes an async leader of key 1 (into
+/// this worker's LIFO slot) and then loads key 1 with the *sync* loader, directly or inside
+/// `block_in_place`. The pair of values, or `None` if the runtime hung for 5 s (the hung
+/// runtime's thread is then leaked with the test).
+fn sync_load_beside_a_woken_async_leader(in_place: bool) -> Option<(u64, u64)> {
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1451,64 +1450,47 @@ fn sync_loader_inside_an_async_task_can_hang_a_multi_thread_runtime() {
                 });
                 led_rx.await.unwrap(); // the leader registered its flight and is parked
                 go_tx.send(()).unwrap(); // wakes the leader: into this worker's LIFO slot
-                                         // A handler calling the sync API, as if it were cheap:
-                let v = cache.get_or_insert_with(1, || 20);
+                let load = || cache.get_or_insert_with(1, || 20);
+                let v = if in_place {
+                    tokio::task::block_in_place(load)
+                } else {
+                    load() // a handler calling the sync API, as if it were cheap
+                };
                 (v, leader.await.unwrap())
             })
             .await
             .unwrap()
         });
         let _ = done_tx.send(r);
-        // (If the runtime hangs, this thread never gets here; it is leaked with the test.)
     });
-    match done_rx.recv_timeout(Duration::from_secs(5)) {
-        Ok(r) => println!("no hang this time: {r:?}"),
-        Err(_) => panic!("the runtime hung: a sync get_or_insert_with in an async task waits forever on the async leader it woke"),
-    }
+    done_rx.recv_timeout(Duration::from_secs(5)).ok()
+}
+
+/// A *sync* loader called from inside an async task (not `spawn_blocking`) on a multi-thread
+/// tokio runtime, waiting on a flight whose async leader the same task just woke: the leader
+/// sits in this worker's LIFO slot, which other workers do not steal, and the blocked worker
+/// never runs it. Found by the async-service dry run; the loader docs now warn of it.
+#[test]
+#[ignore = "demonstrates a hang (leaks a runtime thread); run with --ignored"]
+fn sync_loader_inside_an_async_task_can_hang_a_multi_thread_runtime() {
+    let r = sync_load_beside_a_woken_async_leader(false);
+    assert!(
+        r.is_some(),
+        "the runtime hung: a sync get_or_insert_with in an async task waits forever on the async leader it woke"
+    );
 }
 
 /// The workaround: `block_in_place` lets the runtime hand this worker's queue (LIFO slot
 /// included) to another thread before the sync loader blocks.
 #[test]
 fn sync_loader_inside_block_in_place_does_not_hang() {
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cache: Arc<Cache<u64, u64>> = Arc::new(Cache::new(100));
-        let r = rt.block_on(async move {
-            tokio::spawn(async move {
-                let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-                let (led_tx, led_rx) = tokio::sync::oneshot::channel::<()>();
-                let c = cache.clone();
-                let leader = tokio::spawn(async move {
-                    c.get_or_insert_with_async(1, async move {
-                        led_tx.send(()).unwrap();
-                        go_rx.await.unwrap();
-                        10
-                    })
-                    .await
-                });
-                led_rx.await.unwrap();
-                go_tx.send(()).unwrap();
-                let v = tokio::task::block_in_place(|| cache.get_or_insert_with(1, || 20));
-                (v, leader.await.unwrap())
-            })
-            .await
-            .unwrap()
-        });
-        let _ = done_tx.send(r);
-    });
-    let r = done_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("block_in_place keeps the runtime going");
-    assert_eq!(r, (10, 10));
+    let r = sync_load_beside_a_woken_async_leader(true);
+    assert_eq!(
+        r,
+        Some((10, 10)),
+        "hung, or the sync caller loaded its own value"
+    );
 }
-
-// ------------------------------------------------------------------ dropped waiters' wakers
 
 mod waker_retention {
     //! Found by a dry run of clockline in an async service (`examples/service_sim.rs`).
@@ -1534,6 +1516,18 @@ mod waker_retention {
         Waker::from(Arc::new(Counted(live.clone())))
     }
 
+    /// The leader's load: pending until `release` is set, then 7.
+    fn released_with_7(release: &Arc<std::sync::atomic::AtomicBool>) -> impl Future<Output = u64> {
+        let release = release.clone();
+        std::future::poll_fn(move |_cx| {
+            if release.load(Ordering::SeqCst) {
+                Poll::Ready(7)
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
     /// A cancellation storm on a key whose load is slow: every request times out (its future
     /// is dropped) while the leader still loads. Each dropped waiter's waker stays in the
     /// flight until the load ends, so memory grows with the number of requests that gave up,
@@ -1544,15 +1538,7 @@ mod waker_retention {
         let live = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let r2 = release.clone();
-        // The leader: pending until released.
-        let gate = std::future::poll_fn(move |_cx| {
-            if r2.load(Ordering::SeqCst) {
-                Poll::Ready(7)
-            } else {
-                Poll::Pending
-            }
-        });
+        let gate = released_with_7(&release);
         let mut leader = pin!(cache.get_or_insert_with_async(1, gate));
         let lw = counted(&live);
         assert!(leader
@@ -1591,14 +1577,7 @@ mod waker_retention {
         let cache: Cache<u64, u64> = Cache::new(100);
         let live = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let r2 = release.clone();
-        let gate = std::future::poll_fn(move |_cx| {
-            if r2.load(Ordering::SeqCst) {
-                Poll::Ready(7)
-            } else {
-                Poll::Pending
-            }
-        });
+        let gate = released_with_7(&release);
         let mut leader = pin!(cache.get_or_insert_with_async(1, gate));
         let lw = counted(&live);
         assert!(leader

@@ -902,11 +902,15 @@ fn get_versioned_reads_value_and_version_from_one_entry() {
     assert_eq!(plain.get_versioned(&1), Some((10, 0)));
 }
 
-/// Keys whose tombstones share `key`'s shard of the store (the shard is the hash's top bits).
+/// The shard of the tombstone store that holds `key`'s tombstone (the hash's top bits).
+fn shard_of(cache: &Cache<u64, u64>, key: u64) -> u64 {
+    (cache.hasher().hash_one(key) >> 58) % 16
+}
+
+/// Keys whose tombstones share `key`'s shard of the store.
 fn same_shard(cache: &Cache<u64, u64>, key: u64, n: usize) -> Vec<u64> {
-    let shard = |k: &u64| (cache.hasher().hash_one(k) >> 58) % 16;
     (1000..)
-        .filter(|k| shard(k) == shard(&key))
+        .filter(|&k| shard_of(cache, k) == shard_of(cache, key))
         .take(n)
         .collect()
 }
@@ -955,8 +959,11 @@ fn a_load_is_refused_by_drops_of_its_own_tombstones_only() {
     cache.remove(&1);
     // One tombstone per shard: key 1's goes when the other key's takes its place. (Key 2's
     // shard keeps one of its own, unless the hasher's random seed put keys 1 and 2 together.)
-    let shard = |k: &u64| (cache.hasher().hash_one(k) >> 58) % 16;
-    let held = if shard(&1) == shard(&2) { 1 } else { 2 };
+    let held = if shard_of(&cache, 1) == shard_of(&cache, 2) {
+        1
+    } else {
+        2
+    };
     let got = cache.get_or_insert_with(1, || {
         cache.invalidate_versioned(1, 5);
         cache.invalidate_versioned(others[0], 9);
