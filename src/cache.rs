@@ -759,28 +759,28 @@ where
                 // `versioned_insert_vs_eviction` checks the order of record and unlink, and
                 // passes without the fence, as the argument says; loom-tests/README.md.)
                 fence(Ordering::Acquire);
+                // A refusal reports the newest version known: the entry's may be newer than
+                // its tombstone (an invalidation, then a newer insert). It used to report the
+                // tombstone's (tests/model_features.rs,
+                // `a_stale_insert_reports_the_entrys_version_when_it_is_newer_than_the_tombstone`).
+                let newest = |tomb: u64| {
+                    let entry = found
+                        .as_ref()
+                        .map_or(0, |f| self.ext.version(f.node()).unwrap_or(0));
+                    tomb.max(entry)
+                };
                 match cond {
                     // A value read from the source at `v`: refused by a newer tombstone,
                     // or by one dropped during the load (`Since::refuses_load_at`).
                     Cond::LoadedAt(v, began) => {
                         let now = tombs.since(hash, new_key, began);
                         if now.refuses_load_at(v) {
-                            let entry = found
-                                .as_ref()
-                                .map_or(0, |f| self.ext.version(f.node()).unwrap_or(0));
-                            return Locked::Stale(node, now.version().unwrap_or(0).max(entry));
+                            return Locked::Stale(node, newest(now.version().unwrap_or(0)));
                         }
                     }
                     Cond::Newer(v) => {
                         if let Some(t) = tombs.get(hash, new_key).filter(|&t| v <= t) {
-                            // Report the newest version known: the entry's may be newer than
-                            // its tombstone (an invalidation, then a newer insert). It used to
-                            // report the tombstone's (tests/model_features.rs,
-                            // `a_stale_insert_reports_the_entrys_version_when_it_is_newer_than_the_tombstone`).
-                            let entry = found
-                                .as_ref()
-                                .map_or(0, |f| self.ext.version(f.node()).unwrap_or(0));
-                            return Locked::Stale(node, t.max(entry));
+                            return Locked::Stale(node, newest(t));
                         }
                     }
                     // Something newer arrived while the value loaded: it is not cached.
