@@ -72,6 +72,7 @@ use crate::stats::Counter;
 use crate::sync::{Condvar, FlightArc, Mutex, MutexGuard};
 use crate::versions::Snapshot;
 use crate::{Cache, InsertError};
+use equivalent::Equivalent;
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
@@ -484,7 +485,7 @@ where
     where
         E: Send + Sync + 'static,
     {
-        self.load_sync(key, || init().map(|v| (v, None)))
+        self.load_sync(key, false, || init().map(|v| (v, None)))
             .map(|(v, _)| v)
     }
 
@@ -519,15 +520,87 @@ where
     where
         E: Send + Sync + 'static,
     {
-        self.load_sync(key, || init().map(|(v, n)| (v, Some(n))))
+        self.load_sync(key, false, || init().map(|(v, n)| (v, Some(n))))
             .map(|(v, _)| v)
     }
 
+    /// [`get_or_insert_with`](Self::get_or_insert_with) with a borrowed key, as moka's
+    /// `get_with_by_ref`: a hit clones no key (with `String` keys, `&str` lookups allocate
+    /// nothing); only a miss makes the owned key, with `ToOwned`. The statistics count one
+    /// lookup per call, as for the owned form. (A `get` followed by `get_or_insert_with` on its
+    /// miss counts two misses for one request: call this instead.)
+    ///
+    /// ```
+    /// let cache: clockline::Cache<String, usize> = clockline::Cache::new(100);
+    /// assert_eq!(cache.get_or_insert_with_by_ref("seven", || 7), 7);
+    /// assert_eq!(cache.get_or_insert_with_by_ref("seven", || unreachable!()), 7);
+    /// ```
+    pub fn get_or_insert_with_by_ref<Q>(&self, key: &Q, init: impl FnOnce() -> V) -> V
+    where
+        Q: ?Sized + Hash + Equivalent<K> + ToOwned<Owned = K>,
+    {
+        match self.try_get_or_insert_with_by_ref::<Q, std::convert::Infallible>(key, || Ok(init()))
+        {
+            Ok(v) => v,
+            Err(e) => match *e {},
+        }
+    }
+
+    /// [`try_get_or_insert_with`](Self::try_get_or_insert_with) with a borrowed key: see
+    /// [`get_or_insert_with_by_ref`](Self::get_or_insert_with_by_ref).
+    pub fn try_get_or_insert_with_by_ref<Q, E>(
+        &self,
+        key: &Q,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, Arc<E>>
+    where
+        Q: ?Sized + Hash + Equivalent<K> + ToOwned<Owned = K>,
+        E: Send + Sync + 'static,
+    {
+        self.by_ref_sync(key, || init().map(|v| (v, None)))
+    }
+
+    /// [`try_get_or_insert_versioned_with`](Self::try_get_or_insert_versioned_with) with a
+    /// borrowed key: see [`get_or_insert_with_by_ref`](Self::get_or_insert_with_by_ref).
+    pub fn try_get_or_insert_versioned_with_by_ref<Q, E>(
+        &self,
+        key: &Q,
+        init: impl FnOnce() -> Result<(V, u64), E>,
+    ) -> Result<V, Arc<E>>
+    where
+        Q: ?Sized + Hash + Equivalent<K> + ToOwned<Owned = K>,
+        E: Send + Sync + 'static,
+    {
+        self.by_ref_sync(key, || init().map(|(v, n)| (v, Some(n))))
+    }
+
+    /// The sync `_by_ref` loaders: a counted lookup by `&Q`, and on a miss the owned loader,
+    /// which does not count its first lookup again.
+    fn by_ref_sync<Q, E>(
+        &self,
+        key: &Q,
+        init: impl FnOnce() -> Result<(V, Option<u64>), E>,
+    ) -> Result<V, Arc<E>>
+    where
+        Q: ?Sized + Hash + Equivalent<K> + ToOwned<Owned = K>,
+        E: Send + Sync + 'static,
+    {
+        if let Some(v) = self.get(key) {
+            // Dropped here, not as this returns: a panicking `Drop` of the unused loader then
+            // drops `v` while unwinding instead of leaking it (see `load_sync`).
+            drop(init);
+            return Ok(v);
+        }
+        self.load_sync(key.to_owned(), true, init).map(|(v, _)| v)
+    }
+
     /// The body of every sync loader: `init` returns the value and, if the loader knows it,
-    /// its version.
+    /// its version. `missed`: the caller's own lookup of `key` already missed and was counted
+    /// (the `_by_ref` loaders), so the loader's first lookup is not counted again.
     pub(crate) fn load_sync<E>(
         &self,
         key: K,
+        missed: bool,
         init: impl FnOnce() -> Result<(V, Option<u64>), E>,
     ) -> Result<(V, Served), Arc<E>>
     where
@@ -541,7 +614,7 @@ where
         // was returning (found by the configuration fuzzer's hostile mode; `tests/hostile.rs`,
         // `a_panicking_drop_of_an_unused_loader_leaks_no_value`).
         let mut out = None;
-        self.load_sync_into(key, init, &mut out);
+        self.load_sync_into(key, missed, init, &mut out);
         match out {
             Some(out) => out,
             None => unreachable!("`load_sync_into` answers or panics"),
@@ -551,13 +624,14 @@ where
     fn load_sync_into<E>(
         &self,
         key: K,
+        missed: bool,
         init: impl FnOnce() -> Result<(V, Option<u64>), E>,
         out: &mut Option<Result<(V, Served), Arc<E>>>,
     ) where
         E: Send + Sync + 'static,
     {
         let mut init = Some(init);
-        let mut first = true;
+        let mut first = !missed;
         let asked = self.asked();
         loop {
             if let Some(v) = self.lookup_before_load(&key, &mut first) {
@@ -650,7 +724,7 @@ where
         E: Send + Sync + 'static,
         F: Future<Output = Result<V, E>>,
     {
-        self.load_async(key, async { init.await.map(|v| (v, None)) })
+        self.load_async(key, false, async { init.await.map(|v| (v, None)) })
             .await
     }
 
@@ -665,32 +739,98 @@ where
         E: Send + Sync + 'static,
         F: Future<Output = Result<(V, u64), E>>,
     {
-        self.load_async(key, async { init.await.map(|(v, n)| (v, Some(n))) })
+        self.load_async(key, false, async { init.await.map(|(v, n)| (v, Some(n))) })
             .await
+    }
+
+    /// The async form of [`get_or_insert_with_by_ref`](Self::get_or_insert_with_by_ref).
+    pub async fn get_or_insert_with_by_ref_async<Q, F>(&self, key: &Q, init: F) -> V
+    where
+        Q: ?Sized + Hash + Equivalent<K> + ToOwned<Owned = K>,
+        F: Future<Output = V>,
+    {
+        match self
+            .by_ref_async::<Q, std::convert::Infallible, _>(key, async { Ok((init.await, None)) })
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => match *e {},
+        }
+    }
+
+    /// The async form of [`try_get_or_insert_with_by_ref`](Self::try_get_or_insert_with_by_ref).
+    pub async fn try_get_or_insert_with_by_ref_async<Q, E, F>(
+        &self,
+        key: &Q,
+        init: F,
+    ) -> Result<V, Arc<E>>
+    where
+        Q: ?Sized + Hash + Equivalent<K> + ToOwned<Owned = K>,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<V, E>>,
+    {
+        self.by_ref_async(key, async { init.await.map(|v| (v, None)) })
+            .await
+    }
+
+    /// The async form of
+    /// [`try_get_or_insert_versioned_with_by_ref`](Self::try_get_or_insert_versioned_with_by_ref).
+    pub async fn try_get_or_insert_versioned_with_by_ref_async<Q, E, F>(
+        &self,
+        key: &Q,
+        init: F,
+    ) -> Result<V, Arc<E>>
+    where
+        Q: ?Sized + Hash + Equivalent<K> + ToOwned<Owned = K>,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<(V, u64), E>>,
+    {
+        self.by_ref_async(key, async { init.await.map(|(v, n)| (v, Some(n))) })
+            .await
+    }
+
+    /// The async `_by_ref` loaders, as [`Self::by_ref_sync`] is of the sync ones.
+    async fn by_ref_async<Q, E, F>(&self, key: &Q, init: F) -> Result<V, Arc<E>>
+    where
+        Q: ?Sized + Hash + Equivalent<K> + ToOwned<Owned = K>,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<(V, Option<u64>), E>>,
+    {
+        if let Some(v) = self.get(key) {
+            // As in `by_ref_sync`.
+            drop(init);
+            return Ok(v);
+        }
+        self.load_async(key.to_owned(), true, init).await
     }
 
     /// The body of every async loader, as [`Self::load_sync`] is of the sync ones. As there,
     /// the answer is kept here while the callee's locals are dropped.
-    async fn load_async<E, F>(&self, key: K, init: F) -> Result<V, Arc<E>>
+    async fn load_async<E, F>(&self, key: K, missed: bool, init: F) -> Result<V, Arc<E>>
     where
         E: Send + Sync + 'static,
         F: Future<Output = Result<(V, Option<u64>), E>>,
     {
         let mut out = None;
-        self.load_async_into(key, init, &mut out).await;
+        self.load_async_into(key, missed, init, &mut out).await;
         match out {
             Some(out) => out,
             None => unreachable!("`load_async_into` answers or panics"),
         }
     }
 
-    async fn load_async_into<E, F>(&self, key: K, init: F, out: &mut Option<Result<V, Arc<E>>>)
-    where
+    async fn load_async_into<E, F>(
+        &self,
+        key: K,
+        missed: bool,
+        init: F,
+        out: &mut Option<Result<V, Arc<E>>>,
+    ) where
         E: Send + Sync + 'static,
         F: Future<Output = Result<(V, Option<u64>), E>>,
     {
         let mut init = Some(init);
-        let mut first = true;
+        let mut first = !missed;
         let asked = self.asked();
         loop {
             if let Some(v) = self.lookup_before_load(&key, &mut first) {

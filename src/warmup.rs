@@ -140,7 +140,7 @@ where
             // `a_panicking_listener_during_warm_up_fails_no_key_and_reaches_the_caller`.)
             let returned = Cell::new(false);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.load_sync(key.clone(), || {
+                self.load_sync(key.clone(), false, || {
                     let r = loader(&key);
                     returned.set(true);
                     r.map(|v| (v, None))

@@ -1018,6 +1018,14 @@ fn a_panicking_drop_of_an_unused_loader_leaks_no_value() {
     assert_panics("try_: a hit whose loader's drop panics", || {
         cache.try_get_or_insert_with(1, move || Ok::<_, ()>(bomb))
     });
+    let bomb = hooks.bomb(1, 3);
+    assert_panics("by_ref: a hit whose loader's drop panics", || {
+        cache.get_or_insert_with_by_ref(&1, move || bomb)
+    });
+    let bomb = hooks.bomb(1, 4);
+    assert_panics("try_ by_ref: a hit whose loader's drop panics", || {
+        cache.try_get_or_insert_with_by_ref(&1, move || Ok::<_, ()>(bomb))
+    });
     assert_eq!(cache.check_invariants(), Ok(1));
     drop(cache);
     hooks.assert_all_dropped();
@@ -1043,6 +1051,10 @@ fn a_panicking_drop_of_an_unused_async_loader_leaks_no_value() {
     let bomb = hooks.bomb(1, 1);
     assert_panics("an async hit whose loader's drop panics", || {
         poll_once(cache.get_or_insert_with_async(1, async move { bomb }))
+    });
+    let bomb = hooks.bomb(1, 2);
+    assert_panics("an async by_ref hit whose loader's drop panics", || {
+        poll_once(cache.get_or_insert_with_by_ref_async(&1, async move { bomb }))
     });
     assert_eq!(cache.check_invariants(), Ok(1));
     drop(cache);

@@ -1612,3 +1612,138 @@ mod waker_retention {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The `_by_ref` loaders
+// ---------------------------------------------------------------------------------------------
+
+/// A key that counts its clones: `ToOwned` of a `&CountedKey` is a clone. Compared and
+/// hashed by its number only.
+#[derive(Debug)]
+struct CountedKey(u64, Arc<AtomicUsize>);
+
+impl PartialEq for CountedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for CountedKey {}
+
+impl std::hash::Hash for CountedKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.hash(h);
+    }
+}
+
+impl Clone for CountedKey {
+    fn clone(&self) -> Self {
+        self.1.fetch_add(1, SeqCst);
+        CountedKey(self.0, self.1.clone())
+    }
+}
+
+#[test]
+fn by_ref_loaders_make_no_owned_key_on_a_hit() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let key = CountedKey(5, clones.clone());
+    let cache: Cache<CountedKey, u64> = Cache::new(16);
+    assert_eq!(cache.get_or_insert_with_by_ref(&key, || 50), 50);
+    let on_miss = clones.load(SeqCst);
+    assert!(
+        on_miss >= 1,
+        "a miss makes the owned key from the borrowed one"
+    );
+    assert_eq!(cache.get_or_insert_with_by_ref(&key, || unreachable!()), 50);
+    let r = cache.try_get_or_insert_with_by_ref(&key, || Err::<u64, _>("not called"));
+    assert_eq!(r.unwrap(), 50);
+    let r = block_on(cache.get_or_insert_with_by_ref_async(&key, async { unreachable!() }));
+    assert_eq!(r, 50);
+    assert_eq!(
+        clones.load(SeqCst),
+        on_miss,
+        "a hit through a `_by_ref` loader clones no key"
+    );
+}
+
+#[test]
+fn by_ref_loaders_take_str_for_string_keys_and_count_one_lookup_per_call() {
+    let cache: Cache<String, usize> = Cache::builder()
+        .max_capacity(16)
+        .record_stats()
+        .build()
+        .unwrap();
+    assert_eq!(cache.get_or_insert_with_by_ref("abc", || 3), 3);
+    assert_eq!(cache.get_or_insert_with_by_ref("abc", || unreachable!()), 3);
+    let r = cache.try_get_or_insert_with_by_ref("de", || Err::<usize, _>("down"));
+    assert_eq!(*r.unwrap_err(), "down");
+    assert_eq!(cache.get("de"), None, "a failure caches nothing");
+    let r = block_on(cache.try_get_or_insert_with_by_ref_async("de", async { Ok::<_, ()>(2) }));
+    assert_eq!(r.unwrap(), 2);
+    let s = cache.stats().unwrap();
+    // Calls: miss+load, hit, miss+failed load, the `get` (a miss), async miss+load.
+    assert_eq!((s.hits, s.misses), (1, 4), "one lookup counted per call");
+    assert_eq!((s.loads_ok, s.loads_failed), (2, 1));
+}
+
+#[test]
+fn by_ref_and_owned_callers_of_one_key_share_one_load() {
+    within("by_ref single flight", || {
+        let cache: Cache<String, u64> = Cache::new(100);
+        let calls = AtomicUsize::new(0);
+        let barrier = Barrier::new(16);
+        let load = || {
+            calls.fetch_add(1, SeqCst);
+            thread::sleep(Duration::from_millis(50));
+            Ok::<_, ()>(9)
+        };
+        let values: Vec<u64> = thread::scope(|s| {
+            let callers: Vec<_> = (0..16)
+                .map(|i| {
+                    let (cache, barrier) = (&cache, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        match i % 4 {
+                            0 => cache.get_or_insert_with_by_ref("k", || load().unwrap()),
+                            1 => cache.try_get_or_insert_with_by_ref("k", load).unwrap(),
+                            2 => cache.get_or_insert_with("k".to_string(), || load().unwrap()),
+                            _ => block_on(
+                                cache.try_get_or_insert_with_by_ref_async("k", async { load() }),
+                            )
+                            .unwrap(),
+                        }
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert_eq!(calls.load(SeqCst), 1, "one loader for 16 misses on one key");
+        assert!(values.iter().all(|&v| v == 9), "{values:?}");
+    });
+}
+
+#[test]
+fn by_ref_versioned_loaders_store_the_version() {
+    let cache: Cache<String, &str> = Cache::builder()
+        .max_capacity(16)
+        .versioned()
+        .build()
+        .unwrap();
+    let r = cache.try_get_or_insert_versioned_with_by_ref("row", || Ok::<_, ()>(("at 4", 4)));
+    assert_eq!(r.unwrap(), "at 4");
+    assert_eq!(cache.version_of("row"), Some(4));
+    cache.remove("row");
+    let r = block_on(
+        cache.try_get_or_insert_versioned_with_by_ref_async("row", async {
+            Ok::<_, ()>(("at 6", 6))
+        }),
+    );
+    assert_eq!(r.unwrap(), "at 6");
+    assert_eq!(cache.get_versioned("row"), Some(("at 6", 6)));
+    assert!(
+        cache
+            .insert_versioned("row".to_string(), "at 5", 5)
+            .is_err(),
+        "an older versioned insert is refused after a by_ref load"
+    );
+}
