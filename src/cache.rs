@@ -1586,7 +1586,11 @@ where
         }
     }
 
-    fn remove_with_guard<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
+    pub(crate) fn remove_with_guard<'g, Q>(
+        &self,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {

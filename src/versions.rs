@@ -60,19 +60,23 @@ use crate::Cache;
 const SHARDS: usize = 16;
 
 /// What [`Cache::invalidate_versioned`] did.
+#[must_use = "an invalidation may be refused (`Stale`) or keep no version (`NotVersioned`)"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalidation {
     /// The entry was older and is gone; a tombstone keeps the version.
     Removed,
-    /// There was no entry; a tombstone keeps the version.
+    /// There was no entry; a tombstone keeps the version (or the newer one it already held:
+    /// a tombstone's version never goes back).
     Absent,
     /// The entry is as new as the invalidation or newer, and stays.
     Stale {
         /// The entry's version.
         current: u64,
     },
-    /// The cache was built without [`Builder::versioned`](crate::Builder::versioned): nothing
-    /// was done.
+    /// The cache was built without [`Builder::versioned`](crate::Builder::versioned), so it
+    /// cannot compare versions: the entry was removed (as by [`Cache::remove`]; the listener
+    /// hears [`RemovalCause::Explicit`]) and no tombstone is kept, so a later older
+    /// `insert` is not refused.
     NotVersioned,
 }
 
@@ -372,7 +376,8 @@ where
                 e.kind,
                 InsertErrorKind::TooHeavy { .. } | InsertErrorKind::Rejected { .. }
             ) {
-                self.invalidate_key(&e.key, version);
+                // Whatever it finds, the refused insert stays the caller's answer.
+                let _ = self.invalidate_key(&e.key, version);
             }
         }
         result
@@ -409,6 +414,10 @@ where
     fn invalidate_key(&self, key: &K, version: u64) -> Invalidation {
         let inner = self.inner();
         let Some(tombs) = &inner.tombstones else {
+            // No versions to compare: remove, so that an invalidation never leaves a value
+            // the source has replaced (doing nothing served the old value: found in review).
+            let guard = crate::sync::pin();
+            inner.remove_with_guard(key, &guard);
             return Invalidation::NotVersioned;
         };
         let guard = crate::sync::pin();
@@ -443,7 +452,9 @@ where
     }
 
     /// The version stored with `key`'s live entry (0 for an unversioned insert), or `None` if
-    /// absent, expired, or the cache keeps no versions.
+    /// absent, expired, or the cache keeps no versions. A tombstone is not an entry: after
+    /// `invalidate_versioned(k, 5)` this is `None`, though an `insert_versioned` of `k` at 5 or
+    /// below is refused.
     pub fn version_of<Q>(&self, key: &Q) -> Option<u64>
     where
         Q: ?Sized + Hash + equivalent::Equivalent<K>,

@@ -81,7 +81,7 @@ fn features_together_under_concurrency() {
                             }
                         }
                         60..=64 => {
-                            cache.invalidate_versioned(key, x % 1000);
+                            let _ = cache.invalidate_versioned(key, x % 1000);
                         }
                         65..=69 => {
                             cache.remove(&key);

@@ -98,6 +98,17 @@ fn unversioned_caches_say_so() {
     assert_eq!(e.kind, InsertErrorKind::NotVersioned);
     assert_eq!(cache.invalidate_versioned(1, 1), Invalidation::NotVersioned);
     assert_eq!(cache.version_of(&1), None);
+    // Without versions to compare, an invalidation still removes what it names: serving the
+    // replaced value would be worse than a miss.
+    cache.insert(2, 20).unwrap();
+    assert_eq!(cache.invalidate_versioned(2, 1), Invalidation::NotVersioned);
+    assert_eq!(
+        cache.get(&2),
+        None,
+        "an invalidation of an unversioned cache removes"
+    );
+    cache.insert(2, 21).unwrap();
+    assert_eq!(cache.get(&2), Some(21), "and leaves no tombstone");
     let b = || Cache::<u64, u64>::builder().max_capacity(10);
     assert_eq!(
         b().max_tombstones(5).build().unwrap_err(),
@@ -118,7 +129,7 @@ fn tombstones_are_bounded() {
         .build()
         .unwrap();
     for k in 0..10_000 {
-        cache.invalidate_versioned(k, 1);
+        let _ = cache.invalidate_versioned(k, 1);
     }
     assert!(
         cache.tombstones() <= 64,
@@ -219,7 +230,7 @@ fn load_invalidate_stale_put_race() {
             std::thread::spawn(move || {
                 go.wait();
                 let v = source.fetch_add(1, Ordering::SeqCst) + 1;
-                cache.invalidate_versioned(key, v);
+                let _ = cache.invalidate_versioned(key, v);
             })
         };
         loader.join().unwrap();
@@ -397,10 +408,10 @@ fn a_raised_tombstone_is_the_newest() {
         .max_tombstones(32)
         .build()
         .unwrap();
-    cache.invalidate_versioned(1, 1);
-    cache.invalidate_versioned(2, 1);
-    cache.invalidate_versioned(1, 10); // raised: now the newest of the shard
-    cache.invalidate_versioned(3, 1); // the shard is full: the oldest, key 2's, goes
+    let _ = cache.invalidate_versioned(1, 1);
+    let _ = cache.invalidate_versioned(2, 1);
+    let _ = cache.invalidate_versioned(1, 10); // raised: now the newest of the shard
+    let _ = cache.invalidate_versioned(3, 1); // the shard is full: the oldest, key 2's, goes
     assert!(
         cache.insert_versioned(1, 9, 9).is_err(),
         "key 1's raised tombstone (10) was dropped first; version 9 accepted"
@@ -411,7 +422,7 @@ fn a_raised_tombstone_is_the_newest() {
     );
     // Raising one key over and over keeps the shard bounded.
     for v in 11..10_000 {
-        cache.invalidate_versioned(1, v);
+        let _ = cache.invalidate_versioned(1, v);
     }
     assert!(cache.insert_versioned(1, 0, 9_999).is_err());
     assert!(
@@ -454,7 +465,7 @@ fn a_load_never_overwrites_what_arrived_meanwhile() {
 
     // Nothing arrives: the load is cached (at version 0), also over an old tombstone.
     let cache = versioned(64);
-    cache.invalidate_versioned(2, 3);
+    let _ = cache.invalidate_versioned(2, 3);
     assert_eq!(cache.get_or_insert_with(2, || 20), 20);
     assert_eq!((cache.get(&2), cache.version_of(&2)), (Some(20), Some(0)));
     assert!(
@@ -503,7 +514,7 @@ fn an_invalidation_during_a_load_wins_even_once_its_tombstone_is_gone() {
     let got = cache.get_or_insert_with(1, || {
         assert_eq!(cache.invalidate_versioned(1, 5), Invalidation::Absent);
         for k in 100..2000 {
-            cache.invalidate_versioned(k, 1);
+            let _ = cache.invalidate_versioned(k, 1);
         }
         400
     });
@@ -541,12 +552,12 @@ fn a_panicking_hash_while_dropping_a_tombstone_loses_no_queue_entry() {
         .max_tombstones(16)
         .build()
         .unwrap();
-    cache.invalidate_versioned(Key7(7), 5);
+    let _ = cache.invalidate_versioned(Key7(7), 5);
     HASH_7_PANICS.store(true, Ordering::SeqCst);
     let mut panics = 0;
     for k in 100..2000 {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            cache.invalidate_versioned(Key7(k), 1);
+            let _ = cache.invalidate_versioned(Key7(k), 1);
         }));
         panics += usize::from(r.is_err());
     }
@@ -556,7 +567,7 @@ fn a_panicking_hash_while_dropping_a_tombstone_loses_no_queue_entry() {
         "key 7's tombstone was never the oldest of its shard"
     );
     for k in 3000..6000 {
-        cache.invalidate_versioned(Key7(k), 1);
+        let _ = cache.invalidate_versioned(Key7(k), 1);
     }
     assert!(
         cache.insert_versioned(Key7(7), 0, 3).is_ok(),
@@ -770,7 +781,7 @@ fn a_load_at_the_invalidated_version_is_cached() {
         "the row at 5 was not cached"
     );
     assert_eq!(cache.version_of(&1), Some(5));
-    cache.invalidate_versioned(2, 5);
+    let _ = cache.invalidate_versioned(2, 5);
     assert_eq!(load_counted(&cache, 2, (204, 4), &calls), 204);
     assert_eq!(cache.get(&2), None, "version 4 is older than the tombstone");
     assert!(cache.insert_versioned(2, 205, 5).is_err(), "a redelivery");
@@ -791,7 +802,7 @@ fn an_invalidation_during_a_versioned_load_wins_even_once_its_tombstone_is_gone(
         .try_get_or_insert_versioned_with(1, || {
             assert_eq!(cache.invalidate_versioned(1, 5), Invalidation::Absent);
             for k in 100..2000 {
-                cache.invalidate_versioned(k, 9);
+                let _ = cache.invalidate_versioned(k, 9);
             }
             Ok::<_, ()>((104, 4))
         })
@@ -817,7 +828,7 @@ fn tombstones_dropped_during_a_load_refuse_only_an_older_value() {
     let got = cache
         .try_get_or_insert_versioned_with(1, || {
             for k in 100..2000 {
-                cache.invalidate_versioned(k, 3);
+                let _ = cache.invalidate_versioned(k, 3);
             }
             Ok::<_, ()>((104, 4))
         })
@@ -931,7 +942,7 @@ fn a_load_is_refused_by_drops_of_its_own_tombstones_only() {
     // Other keys' tombstones come and go during the load: cached.
     let got = cache.get_or_insert_with(1, || {
         for &k in &others {
-            cache.invalidate_versioned(k, 9);
+            let _ = cache.invalidate_versioned(k, 9);
         }
         10
     });
@@ -944,7 +955,7 @@ fn a_load_is_refused_by_drops_of_its_own_tombstones_only() {
     let got = cache
         .try_get_or_insert_versioned_with(2, || {
             for &k in &same_shard(&cache, 2, 10) {
-                cache.invalidate_versioned(k, 9);
+                let _ = cache.invalidate_versioned(k, 9);
             }
             Ok::<_, ()>((20, 4))
         })
@@ -965,8 +976,8 @@ fn a_load_is_refused_by_drops_of_its_own_tombstones_only() {
         2
     };
     let got = cache.get_or_insert_with(1, || {
-        cache.invalidate_versioned(1, 5);
-        cache.invalidate_versioned(others[0], 9);
+        let _ = cache.invalidate_versioned(1, 5);
+        let _ = cache.invalidate_versioned(others[0], 9);
         assert_eq!(cache.tombstones(), held, "key 1's tombstone was dropped");
         11
     });

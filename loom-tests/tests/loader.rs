@@ -157,7 +157,7 @@ fn a_load_racing_an_update_never_caches_the_old_value() {
             let (cache, db) = (cache.clone(), db.clone());
             thread::spawn(move || {
                 db.store(2, Ordering::SeqCst);
-                cache.invalidate_versioned(7, 2);
+                let _ = cache.invalidate_versioned(7, 2);
             })
         };
         let loaded = cache
