@@ -35,6 +35,29 @@ pub type DefaultHashBuilder = ahash::RandomState;
 ///
 /// Reads take no lock, do no CAS and write no shared cache line once an entry is marked as
 /// recently used. Writes never block reads. See the [crate docs](crate) for the guarantees.
+///
+/// A `Cache` is `Send + Sync` (when `K`, `V` and `S` are) and not `Clone`: share one between
+/// threads or tasks through an [`Arc`].
+///
+/// ```
+/// use std::sync::Arc;
+/// let cache: Arc<clockline::Cache<String, u64>> = Arc::new(clockline::Cache::new(1_000));
+/// let workers: Vec<_> = (0..4u64)
+///     .map(|t| {
+///         let cache = Arc::clone(&cache);
+///         std::thread::spawn(move || {
+///             cache.insert(format!("user-{t}"), t).unwrap();
+///             // Lookups by `&str`: no `String` is built for a `get`.
+///             cache.get_or_insert_with_by_ref("shared", || 42)
+///         })
+///     })
+///     .collect();
+/// for w in workers {
+///     assert_eq!(w.join().unwrap(), 42);
+/// }
+/// assert_eq!(cache.get("user-3"), Some(3));
+/// assert_eq!(cache.len(), 5);
+/// ```
 pub struct Cache<K, V, S = DefaultHashBuilder> {
     repr: Repr<K, V, S>,
     /// Stopped and joined first on drop, while the cache is still alive.
@@ -1765,6 +1788,7 @@ where
     /// it short-lived: a long-lived handle delays the reclamation of everything removed meanwhile.
     /// In a cache with expiry the handle reads the clock once: its lookups judge expiry at
     /// the instant it was created.
+    #[must_use = "a handle that is not used only delays reclamation"]
     pub fn pin(&self) -> Pinned<'_, K, V, S> {
         Pinned {
             cache: self,
@@ -1847,9 +1871,25 @@ where
     /// Inserts or replaces the entry for `key`, evicting others if the cache is full. In a cache
     /// with a default [time-to-live](Builder::time_to_live), the entry gets it.
     ///
-    /// The only refusal is an entry heavier than `max_weight` in a weighted cache
-    /// ([`InsertErrorKind::TooHeavy`]); it evicts nothing and hands the pair back. In a cache
-    /// without a weigher `insert` always succeeds.
+    /// Only a weighted cache refuses, and a refusal evicts nothing and hands the pair back in
+    /// the [`InsertError`]: an entry heavier than `max_weight`
+    /// ([`InsertErrorKind::TooHeavy`]), or, under the default adaptive policy, a new key whose
+    /// entry would displace entries used more than it ([`InsertErrorKind::Rejected`]; an
+    /// update of a present key is never rejected). In a cache without a weigher `insert`
+    /// always succeeds, so `.unwrap()` is safe there and only there.
+    ///
+    /// ```
+    /// use clockline::{Cache, InsertErrorKind};
+    /// let cache: Cache<&str, Vec<u8>> = Cache::builder()
+    ///     .max_weight(100)
+    ///     .weigher(|_, v: &Vec<u8>| v.len() as u64)
+    ///     .build()
+    ///     .unwrap();
+    /// cache.insert("small", vec![0; 10]).unwrap();
+    /// let e = cache.insert("huge", vec![0; 1000]).unwrap_err();
+    /// assert!(matches!(e.kind, InsertErrorKind::TooHeavy { weight: 1000, max_weight: 100 }));
+    /// assert_eq!(e.value.len(), 1000, "the value comes back");
+    /// ```
     pub fn insert(&self, key: K, value: V) -> Result<(), InsertError<K, V>> {
         let guard = crate::sync::pin();
         self.inner()
@@ -2072,6 +2112,8 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
 ///
 /// Obtained with [`Cache::pin`]. The handle holds an epoch guard: nothing removed while it lives
 /// is freed before it is dropped, so keep it for one request, not for the life of a thread.
+/// It is `!Send` (the guard belongs to its thread), so in async code take it inside one
+/// synchronous stretch and drop it before the next `.await`.
 pub struct Pinned<'c, K, V, S = DefaultHashBuilder> {
     cache: &'c Cache<K, V, S>,
     guard: Guard,

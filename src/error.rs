@@ -138,7 +138,10 @@ impl<K, V> fmt::Display for InsertError<K, V> {
                 "entry of weight {weight} exceeds the cache's max_weight {max_weight}"
             ),
             InsertErrorKind::ExpiryDisabled => {
-                write!(f, "insert_with_ttl needs a cache built with expiry")
+                write!(
+                    f,
+                    "a per-entry time-to-live needs a cache built with time_to_live() or expiry()"
+                )
             }
             InsertErrorKind::NotVersioned => {
                 write!(f, "insert_versioned needs a cache built with versioned()")

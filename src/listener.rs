@@ -37,6 +37,19 @@ pub enum RemovalCause {
     Cleared,
 }
 
+/// Lower-case words for logs: `capacity`, `expired`, `explicit`, `replaced`, `cleared`.
+impl std::fmt::Display for RemovalCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Capacity => "capacity",
+            Self::Expired => "expired",
+            Self::Explicit => "explicit",
+            Self::Replaced => "replaced",
+            Self::Cleared => "cleared",
+        })
+    }
+}
+
 impl RemovalCause {
     /// True for the causes the cache chose (capacity, expiry), false for the user's own
     /// removals and replacements.

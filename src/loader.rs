@@ -702,7 +702,21 @@ where
     /// waiters wake and one of them leads with its own `init`; a dropped waiter just stops
     /// waiting.
     ///
-    /// Sync and async callers of one key share flights.
+    /// Sync and async callers of one key share flights. The future is `Send` when `K`, `V`,
+    /// `S` and `init` are, so it can be spawned on a multi-thread runtime.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache: Arc<clockline::Cache<u64, String>> = Arc::new(clockline::Cache::new(100));
+    /// let c = Arc::clone(&cache);
+    /// let row = tokio::spawn(async move {
+    ///     c.get_or_insert_with_async(7, async { "row 7".to_string() }).await
+    /// });
+    /// assert_eq!(row.await.unwrap(), "row 7");
+    /// assert_eq!(cache.get(&7).as_deref(), Some("row 7"));
+    /// # });
+    /// ```
     pub async fn get_or_insert_with_async<F>(&self, key: K, init: F) -> V
     where
         F: Future<Output = V>,

@@ -202,3 +202,21 @@ fn a_listener_that_panics_does_not_stop_clear_halfway() {
     assert_eq!(calls.load(Ordering::SeqCst), 50, "every entry was reported");
     assert_eq!(cache.check_invariants(), Ok(0));
 }
+
+#[test]
+fn removal_causes_display_as_lower_case_words() {
+    let words: Vec<String> = [
+        RemovalCause::Capacity,
+        RemovalCause::Expired,
+        RemovalCause::Explicit,
+        RemovalCause::Replaced,
+        RemovalCause::Cleared,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert_eq!(
+        words,
+        ["capacity", "expired", "explicit", "replaced", "cleared"]
+    );
+}
