@@ -258,6 +258,10 @@ pub(crate) enum Cond {
     /// [`Since::refuses_load_at`](crate::versions::Since::refuses_load_at)
     /// (a tombstone of the same version does not refuse it, for the same reason).
     LoadedAt(u64, Snapshot),
+    /// [`Cache::compute`]'s put: only if the key's node, expired or not, is still the one at
+    /// this address (0: only if the key has no node). The caller holds the guard under which
+    /// it saw that node, so the address cannot have been reused meanwhile.
+    Unchanged(usize),
 }
 
 impl Cond {
@@ -265,7 +269,7 @@ impl Cond {
     fn version(self) -> Option<u64> {
         match self {
             Cond::Newer(v) | Cond::LoadedAt(v, _) => Some(v),
-            Cond::Always | Cond::Absent | Cond::Loaded(..) => None,
+            Cond::Always | Cond::Absent | Cond::Loaded(..) | Cond::Unchanged(_) => None,
         }
     }
 }
@@ -430,7 +434,7 @@ where
     }
 
     #[inline(always)]
-    fn expired(&self, node: &Node<K, V>, now: u64) -> bool {
+    pub(crate) fn expired(&self, node: &Node<K, V>, now: u64) -> bool {
         match &self.expiry {
             Some(e) => e.is_expired(node, now),
             None => false,
@@ -439,7 +443,7 @@ where
 
     /// The node for `key`, expired or not.
     #[inline(always)]
-    fn find<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
+    pub(crate) fn find<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
     where
         Q: ?Sized + Hash + Equivalent<K>,
     {
@@ -813,7 +817,17 @@ where
                             return Locked::Stale(node, now.version().unwrap_or(0));
                         }
                     }
-                    Cond::Always | Cond::Absent => {}
+                    Cond::Always | Cond::Absent | Cond::Unchanged(_) => {}
+                }
+            }
+            if let Cond::Unchanged(expected) = cond {
+                // Another write of the key came between `compute`'s read and this lock.
+                let at = found.as_ref().map_or(0, |f| f.node.as_raw() as usize);
+                if at != expected {
+                    let current = found
+                        .as_ref()
+                        .map_or(0, |f| self.ext.version(f.node()).unwrap_or(0));
+                    return Locked::Stale(node, current);
                 }
             }
             match found {

@@ -215,6 +215,7 @@ mod budget;
 mod builder;
 mod cache;
 mod clock;
+mod compute;
 mod error;
 pub mod expiry;
 mod janitor;
@@ -229,6 +230,7 @@ mod warmup;
 
 pub use builder::{Builder, INITIAL_WEIGHTED_ENTRIES};
 pub use cache::{Cache, DefaultHashBuilder, Iter, Pinned};
+pub use compute::{Compute, Computed};
 pub use equivalent::Equivalent;
 pub use error::{BuildError, InsertError, InsertErrorKind};
 pub use expiry::{Clock, CoarseClock};

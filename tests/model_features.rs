@@ -53,7 +53,9 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clockline::{Cache, InsertError, InsertErrorKind, Invalidation, Policy, RemovalCause};
+use clockline::{
+    Cache, Compute, Computed, InsertError, InsertErrorKind, Invalidation, Policy, RemovalCause,
+};
 use common::ManualClock;
 use proptest::prelude::*;
 
@@ -137,6 +139,8 @@ enum Op {
     /// judged at the handle's instant.
     PinnedGetAcross(u8, u64),
     Peek(u8),
+    /// `compute`: 0 puts a new value, 1 removes, 2 keeps.
+    Compute(u8, u8),
     Contains(u8),
     VersionOf(u8),
     Iter,
@@ -273,6 +277,7 @@ fn op_from(kind: u8, k: u8, a: u64, b: u64, keys: u8) -> Op {
         32 => Op::Advance((20 + a % 100) * MS),
         33..=36 => Op::ToDeadline(k, a),
         37 => Op::PinnedGetAcross(k, a % (3 * MS)),
+        38..=39 => Op::Compute(k, (a % 3) as u8),
         40..=45 => Op::Load(k, loader_from(a), during_from(k, b, keys)),
         _ => Op::Get(k),
     }
@@ -767,6 +772,50 @@ impl Harness {
                     want
                 };
                 assert_eq!(got, want, "invalidate_versioned({k}, {n})");
+            }
+            Op::Compute(k, what) => {
+                self.settle(k);
+                let val = (what == 0).then(|| self.m.next_val(k, 0));
+                let mut saw = Vec::new();
+                let done = self.cache.compute(k, |v| {
+                    saw.push(v.cloned());
+                    match &val {
+                        Some(val) => Compute::Put(val.clone()),
+                        None if what == 1 => Compute::Remove,
+                        None => Compute::Keep,
+                    }
+                });
+                assert_eq!(saw.len(), 1, "one thread: the closure runs once");
+                let saw = saw.pop().unwrap();
+                // Judged at the same instant as a lookup: the model's value if live.
+                self.check_read(k, saw.as_ref(), "compute");
+                let done = done.expect("an unweighted cache takes every put");
+                match val {
+                    Some(val) => {
+                        let want = if saw.is_some() {
+                            Computed::Updated
+                        } else {
+                            Computed::Inserted
+                        };
+                        assert_eq!(done, want, "compute put of {k}");
+                        inserted_new = (!self.m.entries.contains_key(&k)).then(|| k);
+                        self.m.store(val, None);
+                    }
+                    None if what == 1 => {
+                        let want = if saw.is_some() {
+                            Computed::Removed
+                        } else {
+                            Computed::Unchanged
+                        };
+                        assert_eq!(done, want, "compute remove of {k}");
+                        // An expired entry it saw as absent is removed all the same, as by
+                        // `remove`.
+                        if self.m.entries.contains_key(&k) {
+                            self.m.depart(k, RemovalCause::Explicit);
+                        }
+                    }
+                    None => assert_eq!(done, Computed::Unchanged, "compute keep of {k}"),
+                }
             }
             Op::Remove(k) => {
                 let got = self.cache.remove(&k);

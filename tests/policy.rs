@@ -252,3 +252,27 @@ fn a_light_newcomer_is_admitted_into_a_hot_weighted_cache() {
     }
     assert_eq!(c.check_invariants(), Ok(c.len()));
 }
+
+/// A write of a present key counts as a use of it, as a read does (and as in an LRU, moka and
+/// Caffeine): keys kept current by writes alone (counters, `compute`) survive a stream of new
+/// keys. Before, the replacing node started unreferenced, and under CLOCK the hand took these
+/// keys first, their updates notwithstanding.
+#[test]
+fn keys_kept_current_by_writes_alone_survive_a_stream_of_new_keys() {
+    for policy in [Policy::Clock, Policy::default()] {
+        let cache = cache(1_000, policy);
+        let hot = 0..100u64;
+        let mut next = 1_000_000u64;
+        for round in 0..20 {
+            for k in hot.clone() {
+                cache.insert(k, round).unwrap();
+            }
+            for _ in 0..500 {
+                cache.insert(next, 0).unwrap();
+                next += 1;
+            }
+        }
+        let kept = resident(&cache, hot.clone());
+        assert!(kept >= 95, "{policy:?}: {kept} of 100 written keys kept");
+    }
+}

@@ -119,6 +119,16 @@ pub struct Payload {
 unsafe impl Sync for Payload {}
 
 impl Payload {
+    /// A payload whose drop is not counted (values made by a closure that may run more than
+    /// once, as `Cache::compute`'s).
+    pub fn untracked(value: u64) -> Self {
+        assert_ne!(value, FREED);
+        Self {
+            cell: UnsafeCell::new(value),
+            drops: None,
+        }
+    }
+
     /// The value, read through loom. Panics if the payload was already dropped.
     pub fn get(&self) -> u64 {
         // SAFETY: only `Drop` writes the cell, and loom checks that no read races with it.

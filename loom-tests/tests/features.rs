@@ -10,7 +10,7 @@ use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
 use std::time::Duration;
 
-use clockline::{Invalidation, RemovalCause};
+use clockline::{Compute, Invalidation, RemovalCause};
 use clockline_loom_tests::{collect_garbage, Cache, Drops, IdHasher, Payload, HOME_1};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
@@ -192,6 +192,69 @@ fn versioned_insert_vs_eviction() {
             cache.peek(&1).is_none(),
             "k1 (version 5) has expired; version 3 must not be there"
         );
+        drop(cache);
+        drops.assert_each_dropped_once();
+    });
+}
+
+/// compute(k, +1) ∥ compute(k, +1), from an absent key and from a present one: both increments
+/// land (each commit checks, under the key's home lock, that the entry it read is still there,
+/// and otherwise reads again), and the value each closure reads is never freed under it.
+#[test]
+fn compute_increments_are_not_lost() {
+    for start in [None, Some(0)] {
+        loom::model(move || {
+            let cache: Arc<Cache> = Arc::new(builder(2).build().unwrap());
+            let drops = Drops::new(1);
+            if let Some(v) = start {
+                cache.insert(7, drops.payload(0, v)).unwrap();
+            }
+            let bump = |v: Option<&Payload>| {
+                Compute::Put(Payload::untracked(v.map_or(0, Payload::get) + 1))
+            };
+            let other = {
+                let cache = cache.clone();
+                thread::spawn(move || {
+                    let _ = cache.compute(7, bump).unwrap();
+                    collect_garbage();
+                })
+            };
+            let _ = cache.compute(7, bump).unwrap();
+            other.join().unwrap();
+            let want = start.map_or(2, |v| v + 2);
+            assert_eq!(cache.get(&7).map(|p| p.get()), Some(want), "an increment was lost");
+            drop(cache);
+            if start.is_some() {
+                drops.assert_each_dropped_once();
+            }
+        });
+    }
+}
+
+/// compute(k, remove if 1) ∥ insert(k, 5): the removal takes only the entry its closure saw,
+/// so 5 is never removed, whichever runs first.
+#[test]
+fn compute_removes_only_what_it_saw() {
+    loom::model(|| {
+        let cache: Arc<Cache> = Arc::new(builder(2).build().unwrap());
+        let drops = Drops::new(2);
+        cache.insert(7, drops.payload(0, 1)).unwrap();
+        let writer = {
+            let cache = cache.clone();
+            let value = drops.payload(1, 5);
+            thread::spawn(move || {
+                cache.insert(7, value).unwrap();
+                collect_garbage();
+            })
+        };
+        let _ = cache
+            .compute(7, |v| match v.map(Payload::get) {
+                Some(1) => Compute::Remove,
+                _ => Compute::Keep,
+            })
+            .unwrap();
+        writer.join().unwrap();
+        assert_eq!(cache.get(&7).map(|p| p.get()), Some(5), "the newer value was removed");
         drop(cache);
         drops.assert_each_dropped_once();
     });

@@ -314,7 +314,10 @@ impl<K, V> RawTable<K, V> {
         new: NodeBox<K, V>,
         guard: &'g Guard,
     ) -> Result<(), NodeBox<K, V>> {
-        new.set_dist(at.node().dist());
+        // A write of a present key is a use of it, as in an LRU (and in moka and Caffeine):
+        // the new node starts referenced, so a key kept current by writes alone (a counter
+        // updated with `compute`) gets the hand's second chance like one kept by reads.
+        new.set_dist_with(at.node().dist(), REF);
         // AcqRel: Release publishes `new` (loom: Acquire alone fails
         // `remove_vs_insert_same_key`). The Acquire half is redundant: `at` came from `find`'s
         // Acquire load of this very slot (and `dist()` above already relies on it); kept as a

@@ -301,14 +301,21 @@ impl<K, V> Node<K, V> {
     /// Records the probe distance: before the node is published, or while a table grows (with
     /// every writer locked out, but readers may set the reference bit meanwhile).
     pub(crate) fn set_dist(&self, dist: usize) {
+        self.set_dist_with(dist, 0);
+    }
+
+    /// [`Self::set_dist`] of a node not yet published, also setting `bits` (the reference
+    /// bit): one CAS for both.
+    pub(crate) fn set_dist_with(&self, dist: usize, bits: u64) {
         debug_assert!(dist as u64 <= DIST_MAX);
+        debug_assert_eq!(bits & !REF, 0);
         let d = dist as u64 & DIST_MAX;
         // Relaxed: the distance is read only by writers, which are ordered after this by the
         // Release publish of the node or of the grown table. A CAS, because a concurrent reader
         // may set the reference bit in the same word.
         let mut cur = self.meta.load(Ordering::Relaxed);
         loop {
-            let new = (cur & !(DIST_MAX << DIST_SHIFT)) | (d << DIST_SHIFT);
+            let new = (cur & !(DIST_MAX << DIST_SHIFT)) | (d << DIST_SHIFT) | bits;
             match self
                 .meta
                 .compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed)

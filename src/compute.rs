@@ -1,0 +1,148 @@
+//! Atomic read-modify-write of one key: [`Cache::compute`].
+//!
+//! A counter, a rate limiter or a list appended to by many threads cannot be kept with `get`
+//! then `insert`: two threads that read the same value both write their own update, and one
+//! is lost. `compute` gives the closure the key's current value and commits what it returns
+//! only if the key still holds that entry; otherwise it runs the closure again on the new one,
+//! as [`AtomicU64::fetch_update`](std::sync::atomic::AtomicU64::fetch_update) does. No lock is
+//! held while the closure runs, so it may take its time, call into the cache, or panic.
+//!
+//! # Protocol
+//!
+//! 1. Pin, and find the key's node, expired or not (`expected`: its address, or none). The
+//!    closure sees the value if the node is live, `None` if it is absent or expired.
+//! 2. [`Compute::Put`]: an insert with [`Cond::Unchanged`]`(expected)`. Under the key's home
+//!    bucket lock (which every insert and removal of the key takes) the insert looks the key up
+//!    again and stores only if it finds the same node (or, for none, no node); otherwise it
+//!    hands the pair back and the call starts over at 1.
+//!    [`Compute::Remove`]: a removal under the same lock, only if it finds that same node.
+//!    [`Compute::Keep`]: nothing.
+//!
+//! # Orderings
+//!
+//! Nothing new: step 1 is a lookup (its Acquire loads of the slot and node, see
+//! `table/mod.rs`), step 2 an insert or removal under the bucket lock (the lock's Acquire and
+//! Release order it with every other write of the key). Comparing addresses is sound because
+//! the guard of step 1 is held until step 2 ends: the node seen at step 1 cannot be reclaimed,
+//! so its address cannot be reused by a new node (nodes are recycled only after reclamation)
+//! while it is compared. The loom model `compute_increments_are_not_lost`
+//! (`loom-tests/tests/features.rs`) runs two computes of one key against each other.
+
+use std::hash::{BuildHasher, Hash};
+
+use crate::cache::Cond;
+use crate::error::{InsertError, InsertErrorKind};
+use crate::listener::{Notes, RemovalCause};
+use crate::Cache;
+
+/// What a [`Cache::compute`] closure wants done with the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compute<V> {
+    /// Store this value (insert, or replace the value the closure saw).
+    Put(V),
+    /// Remove the entry the closure saw (nothing if it saw none).
+    Remove,
+    /// Leave the key as it is.
+    Keep,
+}
+
+/// What [`Cache::compute`] did.
+#[must_use = "a put may still be refused by a weighted cache"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Computed {
+    /// The closure saw no live entry, and its value was stored.
+    Inserted,
+    /// The closure saw a live entry, and its value replaced it.
+    Updated,
+    /// The closure saw a live entry, and it was removed.
+    Removed,
+    /// [`Compute::Keep`], or [`Compute::Remove`] of an absent key: nothing changed.
+    Unchanged,
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Computes the key's new value from its current one, atomically: `f` gets the live value
+    /// (`None` if the key is absent or expired) and returns what to do. What it returns is
+    /// committed only if the key still holds the entry `f` saw; if another write of the key
+    /// came first, `f` runs again on the new value, so `f` may run more than once and should
+    /// not have effects beyond its result. No lock is held while `f` runs: it may call into
+    /// the cache, and a panic in it changes nothing and reaches the caller.
+    ///
+    /// A put is an [`insert`](Self::insert) (the cache's default time-to-live, the weigher,
+    /// admission): a weighted cache may refuse it, and the error hands the key and the value
+    /// back. A removal is reported to the listener as [`RemovalCause::Explicit`]. `compute`
+    /// counts no hit or miss in the statistics (it is a write), and it does not mark the entry
+    /// as used: a put makes a new one, and [`Compute::Keep`] leaves it as it was.
+    ///
+    /// ```
+    /// use clockline::{Cache, Compute, Computed};
+    /// let hits: Cache<&str, u64> = Cache::new(1_000);
+    /// let bump = |n: Option<&u64>| Compute::Put(n.copied().unwrap_or(0) + 1);
+    /// assert_eq!(hits.compute("/", bump).unwrap(), Computed::Inserted);
+    /// assert_eq!(hits.compute("/", bump).unwrap(), Computed::Updated);
+    /// assert_eq!(hits.get("/"), Some(2));
+    /// // Remove once the count reaches a limit, keep otherwise.
+    /// let drop_at_2 = |n: Option<&u64>| if n == Some(&2) { Compute::Remove } else { Compute::Keep };
+    /// assert_eq!(hits.compute("/", drop_at_2).unwrap(), Computed::Removed);
+    /// assert_eq!(hits.compute("/", drop_at_2).unwrap(), Computed::Unchanged);
+    /// ```
+    pub fn compute(
+        &self,
+        key: K,
+        mut f: impl FnMut(Option<&V>) -> Compute<V>,
+    ) -> Result<Computed, InsertError<K, V>> {
+        let inner = self.inner();
+        let mut key = key;
+        loop {
+            let guard = crate::sync::pin();
+            let node = inner.find(&key, &guard);
+            let live = node.filter(|n| !inner.expired(n, inner.now()));
+            let expected = node.map_or(0, |n| n as *const _ as usize);
+            let todo = match live {
+                Some(n) => n.read(|_, v| f(Some(v))),
+                None => f(None),
+            };
+            match todo {
+                Compute::Keep => return Ok(Computed::Unchanged),
+                Compute::Remove if node.is_none() => return Ok(Computed::Unchanged),
+                Compute::Remove => {
+                    let mut notes = Notes::new(inner.listener().is_some());
+                    let removed = inner.remove_if(
+                        &key,
+                        |n| (n as *const _ as usize == expected).then(|| RemovalCause::Explicit),
+                        |_, _| {},
+                        &mut notes,
+                        &guard,
+                    );
+                    notes.deliver(inner.listener());
+                    match (removed, live) {
+                        (Some(_), Some(_)) => return Ok(Computed::Removed),
+                        // An expired entry, which `f` saw as absent: gone, nothing it saw
+                        // changed.
+                        (Some(_), None) => return Ok(Computed::Unchanged),
+                        // Changed meanwhile: run `f` again on what is there now.
+                        (None, _) => {}
+                    }
+                }
+                Compute::Put(value) => {
+                    match inner.insert_full(key, value, None, Cond::Unchanged(expected), &guard) {
+                        Ok(()) if live.is_some() => return Ok(Computed::Updated),
+                        Ok(()) => return Ok(Computed::Inserted),
+                        // Changed meanwhile: the pair comes back; run `f` again.
+                        Err(InsertError {
+                            key: back,
+                            kind: InsertErrorKind::Stale { .. },
+                            ..
+                        }) => key = back,
+                        Err(refused) => return Err(refused),
+                    }
+                }
+            }
+        }
+    }
+}

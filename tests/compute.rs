@@ -1,0 +1,234 @@
+//! `Cache::compute`: atomic read-modify-write of one key (src/compute.rs).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::Duration;
+
+mod common;
+
+use clockline::{Cache, Compute, Computed, InsertErrorKind, Policy, RemovalCause};
+use common::{within, ManualClock};
+
+fn bump(n: Option<&u64>) -> Compute<u64> {
+    Compute::Put(n.copied().unwrap_or(0) + 1)
+}
+
+/// The point of `compute`: concurrent increments of shared counters lose nothing (with `get`
+/// then `insert` they do). Under both policies, in a cache small enough to evict, so that the
+/// counters must also survive the hand: 8 counters in 64 entries, kept hot.
+#[test]
+fn concurrent_increments_are_not_lost() {
+    for policy in [Policy::Clock, Policy::default()] {
+        within("concurrent computes", move || {
+            const THREADS: u64 = 4;
+            const ROUNDS: u64 = 5_000;
+            let cache: Cache<u64, u64> = Cache::builder()
+                .max_capacity(64)
+                .policy(policy)
+                .build()
+                .unwrap();
+            let barrier = Barrier::new(THREADS as usize);
+            thread::scope(|s| {
+                for t in 0..THREADS {
+                    let (cache, barrier) = (&cache, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        for i in 0..ROUNDS {
+                            let _ = cache.compute(i % 8, bump).unwrap();
+                            // Traffic of other keys, none of which is read twice: the
+                            // counters (read all the time) are what the hand keeps.
+                            cache.insert(1_000 + t * ROUNDS + i, 0).unwrap();
+                        }
+                    });
+                }
+            });
+            let total: u64 = (0..8).map(|k| cache.get(&k).unwrap_or(0)).sum();
+            assert_eq!(
+                total,
+                THREADS * ROUNDS,
+                "{policy:?}: increments lost (or a counter evicted)"
+            );
+            assert!(cache.check_invariants().is_ok());
+        });
+    }
+}
+
+#[test]
+fn outcomes_and_the_listener() {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
+    let cache: Cache<&str, u64> = Cache::builder()
+        .max_capacity(10)
+        .eviction_listener(move |k: &&str, v: &u64, cause| h.lock().unwrap().push((*k, *v, cause)))
+        .build()
+        .unwrap();
+    assert_eq!(cache.compute("a", bump).unwrap(), Computed::Inserted);
+    assert_eq!(cache.compute("a", bump).unwrap(), Computed::Updated);
+    assert_eq!(
+        cache.compute("a", |_| Compute::Keep).unwrap(),
+        Computed::Unchanged
+    );
+    assert_eq!(cache.get("a"), Some(2));
+    assert_eq!(
+        cache.compute("a", |_| Compute::Remove).unwrap(),
+        Computed::Removed
+    );
+    assert_eq!(
+        cache.compute("a", |_| Compute::Remove).unwrap(),
+        Computed::Unchanged
+    );
+    assert_eq!(cache.get("a"), None);
+    assert_eq!(
+        *heard.lock().unwrap(),
+        [
+            ("a", 1, RemovalCause::Replaced),
+            ("a", 2, RemovalCause::Explicit)
+        ]
+    );
+    assert_eq!(cache.len(), 0);
+}
+
+/// An expired entry is absent to the closure; a put over it is an insert, and the listener
+/// hears the old one as expired.
+#[test]
+fn an_expired_entry_is_seen_as_absent() {
+    let clock = ManualClock::new();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_secs(1))
+        .clock(clock.clone())
+        .eviction_listener(move |_, v: &u64, cause| h.lock().unwrap().push((*v, cause)))
+        .build()
+        .unwrap();
+    cache.insert(1, 41).unwrap();
+    clock.advance(Duration::from_secs(2));
+    let mut saw = Vec::new();
+    let r = cache.compute(1, |v| {
+        saw.push(v.copied());
+        bump(v)
+    });
+    assert_eq!(r.unwrap(), Computed::Inserted);
+    assert_eq!(saw, [None]);
+    assert_eq!(cache.get(&1), Some(1));
+    assert_eq!(*heard.lock().unwrap(), [(41, RemovalCause::Expired)]);
+    // A removal of an expired entry the closure saw as absent changes nothing it saw.
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        cache.compute(1, |_| Compute::Remove).unwrap(),
+        Computed::Unchanged
+    );
+}
+
+/// The closure runs with no lock held: it may write the same key, and then runs again on what
+/// it wrote, whose value the result is built on.
+#[test]
+fn a_closure_that_writes_its_own_key_runs_again_on_the_new_value() {
+    within("re-entrant compute", || {
+        let cache: Cache<u64, u64> = Cache::new(10);
+        cache.insert(1, 1).unwrap();
+        let mut calls = Vec::new();
+        let r = cache.compute(1, |v| {
+            calls.push(v.copied());
+            if calls.len() == 1 {
+                cache.insert(1, 100).unwrap();
+                // And another key, and a nested compute: no lock is held.
+                let _ = cache.compute(2, bump).unwrap();
+            }
+            bump(v)
+        });
+        assert_eq!(r.unwrap(), Computed::Updated);
+        assert_eq!(calls, [Some(1), Some(100)]);
+        assert_eq!(cache.get(&1), Some(101));
+        assert_eq!(cache.get(&2), Some(1));
+    });
+}
+
+/// A removal commits only if the entry the closure saw is still there.
+#[test]
+fn a_removal_never_removes_an_entry_the_closure_did_not_see() {
+    let cache: Cache<u64, u64> = Cache::new(10);
+    cache.insert(1, 1).unwrap();
+    let mut calls = 0;
+    let r = cache.compute(1, |v| {
+        calls += 1;
+        if calls == 1 {
+            cache.insert(1, 5).unwrap();
+        }
+        // Remove only the value 1.
+        if v == Some(&1) {
+            Compute::Remove
+        } else {
+            Compute::Keep
+        }
+    });
+    assert_eq!(r.unwrap(), Computed::Unchanged);
+    assert_eq!(calls, 2);
+    assert_eq!(cache.get(&1), Some(5), "the newer value survives");
+}
+
+#[test]
+fn a_panicking_closure_changes_nothing() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    let cache: Cache<u64, Arc<Counted>> = Cache::new(10);
+    cache.insert(1, Arc::new(Counted(drops.clone()))).unwrap();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        cache.compute(1, |_| -> Compute<Arc<Counted>> { panic!("intentional") })
+    }));
+    assert!(r.is_err());
+    assert!(cache.get(&1).is_some());
+    assert_eq!(cache.check_invariants(), Ok(1));
+    drop(cache);
+    clockline::flush_deferred();
+    assert_eq!(
+        drops.load(SeqCst),
+        1,
+        "the value dropped once, with the cache"
+    );
+}
+
+#[test]
+fn a_weighted_cache_may_refuse_the_put_and_hands_it_back() {
+    let cache: Cache<u64, Vec<u8>> = Cache::builder()
+        .max_weight(100)
+        .weigher(|_, v: &Vec<u8>| v.len() as u64)
+        .build()
+        .unwrap();
+    cache.insert(1, vec![0; 10]).unwrap();
+    let e = cache
+        .compute(1, |v| Compute::Put(vec![1; v.map_or(0, Vec::len) * 20]))
+        .unwrap_err();
+    assert!(matches!(
+        e.kind,
+        InsertErrorKind::TooHeavy { weight: 200, .. }
+    ));
+    assert_eq!((e.key, e.value.len()), (1, 200));
+    assert_eq!(
+        cache.get(&1).map(|v| v.len()),
+        Some(10),
+        "the old value stays"
+    );
+}
+
+/// In a versioned cache a put is an unversioned insert (version 0), which any versioned
+/// insert replaces, as `insert` documents.
+#[test]
+fn in_a_versioned_cache_a_put_stores_version_0() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .versioned()
+        .build()
+        .unwrap();
+    cache.insert_versioned(1, 10, 3).unwrap();
+    assert_eq!(cache.compute(1, bump).unwrap(), Computed::Updated);
+    assert_eq!(cache.get_versioned(&1), Some((11, 0)));
+}
