@@ -146,9 +146,15 @@ impl<K, V, S> Builder<K, V, S> {
         self
     }
 
-    /// Every entry expires when it has not been read (`get`, a loader's hit) for this long,
-    /// never earlier, and at most a sixteenth of it later. Adds one 8-byte word to each entry,
-    /// which hits rewrite about sixteen times per TTI at most. Zero is refused.
+    /// Every entry expires when it has not been read (`get`, `get_versioned`, a
+    /// [`Pinned`](crate::Pinned) handle's `get`, a loader's hit; not `peek` or `contains_key`)
+    /// for this long, never earlier, and at most a sixteenth of it later. Adds one 8-byte word
+    /// to each entry, which hits rewrite about sixteen times per TTI at most. Zero is refused.
+    ///
+    /// A read takes no lock, so one that races the idle deadline (it reads the clock just
+    /// before the deadline while the hand, a purge or the janitor judges the entry just after
+    /// it) returns the value, and the entry may still leave as `Expired` right after: a read
+    /// extends the entry's life only once its mark has landed.
     pub fn time_to_idle(mut self, tti: Duration) -> Self {
         self.more.tti = Some(tti);
         self

@@ -4,8 +4,8 @@
 //! An entry's deadline is a `u64` of nanoseconds on the cache's [`Clock`], stored in an
 //! extension word after the node (`ExtLayout`); `NEVER` means no deadline. In a cache
 //! without a weigher, whose entries all weigh 0, the TTL deadline goes in the node's weight bits
-//! instead, in whole milliseconds rounded up, so expiry adds no word at all (36.8 bytes per
-//! `u64 -> u64` entry with or without it). A read compares
+//! instead, in whole milliseconds rounded up, so expiry adds no word at all (39.3 bytes per
+//! `u64 -> u64` entry with or without it; 36.8 under `Policy::Clock`). A read compares
 //! it with the clock and treats an entry at or past its deadline as absent; it does not remove
 //! it (a read writes nothing shared). The CLOCK hand takes expired entries first when it passes
 //! them, [`Cache::purge_expired`](crate::Cache::purge_expired) sweeps on demand, and an optional
@@ -84,8 +84,11 @@ pub trait Clock: Send + Sync + 'static {
     /// Time since an arbitrary fixed origin. Must never go backwards.
     fn now(&self) -> Duration;
 
-    /// Waits `d` on this clock. Used by [warm-up](crate::WarmUp)'s rate limit; a test clock
-    /// may simply advance itself.
+    /// Waits `d` on this clock. Used by [warm-up](crate::WarmUp)'s rate limit, which sleeps
+    /// until its next start time on this clock: a clock whose time does not pass on its own (a
+    /// test's manual clock) must override this to advance itself by `d`, or the default
+    /// real-time sleep lets that schedule fall further behind with every key (a session-store
+    /// dry run: 20 keys at 100 per second took 1.9 s instead of 0.2 s).
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d);
     }
@@ -503,7 +506,13 @@ impl Expiry {
         now: u64,
         ttl: Option<Duration>,
     ) -> (Option<u64>, u64) {
-        let due = ttl.or(self.ttl).map_or(NEVER, |d| deadline(now, d));
+        // A zero TTL gets deadline 0, not `now`: expired at every instant, also for a pinned
+        // handle made before the insert, which judges at its older instant (with `now` it
+        // returned the entry: found by the session-store dry run; `tests/expiry.rs`,
+        // `a_pinned_handle_never_returns_a_zero_ttl_entry_inserted_after_it`).
+        let due = ttl
+            .or(self.ttl)
+            .map_or(NEVER, |d| if d.is_zero() { 0 } else { deadline(now, d) });
         let idle = self.tti.map_or(NEVER, |d| deadline(now, d));
         if let Some(i) = self.layout.deadline {
             words[i] = due;
@@ -514,6 +523,8 @@ impl Expiry {
         let packed = self.layout.packed_deadline.then(|| {
             if due == NEVER {
                 u64::MAX
+            } else if due == 0 {
+                0
             } else if due <= now {
                 // Born expired (a zero TTL): a deadline that every test now fails. Rounded up
                 // like the others, it could lie in the current millisecond, which the test

@@ -42,7 +42,8 @@
 //! by [`purge_expired`](Cache::purge_expired), or by an optional [janitor](Builder::janitor)
 //! thread. Time comes from a [`Clock`], by default a cached tick that a process-wide ticker
 //! thread refreshes every millisecond from the kernel's coarse clock: an entry may outlive its
-//! deadline by up to about 6 ms (see [`expiry`], "Precision").
+//! deadline by up to about 6 ms while that thread runs on time, more while it is starved of
+//! CPU (see [`expiry`], "Precision").
 //!
 //! ```
 //! use std::time::Duration;
@@ -184,8 +185,9 @@
 //!
 //! Each operation on one key is linearizable: a `get` that starts after an `insert` of the same
 //! key returned sees that value or a newer one, never a torn or freed one. Two concurrent
-//! inserts of one key leave exactly one entry. `len`, `weight` and iteration are snapshots that
-//! may be stale while writers run. A value returned by reference lives as long as the
+//! inserts of one key leave exactly one entry. `len` and `weight` are snapshots that may be
+//! stale while writers run; an iteration is not a snapshot: it sees each entry at most once and
+//! may include entries added, and miss entries removed, while it walks. A value returned by reference lives as long as the
 //! [`Pinned`] handle, even if it is evicted meanwhile.
 //!
 //! # Memory

@@ -156,6 +156,41 @@ fn a_zero_ttl_is_never_returned_between_milliseconds() {
     assert_eq!(cache.get(&2), Some(2));
 }
 
+/// Found by the session-store dry run: a zero TTL stored the deadline `now`, and a pinned
+/// handle made earlier, which judges expiry at its own instant, returned the entry (and
+/// iterated it), though a zero TTL is documented as never returned. Both layouts: the
+/// deadline packed in milliseconds (no weigher) and in its own word (a weigher).
+#[test]
+fn a_pinned_handle_never_returns_a_zero_ttl_entry_inserted_after_it() {
+    for weighed in [false, true] {
+        let clock = ManualClock::new();
+        let b = Cache::<u64, u64>::builder()
+            .max_capacity(64)
+            .expiry()
+            .clock(clock.clone());
+        let b = if weighed {
+            b.max_weight(64).weigher(|_, _| 1)
+        } else {
+            b
+        };
+        let cache = b.build().unwrap();
+        let pinned = cache.pin();
+        clock.advance(Duration::from_secs(1));
+        cache.insert_with_ttl(7, 7, Duration::ZERO).unwrap();
+        assert_eq!(cache.get(&7), None);
+        assert_eq!(
+            pinned.get(&7),
+            None,
+            "weighed {weighed}: the older handle returned it"
+        );
+        assert_eq!(
+            pinned.iter().count(),
+            0,
+            "weighed {weighed}: and iterated it"
+        );
+    }
+}
+
 #[test]
 fn bad_builder_input_is_a_typed_error() {
     let b = || Cache::<u64, u64>::builder().max_capacity(10);
