@@ -451,8 +451,10 @@ where
     /// The value for `key`; on a miss, runs `init` to make it, caches it and returns it.
     /// Concurrent callers that miss on the same key run one `init` between them; the others
     /// wait for its value. If `init` panics, the panic propagates to this caller, and one of
-    /// the waiters runs its own `init` instead. See the [module docs](crate::loader) for the
-    /// protocol.
+    /// the waiters runs its own `init` instead. A value the cache refuses (a weighted cache's
+    /// [`TooHeavy`](crate::InsertErrorKind::TooHeavy) or
+    /// [`Rejected`](crate::InsertErrorKind::Rejected)) is still returned, and not cached. See
+    /// the [module docs](crate::loader) for the protocol.
     ///
     /// ```
     /// let cache: clockline::Cache<u64, String> = clockline::Cache::new(100);
