@@ -284,14 +284,25 @@ impl<K: Hash + Eq, V: Clone> Lead<'_, K, V> {
                 .get(&self.key)
                 .is_some_and(|f| FlightArc::ptr_eq(f, &self.flight))
             {
-                map.remove(&self.key);
+                // Not `remove`: it drops the map's key while its result (the flight) is an
+                // unbound return value, which leaks if that `Drop` panics.
+                let removed = map.remove_entry(&self.key);
+                drop(map);
+                if let Some((k, f)) = removed {
+                    drop(f);
+                    drop(k);
+                }
             }
         }));
         let panic = looked_up.err();
         if panic.is_some() {
             // A panic inside a lookup leaves the map unchanged (and the poisoned lock is
             // ignored, see `lock`), so the flight is still registered, at most once.
-            lock(shard).retain(|_, f| !FlightArc::ptr_eq(f, &self.flight));
+            // `retain` drops the map's key, whose `Drop` may panic: the flight must still end
+            // (the first panic is the one raised).
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                lock(shard).retain(|_, f| !FlightArc::ptr_eq(f, &self.flight))
+            }));
         }
         self.flight.finish(outcome);
         panic
@@ -855,7 +866,12 @@ where
             }
             let joined = self.join(&key);
             match joined {
-                Joined::Wait(flight) => match (WaitFlight { flight, slot: None }).await {
+                Joined::Wait(flight) => match (WaitFlight {
+                    flight: Some(flight),
+                    slot: None,
+                })
+                .await
+                {
                     // As in `load_sync`.
                     Outcome::Value(v, born) if born > asked => {
                         *out = Some(Ok(v));
@@ -952,7 +968,10 @@ impl<K, V, S> Drop for LoadTimer<'_, K, V, S> {
 /// Waits for a flight without blocking the thread; takes its waker out of the flight if
 /// dropped while the flight runs.
 struct WaitFlight<V: Clone> {
-    flight: FlightArc<Flight<V>>,
+    /// Taken (and dropped) as the wait ends, inside `poll`: dropping the flight's last
+    /// reference drops its value, whose `Drop` may panic, and the `.await` that drops this
+    /// future would then leak the outcome it is returning (an unbound temporary).
+    flight: Option<FlightArc<Flight<V>>>,
     slot: Option<usize>,
 }
 
@@ -960,14 +979,20 @@ impl<V: Clone> Future for WaitFlight<V> {
     type Output = Outcome<V>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<V>> {
         let this = self.get_mut();
-        this.flight.poll_wait(cx, &mut this.slot)
+        let flight = this.flight.as_ref().expect("polled after it finished");
+        let outcome = flight.poll_wait(cx, &mut this.slot);
+        if outcome.is_ready() {
+            // A local here: dropped if the flight's drop panics.
+            drop(this.flight.take());
+        }
+        outcome
     }
 }
 
 impl<V: Clone> Drop for WaitFlight<V> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            self.flight.forget(slot);
+        if let (Some(slot), Some(flight)) = (self.slot, &self.flight) {
+            flight.forget(slot);
         }
     }
 }

@@ -78,10 +78,11 @@ where
     /// loading count as `failed` (`tests/warmup.rs`,
     /// `warm_up_called_from_an_async_task_fails_keys_silently`; 197 of 200 keys in the dry run).
     ///
-    /// A panic that comes after a loader returned (the eviction listener's, when the insert
-    /// of its value evicted; or the key's own `Hash` or `Eq`) is not the loader's: the other
-    /// keys go on, and the first such panic is raised once every key is done (instead of the
-    /// report), as the insert that triggered it would raise it.
+    /// A panic anywhere but in the loader itself (the key's `Hash`, `Eq` or `Drop`, the
+    /// value's `Drop`, the eviction listener's when the insert of a value evicted) is not the
+    /// loader's: the key does not count as failed, the other keys go on, and the first such
+    /// panic is raised once every key is done (instead of the report), as the operation that
+    /// ran that code would raise it.
     ///
     /// ```
     /// use std::num::NonZeroUsize;
@@ -115,51 +116,57 @@ where
             let Some(key) = keys.lock().unwrap_or_else(PoisonError::into_inner).next() else {
                 return;
             };
-            if self.contains_key(&key) {
-                report
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .skipped += 1;
-                continue;
-            }
-            if let Some(gap) = gap {
-                let at = {
-                    let mut next = next_slot.lock().unwrap_or_else(PoisonError::into_inner);
-                    let at = (*next).max(clock.now());
-                    *next = deadline(at, gap);
-                    at
-                };
-                let now = clock.now();
-                if at > now {
-                    clock.sleep(Duration::from_nanos(at - now));
-                }
-            }
-            // Whether this key's loader returned: a panic after that is not the loader's. (Counting every panic as a failed load counted keys whose
-            // value was cached, when the insert's listener panicked, and swallowed that
-            // panic: `tests/warmup.rs`,
-            // `a_panicking_listener_during_warm_up_fails_no_key_and_reaches_the_caller`.)
-            let returned = Cell::new(false);
+            // Everything this key runs is inside `catch_unwind`: the skip check (the key's
+            // `Hash` and `Eq`), the load, and the drops of the key and of the returned value
+            // (a panic in any of them unwound the worker, which stopped loading keys, and on a
+            // spawned worker reached the caller as `thread::scope`'s own panic: found by the
+            // hostile dry run, `tests/hostile_drops.rs`). `in_loader`: the loader has started
+            // and not returned; only a panic then is the loader's own, which fails the key.
+            // Any other is raised at the end (counting every panic as a failed load counted
+            // keys whose value was cached, when the insert's listener panicked, and swallowed
+            // that panic: `tests/warmup.rs`,
+            // `a_panicking_listener_during_warm_up_fails_no_key_and_reaches_the_caller`).
+            let in_loader = Cell::new(false);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.load_sync(key.clone(), false, || {
+                let key = key;
+                if self.contains_key(&key) {
+                    return Ok(Served::Hit);
+                }
+                if let Some(gap) = gap {
+                    let at = {
+                        let mut next = next_slot.lock().unwrap_or_else(PoisonError::into_inner);
+                        let at = (*next).max(clock.now());
+                        *next = deadline(at, gap);
+                        at
+                    };
+                    let now = clock.now();
+                    if at > now {
+                        clock.sleep(Duration::from_nanos(at - now));
+                    }
+                }
+                let loaded = self.load_sync(key.clone(), false, || {
+                    in_loader.set(true);
                     let r = loader(&key);
-                    returned.set(true);
+                    in_loader.set(false);
                     r.map(|v| (v, None))
-                })
+                });
+                // The value and the error are dropped here, inside the `catch_unwind`.
+                loaded.map(|(_, served)| served).map_err(drop)
             }));
             let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);
             match outcome {
-                Ok(Ok((_, Served::Hit))) => r.skipped += 1,
+                Ok(Ok(Served::Hit)) => r.skipped += 1,
                 Ok(Ok(_)) => r.loaded += 1,
-                Ok(Err(_)) => r.failed += 1,
+                Ok(Err(())) => r.failed += 1,
+                Err(_) if in_loader.get() => r.failed += 1,
                 // Not the loader's: raised at the end, in place of the report, so this key
                 // needs no count.
-                Err(panic) if returned.get() => {
+                Err(panic) => {
                     foreign_panic
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .get_or_insert(panic);
                 }
-                Err(_) => r.failed += 1,
             }
         };
         os_thread::scope(|s| {
