@@ -1350,10 +1350,19 @@ where
                     let Some((s, (c, cn))) = policy
                         .oldest()
                         .and_then(|s| Some((s, window_node(table, s, guard)?)))
-                        .filter(|(_, (_, cn))| !std::ptr::eq(*cn, spare))
                     else {
-                        continue;
+                        continue; // The window is empty, or that entry left it already.
                     };
+                    if std::ptr::eq(cn, spare) {
+                        // The entry an update is making room to replace: back in the queue,
+                        // as on the candidate's path above. (It was dropped from the queue
+                        // here, and a window node in no queue is never a candidate again:
+                        // two updates of window entries that each needed the other's room
+                        // waited for each other forever; found by the configuration fuzzer,
+                        // seed 20207.)
+                        self.requeue(policy, table, s, guard);
+                        continue;
+                    }
                     let cause = if expired(cn) {
                         RemovalCause::Expired
                     } else {

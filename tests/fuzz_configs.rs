@@ -219,6 +219,16 @@ fn draw(seed: u64, max_ms: u64) -> Config {
         },
         rate: r.pick(&[10, 100, 1000, 3000]),
     });
+    // A panicking key `Drop` in half of the hostile configurations (found missing by the
+    // hostile dry run, which found two bugs with it; drawn after the rest, see `H_KDROP`).
+    let hostile = hostile.map(|h| Hostile {
+        mask: if r.chance(50) {
+            h.mask | H_KDROP
+        } else {
+            h.mask
+        },
+        ..h
+    });
     // FUZZ_HOOKS (an `H_*` mask) narrows a failing seed down to the hooks that matter.
     let hostile = hostile.map(|h| Hostile {
         mask: env("FUZZ_HOOKS", h.mask as u64) as u16,
@@ -306,8 +316,10 @@ const H_VDROP: u16 = 16;
 const H_WEIGHER: u16 = 32;
 const H_LISTENER: u16 = 64;
 const H_LOADER: u16 = 128;
+/// The key's `Drop` (added after the others: drawn apart, so older seeds keep their masks).
+const H_KDROP: u16 = 256;
 const H_ALL: u16 = 255;
-const HOOK_NAMES: [&str; 8] = [
+const HOOK_NAMES: [&str; 9] = [
     "Hash",
     "Eq",
     "key Clone",
@@ -316,6 +328,7 @@ const HOOK_NAMES: [&str; 8] = [
     "weigher",
     "listener",
     "loader",
+    "key Drop",
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -368,14 +381,15 @@ fn maybe_panic(hook: u16) {
     s.rng ^= s.rng << 17;
     let fire = s.rng % 100_000 < s.rate;
     // A `Hash` panic may be swallowed by design (the policy's frequency estimate of a node's
-    // key, src/cache.rs `node_hash`), and a `Drop` run by epoch reclamation is caught wherever
-    // it runs: neither must reach the caller. Every other hook's panic must.
-    if fire && hook != H_HASH && hook != H_VDROP {
+    // key, src/cache.rs `node_hash`), and a `Drop` run by epoch reclamation (a value's or a
+    // key's) is caught wherever it runs: none must reach the caller. Every other hook's panic
+    // must.
+    if fire && hook != H_HASH && hook != H_VDROP && hook != H_KDROP {
         s.raised += 1;
     }
     INJ.with(|c| c.set(s));
     if fire {
-        if hook & (H_HASH | H_EQ | H_KCLONE) != 0 {
+        if hook & (H_HASH | H_EQ | H_KCLONE | H_KDROP) != 0 {
             VERSIONS_LOSSY.store(true, SeqCst);
         }
         let name = HOOK_NAMES[hook.trailing_zeros() as usize];
@@ -524,6 +538,7 @@ impl Clone for K {
 impl Drop for K {
     fn drop(&mut self) {
         LIVE_K.fetch_sub(1, Relaxed);
+        maybe_panic(H_KDROP);
     }
 }
 impl std::hash::Hash for K {
