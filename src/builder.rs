@@ -182,6 +182,12 @@ impl<K, V, S> Builder<K, V, S> {
     /// [`RemovalCause`]; after the entry is unlinked and with no lock held, so it may call
     /// back into the cache. Entries still cached when the cache is dropped are not reported.
     ///
+    /// It runs pinned (it borrows the departing key and value, which epoch reclamation keeps
+    /// alive for it), and the epoch is shared by every cache in the process: while a listener
+    /// call runs, nothing any cache retires can be freed. Keep it short; hand slow work (I/O)
+    /// to another thread. (A sweep renews its guard between buckets, so a slow listener holds
+    /// reclamation back for one bucket's calls at a time, not the whole sweep.)
+    ///
     /// ```
     /// use std::sync::{Arc, Mutex};
     /// use clockline::RemovalCause;

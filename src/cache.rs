@@ -1662,45 +1662,70 @@ where
     /// so a listener that panicked once left `clear` with most of the cache still in place;
     /// `tests/listener.rs`, `a_listener_that_panics_does_not_stop_clear_halfway`.)
     fn sweep(&self, pick: impl Fn(&Node<K, V>) -> Option<RemovalCause>) -> usize {
-        let guard = crate::sync::pin();
+        let mut guard = crate::sync::pin();
         let mut removed = 0;
         let mut first_panic = None;
-        'restart: loop {
+        // The table being swept, by address and size (tables only grow, so the pair names one
+        // table even if a repin lets its address be reused), and the next bucket.
+        let mut walking = None;
+        let mut b = 0;
+        // The guard is renewed after every bucket whose listener calls ran, and every 16
+        // buckets otherwise: crossbeam's epoch is process-wide, and one guard held for a whole
+        // sweep stopped reclamation in every cache of the process for as long as the walk and
+        // its listener calls took (found by the thread-churn dry run: a janitor sweep with a
+        // 1 ms listener let an unrelated 100-entry cache pile up 99,000 retired values).
+        // Nothing loaded under a guard is used after it is renewed: the table is loaded
+        // again, and a grown one restarts the walk, as a replaced one always did.
+        let mut unrenewed = 0;
+        loop {
+            if unrenewed >= 16 {
+                guard.repin();
+                unrenewed = 0;
+            }
             let table = self.table(&guard);
-            for b in 0..table.nbuckets() {
-                // The next bucket's nodes, and the line after it: their loads then overlap
-                // with this bucket's work instead of each waiting its turn.
-                table.prefetch_walk(b, &guard);
-                let mut notes = Notes::new(self.listener.is_some());
-                {
-                    // Writers hold a lock of the table they write (see `grow`).
-                    let Some(_lock) = table.lock_bucket(b, || self.replaced(table, &guard)) else {
-                        continue 'restart;
+            let id = (table as *const RawTable<K, V>, table.nbuckets());
+            if walking != Some(id) {
+                walking = Some(id);
+                b = 0;
+            }
+            if b >= table.nbuckets() {
+                break;
+            }
+            // The next bucket's nodes, and the line after it: their loads then overlap with
+            // this bucket's work instead of each waiting its turn.
+            table.prefetch_walk(b, &guard);
+            let mut notes = Notes::new(self.listener.is_some());
+            {
+                // Writers hold a lock of the table they write (see `grow`).
+                let Some(_lock) = table.lock_bucket(b, || self.replaced(table, &guard)) else {
+                    walking = None;
+                    continue;
+                };
+                for i in 0..SLOTS {
+                    let p = table.load_slot(b * SLOTS + i, &guard);
+                    // SAFETY: loaded under `guard`.
+                    let Some(cause) = (unsafe { p.as_ref() }).and_then(&pick) else {
+                        continue;
                     };
-                    for i in 0..SLOTS {
-                        let p = table.load_slot(b * SLOTS + i, &guard);
-                        // SAFETY: loaded under `guard`.
-                        let Some(cause) = (unsafe { p.as_ref() }).and_then(&pick) else {
-                            continue;
-                        };
-                        // SAFETY: loaded under `guard`.
-                        self.entomb(unsafe { p.deref() }, cause, &mut notes);
-                        if table.unlink(b, i, p, Some(b), &guard) {
-                            self.retire_unlinked(p, cause, &mut notes, &guard);
-                            removed += 1;
-                        }
+                    // SAFETY: loaded under `guard`.
+                    self.entomb(unsafe { p.deref() }, cause, &mut notes);
+                    if table.unlink(b, i, p, Some(b), &guard) {
+                        self.retire_unlinked(p, cause, &mut notes, &guard);
+                        removed += 1;
                     }
                 }
-                let listener = self.listener.as_ref();
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| notes.deliver(listener))) {
-                    first_panic.get_or_insert(p);
-                }
             }
-            if let Some(p) = first_panic {
-                resume_unwind(p);
+            unrenewed += if notes.is_empty() { 1 } else { 16 };
+            let listener = self.listener.as_ref();
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| notes.deliver(listener))) {
+                first_panic.get_or_insert(p);
             }
-            return removed;
+            b += 1;
         }
+        if let Some(p) = first_panic {
+            resume_unwind(p);
+        }
+        removed
     }
 
     pub(crate) fn clear(&self) {
@@ -2134,7 +2159,8 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
 /// A pinned view of a [`Cache`]: lookups lend `&V` for as long as the handle lives.
 ///
 /// Obtained with [`Cache::pin`]. The handle holds an epoch guard: nothing removed while it lives
-/// is freed before it is dropped, so keep it for one request, not for the life of a thread.
+/// is freed before it is dropped, from this cache or from any other (the epoch is shared by
+/// every cache in the process), so keep it for one request, not for the life of a thread.
 /// It is `!Send` (the guard belongs to its thread), so in async code take it inside one
 /// synchronous stretch and drop it before the next `.await`.
 pub struct Pinned<'c, K, V, S = DefaultHashBuilder> {

@@ -104,6 +104,11 @@ impl<'g, K, V> Notes<'g, K, V> {
         self.panic.get_or_insert(payload);
     }
 
+    /// True if no listener call is owed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     #[inline]
     pub(crate) fn push(&mut self, node: Shared<'g, Node<K, V>>, cause: RemovalCause) {
         if self.keep {

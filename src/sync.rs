@@ -71,8 +71,52 @@ pub(crate) fn pin() -> crossbeam_epoch::Guard {
 
 /// Moves what this thread has retired to the global queue and frees what no reader can see
 /// any more: see [`crate::flush_deferred`].
+///
+/// One `Guard::flush` advances the epoch at most once and frees at most 8 bags (crossbeam's
+/// `COLLECT_STEPS`, 512 nodes), so a backlog left by a stalled epoch (a pinned handle held
+/// while other threads retire, threads preempted while pinned) took a call per 512 values to
+/// drain, and nothing drained it while the process was idle (found by the thread-churn dry
+/// run: 196 calls for 100,000 values). So this flushes until three flushes in a row free
+/// nothing (two epoch advances are needed before garbage sealed now may be freed), counting
+/// the nodes freed by this thread ([`note_freed`], called by `table::retire`'s deferred drop).
+/// A thread that holds a guard stops the epoch: then the loop ends after three idle rounds.
+/// Bounded at 1,024 flushes (about half a million nodes), so that other threads retiring as
+/// fast as this one frees cannot keep it here.
+#[cfg(not(clockline_loom))]
+pub(crate) fn flush() {
+    let mut idle = 0;
+    for _ in 0..1024 {
+        if idle == 3 {
+            break;
+        }
+        let before = FREED.with(std::cell::Cell::get);
+        pin().flush();
+        if FREED.with(std::cell::Cell::get) == before {
+            idle += 1;
+        } else {
+            idle = 0;
+        }
+    }
+}
+
+/// Under loom: one flush (loom's threads share this OS thread's thread-locals).
+#[cfg(clockline_loom)]
 pub(crate) fn flush() {
     pin().flush();
+}
+
+#[cfg(not(clockline_loom))]
+std::thread_local! {
+    /// Nodes whose deferred drop ran on this thread: [`flush`]'s progress signal.
+    static FREED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one node freed on this thread (see [`flush`]). A `const` thread-local without a
+/// destructor: an add to a thread-local address, no lazy-initialization check.
+#[inline(always)]
+pub(crate) fn note_freed() {
+    #[cfg(not(clockline_loom))]
+    FREED.with(|n| n.set(n.get().wrapping_add(1)));
 }
 
 #[cfg(clockline_loom)]

@@ -586,6 +586,7 @@ pub(crate) unsafe fn retire<K, V>(node: Shared<'_, Node<K, V>>, guard: &Guard) {
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 drop(NodeBox::from_raw(raw as *mut Node<K, V>));
             }));
+            crate::sync::note_freed();
         });
     }
 }
