@@ -259,9 +259,10 @@ pub(crate) enum Cond {
     /// (a tombstone of the same version does not refuse it, for the same reason).
     LoadedAt(u64, Snapshot),
     /// [`Cache::compute`]'s put: only if the key's node, expired or not, is still the one at
-    /// this address (0: only if the key has no node). The caller holds the guard under which
-    /// it saw that node, so the address cannot have been reused meanwhile.
-    Unchanged(usize),
+    /// this address (0: only if the key has no node), and, if the closure saw it live (the
+    /// flag), it has not expired since. The caller holds the guard under which it saw that
+    /// node, so the address cannot have been reused meanwhile.
+    Unchanged(usize, bool),
 }
 
 impl Cond {
@@ -269,7 +270,7 @@ impl Cond {
     fn version(self) -> Option<u64> {
         match self {
             Cond::Newer(v) | Cond::LoadedAt(v, _) => Some(v),
-            Cond::Always | Cond::Absent | Cond::Loaded(..) | Cond::Unchanged(_) => None,
+            Cond::Always | Cond::Absent | Cond::Loaded(..) | Cond::Unchanged(..) => None,
         }
     }
 }
@@ -817,13 +818,19 @@ where
                             return Locked::Stale(node, now.version().unwrap_or(0));
                         }
                     }
-                    Cond::Always | Cond::Absent | Cond::Unchanged(_) => {}
+                    Cond::Always | Cond::Absent | Cond::Unchanged(..) => {}
                 }
             }
-            if let Cond::Unchanged(expected) = cond {
-                // Another write of the key came between `compute`'s read and this lock.
+            if let Cond::Unchanged(expected, saw_live) = cond {
+                // Another write of the key came between `compute`'s read and this lock, or the
+                // live value the closure built on has expired since: committed, a fixed
+                // window's count carried into the next window, reported `Updated` while the
+                // listener heard `Expired` (found by the rate-limiter dry run;
+                // `tests/compute.rs`, `a_put_built_on_a_value_that_expired_before_the_commit_runs_again`).
                 let at = found.as_ref().map_or(0, |f| f.node.as_raw() as usize);
-                if at != expected {
+                let expired_since =
+                    saw_live && found.as_ref().is_some_and(|f| self.expired(f.node(), now));
+                if at != expected || expired_since {
                     let current = found
                         .as_ref()
                         .map_or(0, |f| self.ext.version(f.node()).unwrap_or(0));

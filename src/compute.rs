@@ -5,17 +5,20 @@
 //! is lost. `compute` gives the closure the key's current value and commits what it returns
 //! only if the key still holds that entry; otherwise it runs the closure again on the new one,
 //! as [`AtomicU64::fetch_update`](std::sync::atomic::AtomicU64::fetch_update) does. No lock is
-//! held while the closure runs, so it may take its time, call into the cache, or panic.
+//! held while the closure runs, so it may call into the cache or panic. It does run pinned
+//! (it borrows the value), and the epoch is shared by every cache in the process: a slow
+//! closure holds back reclamation everywhere while it runs, so keep it short.
 //!
 //! # Protocol
 //!
 //! 1. Pin, and find the key's node, expired or not (`expected`: its address, or none). The
 //!    closure sees the value if the node is live, `None` if it is absent or expired.
-//! 2. [`Compute::Put`]: an insert with [`Cond::Unchanged`]`(expected)`. Under the key's home
-//!    bucket lock (which every insert and removal of the key takes) the insert looks the key up
-//!    again and stores only if it finds the same node (or, for none, no node); otherwise it
-//!    hands the pair back and the call starts over at 1.
-//!    [`Compute::Remove`]: a removal under the same lock, only if it finds that same node.
+//! 2. [`Compute::Put`]: an insert with [`Cond::Unchanged`]`(expected, saw_live)`. Under the
+//!    key's home bucket lock (which every insert and removal of the key takes) the insert
+//!    looks the key up again and stores only if it finds the same node (or, for none, no node)
+//!    and, if the closure saw it live, not expired since; otherwise it hands the pair back
+//!    and the call starts over at 1.
+//!    [`Compute::Remove`]: a removal under the same lock, on the same conditions.
 //!    [`Compute::Keep`]: nothing.
 //!
 //! # Orderings
@@ -38,8 +41,15 @@ use crate::Cache;
 /// What a [`Cache::compute`] closure wants done with the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compute<V> {
-    /// Store this value (insert, or replace the value the closure saw).
+    /// Store this value (insert, or replace the value the closure saw), with the cache's
+    /// default time-to-live, if any: every put starts a new one.
     Put(V),
+    /// Store this value with its own time-to-live, as
+    /// [`insert_with_ttl`](Cache::insert_with_ttl) does (needs a cache with expiry). A fixed
+    /// window keeps its end this way: `PutWithTtl(count + 1, window_end - now)`, where a plain
+    /// `Put` would give each increment a fresh default TTL, and a window kept busy would never
+    /// close.
+    PutWithTtl(V, std::time::Duration),
     /// Remove the entry the closure saw (nothing if it saw none).
     Remove,
     /// Leave the key as it is.
@@ -56,7 +66,9 @@ pub enum Computed {
     Updated,
     /// The closure saw a live entry, and it was removed.
     Removed,
-    /// [`Compute::Keep`], or [`Compute::Remove`] of an absent key: nothing changed.
+    /// [`Compute::Keep`], or [`Compute::Remove`] when the closure saw no live entry: nothing
+    /// it saw changed (an expired entry found is removed all the same, as by
+    /// [`remove`](Cache::remove), and reported as [`RemovalCause::Explicit`]).
     Unchanged,
 }
 
@@ -69,15 +81,22 @@ where
     /// Computes the key's new value from its current one, atomically: `f` gets the live value
     /// (`None` if the key is absent or expired) and returns what to do. What it returns is
     /// committed only if the key still holds the entry `f` saw; if another write of the key
-    /// came first, `f` runs again on the new value, so `f` may run more than once and should
-    /// not have effects beyond its result. No lock is held while `f` runs: it may call into
-    /// the cache, and a panic in it changes nothing and reaches the caller.
+    /// came first, or the live value `f` saw has expired since, `f` runs again on what is
+    /// there now, so `f` may run more than once and should not have effects beyond its
+    /// result. No lock is held while `f` runs: it may call into the cache (though a closure
+    /// that writes its own key on every run never commits: each write makes the next run's
+    /// read stale), and a panic in it changes nothing and reaches the caller. `f` runs pinned,
+    /// which holds back the reclamation of what every cache of the process retires meanwhile:
+    /// keep it short, and do slow work (I/O) before the call.
     ///
-    /// A put is an [`insert`](Self::insert) (the cache's default time-to-live, the weigher,
-    /// admission): a weighted cache may refuse it, and the error hands the key and the value
-    /// back. A removal is reported to the listener as [`RemovalCause::Explicit`]. `compute`
-    /// counts no hit or miss in the statistics (it is a write), and it does not mark the entry
-    /// as used: a put makes a new one, and [`Compute::Keep`] leaves it as it was.
+    /// A put is an [`insert`](Self::insert) (the cache's default time-to-live, which each put
+    /// starts anew, or [`Compute::PutWithTtl`]'s; the weigher; admission): a weighted cache may
+    /// refuse it, and the error hands the key and the value back. A removal is reported to the
+    /// listener as [`RemovalCause::Explicit`]. `compute` counts no hit or miss in the
+    /// statistics (it is a write; a put over an expired entry counts as an update there, as
+    /// an insert over one does, though it returns [`Computed::Inserted`]). A put's new entry
+    /// starts marked as used, as every replace's does; [`Compute::Keep`] leaves the entry as it
+    /// was.
     ///
     /// ```
     /// use clockline::{Cache, Compute, Computed};
@@ -107,14 +126,21 @@ where
                 Some(n) => n.read(|_, v| f(Some(v))),
                 None => f(None),
             };
-            match todo {
+            let (value, ttl) = match todo {
                 Compute::Keep => return Ok(Computed::Unchanged),
                 Compute::Remove if node.is_none() => return Ok(Computed::Unchanged),
                 Compute::Remove => {
                     let mut notes = Notes::new(inner.listener().is_some());
                     let removed = inner.remove_if(
                         &key,
-                        |n| (n as *const _ as usize == expected).then(|| RemovalCause::Explicit),
+                        |n| {
+                            // Not if `f` saw it live and it has expired since: `f` runs again
+                            // and sees it absent. (One `f` saw expired is removed, as by
+                            // `remove`, with `Explicit`.)
+                            let expired_since = live.is_some() && inner.expired(n, inner.now());
+                            (n as *const _ as usize == expected && !expired_since)
+                                .then(|| RemovalCause::Explicit)
+                        },
                         |_, _| {},
                         &mut notes,
                         &guard,
@@ -125,23 +151,24 @@ where
                         // An expired entry, which `f` saw as absent: gone, nothing it saw
                         // changed.
                         (Some(_), None) => return Ok(Computed::Unchanged),
-                        // Changed meanwhile: run `f` again on what is there now.
-                        (None, _) => {}
+                        // Changed (or expired) meanwhile: run `f` again on what is there now.
+                        (None, _) => continue,
                     }
                 }
-                Compute::Put(value) => {
-                    match inner.insert_full(key, value, None, Cond::Unchanged(expected), &guard) {
-                        Ok(()) if live.is_some() => return Ok(Computed::Updated),
-                        Ok(()) => return Ok(Computed::Inserted),
-                        // Changed meanwhile: the pair comes back; run `f` again.
-                        Err(InsertError {
-                            key: back,
-                            kind: InsertErrorKind::Stale { .. },
-                            ..
-                        }) => key = back,
-                        Err(refused) => return Err(refused),
-                    }
-                }
+                Compute::Put(value) => (value, None),
+                Compute::PutWithTtl(value, ttl) => (value, Some(ttl)),
+            };
+            let cond = Cond::Unchanged(expected, live.is_some());
+            match inner.insert_full(key, value, ttl, cond, &guard) {
+                Ok(()) if live.is_some() => return Ok(Computed::Updated),
+                Ok(()) => return Ok(Computed::Inserted),
+                // Changed (or expired) meanwhile: the pair comes back; run `f` again.
+                Err(InsertError {
+                    key: back,
+                    kind: InsertErrorKind::Stale { .. },
+                    ..
+                }) => key = back,
+                Err(refused) => return Err(refused),
             }
         }
     }

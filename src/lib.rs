@@ -257,7 +257,7 @@ pub use warmup::{WarmUp, WarmUpReport};
 /// One call frees what the epoch allows: it flushes until three flushes in a row free nothing,
 /// at most 1,024 of them, so a backlog of up to about half a million values drains in one call
 /// (it used to free at most 512 values per call: found by the thread-churn dry run). While another thread holds a guard (a
-/// [`Pinned`](crate::Pinned) handle, a listener running) nothing retired since can be freed,
+/// [`Pinned`] handle, a listener running) nothing retired since can be freed,
 /// and the call returns after those three idle flushes; call it again later. Values retired by *other*
 /// threads stay in their bags, so in a service with many threads, retired values can outweigh
 /// the cache's `max_weight` (a 4 MiB blob cache left 38 MiB of values alive while idle

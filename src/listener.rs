@@ -28,8 +28,9 @@ pub enum RemovalCause {
     /// Its time-to-live or time-to-idle ran out; removed by the hand, a purge or the janitor,
     /// or replaced after it had expired.
     Expired,
-    /// Removed by [`remove`](crate::Cache::remove) or
-    /// [`invalidate_versioned`](crate::Cache::invalidate_versioned).
+    /// Removed by [`remove`](crate::Cache::remove),
+    /// [`invalidate_versioned`](crate::Cache::invalidate_versioned) or
+    /// [`compute`](crate::Cache::compute)'s [`Remove`](crate::Compute::Remove).
     Explicit,
     /// Replaced by an insert of the same key.
     Replaced,

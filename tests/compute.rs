@@ -232,3 +232,103 @@ fn in_a_versioned_cache_a_put_stores_version_0() {
     assert_eq!(cache.compute(1, bump).unwrap(), Computed::Updated);
     assert_eq!(cache.get_versioned(&1), Some((11, 0)));
 }
+
+fn ttl_cache(
+    clock: &Arc<ManualClock>,
+    heard: &Arc<Mutex<Vec<(u64, RemovalCause)>>>,
+) -> Cache<u64, u64> {
+    let h = heard.clone();
+    Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_secs(10))
+        .clock(clock.clone())
+        .eviction_listener(move |_, v: &u64, cause| h.lock().unwrap().push((*v, cause)))
+        .build()
+        .unwrap()
+}
+
+/// Found by the rate-limiter dry run: a put built on a live value that expired before the
+/// commit was committed (a fixed window's count carried into the next window, the call said
+/// `Updated` while the listener heard `Expired`). It now runs the closure again, which sees
+/// the key absent.
+#[test]
+fn a_put_built_on_a_value_that_expired_before_the_commit_runs_again() {
+    let clock = ManualClock::new();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let cache = ttl_cache(&clock, &heard);
+    assert_eq!(cache.compute(1, bump).unwrap(), Computed::Inserted);
+    let mut saw = Vec::new();
+    let r = cache.compute(1, |v| {
+        saw.push(v.copied());
+        if saw.len() == 1 {
+            clock.advance(Duration::from_secs(10)); // the window ends meanwhile
+        }
+        bump(v)
+    });
+    assert_eq!(r.unwrap(), Computed::Inserted);
+    assert_eq!(saw, [Some(1), None]);
+    assert_eq!(cache.get(&1), Some(1));
+    assert_eq!(*heard.lock().unwrap(), [(1, RemovalCause::Expired)]);
+}
+
+/// The same for a removal: not of a value that expired since the closure saw it live.
+#[test]
+fn a_remove_of_a_value_that_expired_before_the_commit_runs_again() {
+    let clock = ManualClock::new();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let cache = ttl_cache(&clock, &heard);
+    cache.insert(1, 7).unwrap();
+    let mut saw = Vec::new();
+    let r = cache.compute(1, |v| {
+        saw.push(v.copied());
+        if saw.len() == 1 {
+            clock.advance(Duration::from_secs(10));
+        }
+        Compute::Remove
+    });
+    assert_eq!(r.unwrap(), Computed::Unchanged);
+    assert_eq!(saw, [Some(7), None]);
+    // The expired entry is removed all the same, as by `remove`.
+    assert_eq!(*heard.lock().unwrap(), [(7, RemovalCause::Explicit)]);
+    assert_eq!(cache.len(), 0);
+}
+
+/// A fixed window: `PutWithTtl` keeps the window's end, where each `Put` would start the
+/// default TTL anew and a window kept busy would never close.
+#[test]
+fn put_with_ttl_keeps_a_fixed_windows_end() {
+    let clock = ManualClock::new();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let cache = ttl_cache(&clock, &heard);
+    let window = Duration::from_secs(10);
+    // The value packs the count and the window's end, in seconds on the test's clock.
+    let start = 1_000u64;
+    let mut now = start;
+    let hit = |cache: &Cache<u64, u64>, now: u64| {
+        cache
+            .compute(1, |v| match v {
+                Some(&v) => {
+                    let (end, count) = (v >> 32, v & 0xffff_ffff);
+                    Compute::PutWithTtl(end << 32 | (count + 1), Duration::from_secs(end - now))
+                }
+                None => {
+                    let end = now + window.as_secs();
+                    Compute::PutWithTtl(end << 32 | 1, window)
+                }
+            })
+            .unwrap()
+    };
+    for _ in 0..5 {
+        let _ = hit(&cache, now);
+        clock.advance(Duration::from_secs(3));
+        now += 3;
+    }
+    // Requests at 0, 3, 6, 9 s fall in the first window; the one at 12 s opens a new one.
+    assert_eq!(cache.get(&1).map(|v| v & 0xffff_ffff), Some(1));
+    // It needs a cache with expiry, as `insert_with_ttl` does.
+    let e = Cache::<u64, u64>::new(10).compute(1, |_| Compute::PutWithTtl(1, window));
+    assert!(matches!(
+        e.unwrap_err().kind,
+        InsertErrorKind::ExpiryDisabled
+    ));
+}
