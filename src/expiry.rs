@@ -580,8 +580,14 @@ mod tests {
     fn the_cached_tick_follows_the_coarse_clock() {
         let a = ClockSource::default_for_expiry();
         let t0 = a.now();
-        std::thread::sleep(CoarseClock::resolution() * 2 + ticker::PERIOD * 5);
-        let t1 = a.now();
+        // Polled for up to a second, not one sleep of a few ticks: under AddressSanitizer on
+        // a loaded 2-core machine the ticker thread once went unscheduled for all of 13 ms.
+        let start = std::time::Instant::now();
+        let mut t1 = a.now();
+        while t1 <= t0 && start.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(CoarseClock::resolution() * 2 + ticker::PERIOD * 5);
+            t1 = a.now();
+        }
         assert!(t1 > t0, "the tick moved");
         let lag = CoarseClock::default().nanos().saturating_sub(t1);
         assert!(lag < 1_000_000_000, "tick {lag} ns behind the coarse clock");
