@@ -653,8 +653,18 @@ where
             words[i] = version.unwrap_or(0);
         }
         let mut node = NodeBox::new(key, value, weight, &words[..self.ext.len], packed);
-        if self.grow_limit.is_none() && matches!(cond, Cond::Always) {
-            match self.replace_unlocked(hash, node, now, notes, guard) {
+        // A plain insert, or `compute`'s put over the entry it read, may replace without the
+        // lock. (`compute` took the lock on every commit: 0.7-1.0x the throughput of `get` +
+        // `insert` on 1,000 keys in the rate-limiter dry run.)
+        let unlocked = match cond {
+            Cond::Always => Some(None),
+            Cond::Unchanged(expected, saw_live) if expected != 0 => {
+                Some(Some((expected, saw_live)))
+            }
+            _ => None,
+        };
+        if let (None, Some(expect)) = (self.grow_limit, unlocked) {
+            match self.replace_unlocked(hash, node, now, expect, notes, guard) {
                 Ok(()) => return Ok(()),
                 Err(back) => node = back,
             }
@@ -698,12 +708,16 @@ where
     /// remove or eviction unlinks with a CAS on it (if the unlink wins, we retry under the lock
     /// and find the key absent). The slot, its tag and the home's spill bits do not change.
     /// Versioned inserts never take it: their check of the stored version needs the lock.
+    /// `expect`: `compute`'s condition (the node it read, and whether it saw it live), checked
+    /// here and then by the CAS itself, which replaces only that node; a node that does not
+    /// match is left to the locked path, which refuses it.
     #[inline]
     fn replace_unlocked<'g>(
         &self,
         hash: u64,
         node: NodeBox<K, V>,
         now: u64,
+        expect: Option<(usize, bool)>,
         notes: &mut Notes<'g, K, V>,
         guard: &'g Guard,
     ) -> Result<(), NodeBox<K, V>> {
@@ -714,6 +728,13 @@ where
         };
         if node.weight() > found.node().weight() {
             return Err(node);
+        }
+        if let Some((expected, saw_live)) = expect {
+            if found.node.as_raw() as usize != expected
+                || (saw_live && self.expired(found.node(), now))
+            {
+                return Err(node);
+            }
         }
         self.swap_in(table, &found, node, now, notes, guard)
     }
