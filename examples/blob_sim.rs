@@ -200,18 +200,10 @@ fn violation(msg: String) {
 
 // ---------- rng ----------
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "../benches/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+use common::SplitMix64 as Rng;
 
 fn blob_len(r: &mut Rng) -> usize {
     if SMALL.load(Relaxed) {
@@ -355,7 +347,7 @@ fn main() {
     for w in 0..writers {
         let (cache, counts, stop) = (cache.clone(), counts.clone(), stop.clone());
         hs.push(std::thread::spawn(move || {
-            let mut r = Rng(seed.wrapping_mul(77) + w as u64 * 1_000_003 + 12345);
+            let mut r = Rng::new(seed.wrapping_mul(77) + w as u64 * 1_000_003 + 12345);
             while !stop.load(Relaxed) {
                 counts.progress.fetch_add(1, Relaxed);
                 if PAUSE.load(Relaxed) {
@@ -417,7 +409,7 @@ fn main() {
     for rd in 0..readers {
         let (cache, counts, stop) = (cache.clone(), counts.clone(), stop.clone());
         hs.push(std::thread::spawn(move || {
-            let mut r = Rng(seed.wrapping_mul(91) + rd as u64 * 7_000_003 + 999);
+            let mut r = Rng::new(seed.wrapping_mul(91) + rd as u64 * 7_000_003 + 999);
             while !stop.load(Relaxed) {
                 counts.progress.fetch_add(1, Relaxed);
                 if PAUSE.load(Relaxed) {

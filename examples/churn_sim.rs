@@ -116,18 +116,10 @@ fn thread_names() -> Vec<String> {
     v
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "../benches/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+use common::SplitMix64 as Rng;
 
 fn sample(t0: Instant, label: &str, extra: &str) {
     println!(
@@ -156,7 +148,7 @@ struct Caches {
 }
 
 fn request(c: &Caches, seed: u64, ops: usize) {
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed | 1);
     for _ in 0..ops {
         let op = r.below(100);
         match r.below(3) {
@@ -370,7 +362,7 @@ fn tenants(secs: u64, threads: usize) {
         .map(|t| {
             let built = built.clone();
             std::thread::spawn(move || {
-                let mut r = Rng(0x1234_5678 + t as u64 * 7919);
+                let mut r = Rng::new(0x1234_5678 + t as u64 * 7919);
                 let mut held: Vec<Cache<u64, Arc<Tracked>>> = Vec::new();
                 while Instant::now() < deadline {
                     let cfg = r.below(8) & mask;
@@ -463,7 +455,7 @@ fn static_mode(mode: &str) {
         .unwrap_or(16);
     let t0 = Instant::now();
     let work = |t: u64, n: u64| {
-        let mut r = Rng(t * 31 + 7);
+        let mut r = Rng::new(t * 31 + 7);
         for i in 0..n {
             let k = r.below(20_000);
             let _ = SHARED.insert(format!("k{k}"), Arc::new(Tracked::new(k)));
@@ -535,7 +527,7 @@ fn busy(threads: u64, secs: u64, janitor: bool, ttl: bool) {
         .map(|t| {
             let (c, stop) = (c.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut r = Rng(t * 31 + 7);
+                let mut r = Rng::new(t * 31 + 7);
                 while !stop.load(Relaxed) {
                     let k = r.below(20_000);
                     let _ = c.insert(format!("k{k}"), Arc::new(Tracked::new(k)));

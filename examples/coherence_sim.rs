@@ -53,16 +53,12 @@ use common::SplitMix64 as Rng;
 
 /// The draws this simulation makes.
 trait Draw {
-    fn below(&mut self, n: u64) -> u64;
     fn chance(&mut self, p: f64) -> bool;
     /// Skewed key: u^3 puts about half the reads on the lowest 12 % of keys.
     fn key(&mut self, keys: u64) -> u64;
 }
 
 impl Draw for Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
     fn chance(&mut self, p: f64) -> bool {
         self.next_f64() <= p
     }

@@ -137,18 +137,10 @@ impl Ledger {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "../benches/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+use common::SplitMix64 as Rng;
 
 static FAILURES: AtomicUsize = AtomicUsize::new(0);
 macro_rules! check {
@@ -266,7 +258,7 @@ fn run_scenario(cfg: Cfg, secs: f64) {
         if let Ttl::Mock(d) = cfg.ttl {
             let (clock, stop) = (&clock, &stop);
             s.spawn(move || {
-                let mut r = Rng(99);
+                let mut r = Rng::new(99);
                 while !stop.load(SeqCst) {
                     clock
                         .0
@@ -291,7 +283,7 @@ fn run_scenario(cfg: Cfg, secs: f64) {
             let (cache, stop, ops, clock) = (&cache, &stop, &adversary_ops, &clock);
             Some(s.spawn(move || {
                 let mut l = Ledger::default();
-                let mut r = Rng(12345);
+                let mut r = Rng::new(12345);
                 let mut ver = 1u64;
                 while !stop.load(SeqCst) {
                     let k = r.below(cfg.keys);
@@ -350,7 +342,7 @@ fn run_scenario(cfg: Cfg, secs: f64) {
                 let mock_now = &mock_now;
                 s.spawn(move || {
                     let mut l = Ledger::default();
-                    let mut r = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) * 7919));
+                    let mut r = Rng::new(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) * 7919));
                     let ttl_nanos = match cfg.ttl {
                         Ttl::Mock(d) => Some(d.as_nanos() as u64),
                         _ => None,
@@ -780,7 +772,7 @@ fn fixed_window(secs: f64) {
                 &cache, &allowed, &denied, &windows, &carried, &f_runs, &calls, &clock,
             );
             s.spawn(move || {
-                let mut r = Rng(t * 31 + 7);
+                let mut r = Rng::new(t * 31 + 7);
                 while Instant::now() < deadline {
                     let c = r.below(CLIENTS);
                     let mut saw_start = None;
@@ -872,7 +864,7 @@ fn token_bucket(secs: f64) {
             let (cache, allowed, fresh, runs_total, calls) =
                 (&cache, &allowed, &fresh, &runs_total, &calls);
             s.spawn(move || {
-                let mut r = Rng(t * 77 + 3);
+                let mut r = Rng::new(t * 77 + 3);
                 while Instant::now() < deadline {
                     let c = r.below(CLIENTS);
                     let mut ok = false;
@@ -966,7 +958,7 @@ fn adversarial() {
         for t in 0..4u64 {
             let (cache, panics, okc) = (&cache, &panics, &okc);
             s.spawn(move || {
-                let mut r = Rng(t + 1);
+                let mut r = Rng::new(t + 1);
                 for _ in 0..20_000 {
                     let k = r.below(8);
                     let p = r.below(5) == 0;
@@ -1182,7 +1174,7 @@ fn throughput(secs: f64) {
                     for t in 0..threads {
                         let (cache, ops, runs) = (&cache, &ops, &runs);
                         s.spawn(move || {
-                            let mut r = Rng(t + 11);
+                            let mut r = Rng::new(t + 11);
                             let mut n = 0u64;
                             let mut fr = 0u64;
                             while Instant::now() < deadline {

@@ -69,14 +69,10 @@ use common::{SplitMix64 as Rng, Zipf};
 
 /// The draws this simulation makes.
 trait Draw {
-    fn below(&mut self, n: u64) -> u64;
     fn chance(&mut self, per_mille: u64) -> bool;
 }
 
 impl Draw for Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
     fn chance(&mut self, per_mille: u64) -> bool {
         self.below(1000) < per_mille
     }

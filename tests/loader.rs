@@ -957,17 +957,23 @@ impl Clone for GatedKey {
         GatedKey(self.0, self.1.clone())
     }
 }
-impl PartialEq for GatedKey {
-    fn eq(&self, o: &Self) -> bool {
-        self.0 == o.0
-    }
+/// `PartialEq`, `Eq` and `Hash` by the number in field 0 alone, for keys that carry a hook.
+macro_rules! keyed_by_number {
+    ($($t:ty),*) => {$(
+        impl PartialEq for $t {
+            fn eq(&self, o: &Self) -> bool {
+                self.0 == o.0
+            }
+        }
+        impl Eq for $t {}
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                self.0.hash(h);
+            }
+        }
+    )*};
 }
-impl Eq for GatedKey {}
-impl std::hash::Hash for GatedKey {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.0.hash(h);
-    }
-}
+keyed_by_number!(GatedKey, CountedKey);
 
 /// A value whose `Clone` passes its gate (a lookup clones the value it returns).
 #[derive(Debug)]
@@ -1618,23 +1624,9 @@ mod waker_retention {
 // ---------------------------------------------------------------------------------------------
 
 /// A key that counts its clones: `ToOwned` of a `&CountedKey` is a clone. Compared and
-/// hashed by its number only.
+/// hashed by its number only (`keyed_by_number!`).
 #[derive(Debug)]
 struct CountedKey(u64, Arc<AtomicUsize>);
-
-impl PartialEq for CountedKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for CountedKey {}
-
-impl std::hash::Hash for CountedKey {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.0.hash(h);
-    }
-}
 
 impl Clone for CountedKey {
     fn clone(&self) -> Self {

@@ -50,6 +50,11 @@ impl SplitMix64 {
         mix64(self.0)
     }
 
+    /// In `0..n` (modulo bias, negligible for the small `n` the simulations draw).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
     /// Uniform in [0, 1), 53 bits.
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
