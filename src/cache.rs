@@ -442,6 +442,20 @@ where
         }
     }
 
+    /// [`Cache::compute`]'s commit condition ([`Cond::Unchanged`]), checked by every path
+    /// that commits for it: the key's node (`None`: no node) is the one at `expected` (0:
+    /// none), and, if the closure saw it live, it has not expired since.
+    pub(crate) fn still_as_read(
+        &self,
+        node: Option<&Node<K, V>>,
+        expected: usize,
+        saw_live: bool,
+        now: u64,
+    ) -> bool {
+        node.map_or(0, |n| n as *const Node<K, V> as usize) == expected
+            && !(saw_live && node.is_some_and(|n| self.expired(n, now)))
+    }
+
     /// The node for `key`, expired or not.
     #[inline(always)]
     pub(crate) fn find<'g, Q>(&self, key: &Q, guard: &'g Guard) -> Option<&'g Node<K, V>>
@@ -730,9 +744,7 @@ where
             return Err(node);
         }
         if let Some((expected, saw_live)) = expect {
-            if found.node.as_raw() as usize != expected
-                || (saw_live && self.expired(found.node(), now))
-            {
+            if !self.still_as_read(Some(found.node()), expected, saw_live, now) {
                 return Err(node);
             }
         }
@@ -848,10 +860,7 @@ where
                 // window's count carried into the next window, reported `Updated` while the
                 // listener heard `Expired` (found by the rate-limiter dry run;
                 // `tests/compute.rs`, `a_put_built_on_a_value_that_expired_before_the_commit_runs_again`).
-                let at = found.as_ref().map_or(0, |f| f.node.as_raw() as usize);
-                let expired_since =
-                    saw_live && found.as_ref().is_some_and(|f| self.expired(f.node(), now));
-                if at != expected || expired_since {
+                if !self.still_as_read(found.as_ref().map(Found::node), expected, saw_live, now) {
                     let current = found
                         .as_ref()
                         .map_or(0, |f| self.ext.version(f.node()).unwrap_or(0));

@@ -133,12 +133,12 @@ where
                     let mut notes = Notes::new(inner.listener().is_some());
                     let removed = inner.remove_if(
                         &key,
+                        // Not if `f` saw it live and it has expired since: `f` runs again and
+                        // sees it absent. (One `f` saw expired is removed, as by `remove`, with
+                        // `Explicit`.)
                         |n| {
-                            // Not if `f` saw it live and it has expired since: `f` runs again
-                            // and sees it absent. (One `f` saw expired is removed, as by
-                            // `remove`, with `Explicit`.)
-                            let expired_since = live.is_some() && inner.expired(n, inner.now());
-                            (n as *const _ as usize == expected && !expired_since)
+                            inner
+                                .still_as_read(Some(n), expected, live.is_some(), inner.now())
                                 .then(|| RemovalCause::Explicit)
                         },
                         |_, _| {},

@@ -537,17 +537,13 @@ impl Expiry {
             words[i] = idle;
         }
         let packed = self.layout.packed_deadline.then(|| {
+            // A zero TTL's deadline 0 packs as 0, which every test fails. (It was `now`, and
+            // rounded up it could lie in the current millisecond, which the test, rounded
+            // down, does not reach yet: returned for up to 1 ms; `tests/expiry.rs`,
+            // `a_zero_ttl_is_never_returned_between_milliseconds`. A positive TTL's deadline
+            // is always after `now`.)
             if due == NEVER {
                 u64::MAX
-            } else if due == 0 {
-                0
-            } else if due <= now {
-                // Born expired (a zero TTL): a deadline that every test now fails. Rounded up
-                // like the others, it could lie in the current millisecond, which the test
-                // (rounded down) does not reach yet: the entry was returned for up to 1 ms
-                // (found in review; `tests/expiry.rs`,
-                // `a_zero_ttl_is_never_returned_between_milliseconds`).
-                now / MS
             } else {
                 due.div_ceil(MS)
             }
