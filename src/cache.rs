@@ -259,8 +259,9 @@ pub(crate) enum Cond {
     /// (a tombstone of the same version does not refuse it, for the same reason).
     LoadedAt(u64, Snapshot),
     /// [`Cache::compute`]'s put: only if the key's node, expired or not, is still the one at
-    /// this address (0: only if the key has no node), and, if the closure saw it live (the
-    /// flag), it has not expired since. The caller holds the guard under which it saw that
+    /// this address (0: only if the key has no node), and it is live exactly if the closure
+    /// saw it live (the flag): not expired since, nor revived since by a read (see
+    /// [`Inner::still_as_read`]). The caller holds the guard under which it saw that
     /// node, so the address cannot have been reused meanwhile.
     Unchanged(usize, bool),
 }
@@ -444,7 +445,12 @@ where
 
     /// [`Cache::compute`]'s commit condition ([`Cond::Unchanged`]), checked by every path
     /// that commits for it: the key's node (`None`: no node) is the one at `expected` (0:
-    /// none), and, if the closure saw it live, it has not expired since.
+    /// none), and it is live now exactly if the closure saw it live: one it saw live has not
+    /// expired since, and one it saw expired (as absent) has not come back to life. (A read
+    /// that judges expiry at an earlier instant, a `Pinned` handle's or a `get` preempted
+    /// between its clock read and its touch, moves an idle deadline past `now`: a put built
+    /// on `None` replaced that live value, and a `Remove` removed it; `tests/compute.rs`,
+    /// `a_put_built_on_an_expired_entry_that_a_read_revived_runs_again`.)
     pub(crate) fn still_as_read(
         &self,
         node: Option<&Node<K, V>>,
@@ -453,7 +459,7 @@ where
         now: u64,
     ) -> bool {
         node.map_or(0, |n| n as *const Node<K, V> as usize) == expected
-            && !(saw_live && node.is_some_and(|n| self.expired(n, now)))
+            && node.map_or(true, |n| self.expired(n, now) != saw_live)
     }
 
     /// The node for `key`, expired or not.

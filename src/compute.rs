@@ -16,7 +16,8 @@
 //! 2. [`Compute::Put`]: an insert with [`Cond::Unchanged`]`(expected, saw_live)`. Under the
 //!    key's home bucket lock (which every insert and removal of the key takes) the insert
 //!    looks the key up again and stores only if it finds the same node (or, for none, no node)
-//!    and, if the closure saw it live, not expired since; otherwise it hands the pair back
+//!    and live exactly if the closure saw it live (not expired since, nor revived by a read
+//!    that judges expiry at an earlier instant); otherwise it hands the pair back
 //!    and the call starts over at 1.
 //!    [`Compute::Remove`]: a removal under the same lock, on the same conditions.
 //!    [`Compute::Keep`]: nothing.
@@ -133,9 +134,9 @@ where
                     let mut notes = Notes::new(inner.listener().is_some());
                     let removed = inner.remove_if(
                         &key,
-                        // Not if `f` saw it live and it has expired since: `f` runs again and
-                        // sees it absent. (One `f` saw expired is removed, as by `remove`, with
-                        // `Explicit`.)
+                        // Not if `f` saw it live and it has expired since, or saw it expired
+                        // and a read revived it since: `f` runs again on what it is now. (One
+                        // `f` saw expired is removed, as by `remove`, with `Explicit`.)
                         |n| {
                             inner
                                 .still_as_read(Some(n), expected, live.is_some(), inner.now())

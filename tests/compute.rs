@@ -332,3 +332,91 @@ fn put_with_ttl_keeps_a_fixed_windows_end() {
         InsertErrorKind::ExpiryDisabled
     ));
 }
+
+/// A cache whose entries expire a time-to-idle after their last read.
+fn tti_cache(
+    clock: &Arc<ManualClock>,
+    heard: &Arc<Mutex<Vec<(u64, RemovalCause)>>>,
+) -> Cache<u64, u64> {
+    let h = heard.clone();
+    Cache::builder()
+        .max_capacity(10)
+        .time_to_idle(Duration::from_secs(10))
+        .clock(clock.clone())
+        .eviction_listener(move |_, v: &u64, cause| h.lock().unwrap().push((*v, cause)))
+        .build()
+        .unwrap()
+}
+
+/// An entry the closure saw expired (idle too long) may be read again before the commit by a
+/// reader that judges it at an earlier instant (a `Pinned` handle made before it expired, or
+/// a `get` preempted between its clock read and its touch): that read moves its idle deadline
+/// and the entry is live again, as a `get` now shows. A put built on `None` must not replace
+/// that live value (the count 5 was lost: the call said `Inserted`, the listener `Replaced`).
+#[test]
+fn a_put_built_on_an_expired_entry_that_a_read_revived_runs_again() {
+    let clock = ManualClock::new();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let cache = tti_cache(&clock, &heard);
+    cache.insert(1, 5).unwrap();
+    clock.advance(Duration::from_secs(9));
+    let pinned = cache.pin(); // judges at 9 s, where the entry is live
+    clock.advance(Duration::from_secs(2)); // 11 s: idle for 11 s, expired
+    let mut saw = Vec::new();
+    let r = cache.compute(1, |v| {
+        saw.push(v.copied());
+        if saw.len() == 1 {
+            assert_eq!(pinned.get(&1), Some(&5), "live at the handle's instant");
+            assert_eq!(cache.peek(&1), Some(5), "and, read at 9 s, live again now");
+        }
+        bump(v)
+    });
+    drop(pinned);
+    assert_eq!(
+        saw,
+        [None, Some(5)],
+        "the closure runs again on the live value"
+    );
+    assert_eq!(r.unwrap(), Computed::Updated);
+    assert_eq!(cache.get(&1), Some(6), "the count 5 was lost");
+    assert_eq!(*heard.lock().unwrap(), [(5, RemovalCause::Replaced)]);
+}
+
+/// The same for a removal: `Remove` after seeing `None` must not remove an entry that is live
+/// again at the commit (it removed the live 5 and answered `Unchanged`).
+#[test]
+fn a_remove_after_seeing_an_expired_entry_that_a_read_revived_runs_again() {
+    let clock = ManualClock::new();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let cache = tti_cache(&clock, &heard);
+    cache.insert(1, 5).unwrap();
+    clock.advance(Duration::from_secs(9));
+    let pinned = cache.pin();
+    clock.advance(Duration::from_secs(2));
+    let mut saw = Vec::new();
+    let r = cache.compute(1, |v| {
+        saw.push(v.copied());
+        if saw.len() == 1 {
+            assert_eq!(pinned.get(&1), Some(&5));
+        }
+        // Remove only what is absent (a stale marker); keep a live value.
+        if v.is_none() {
+            Compute::Remove
+        } else {
+            Compute::Keep
+        }
+    });
+    drop(pinned);
+    assert_eq!(
+        saw,
+        [None, Some(5)],
+        "the closure runs again on the live value"
+    );
+    assert_eq!(r.unwrap(), Computed::Unchanged);
+    assert_eq!(
+        cache.get(&1),
+        Some(5),
+        "a live entry the closure never saw was removed"
+    );
+    assert!(heard.lock().unwrap().is_empty());
+}
