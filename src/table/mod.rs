@@ -334,7 +334,15 @@ impl<K, V> RawTable<K, V> {
                 new.into_raw();
                 Ok(())
             }
-            Err(_) => Err(new),
+            Err(_) => {
+                // Handed back as it came (no reference bit): the caller may publish it as a
+                // new key, which starts with the bits `publish` gives it. (It kept the bit
+                // set above, and a key nobody had read started referenced: a second chance
+                // from the hand, a hit in the adaptive policy's sketch; test
+                // `a_node_a_failed_replace_hands_back_is_published_unreferenced`.)
+                new.take_ref();
+                Err(new)
+            }
         }
     }
 
@@ -564,6 +572,41 @@ mod tests {
                 seen[s] = true;
             }
             assert!(seen.iter().all(|&v| v));
+        }
+    }
+
+    /// A replace that loses its CAS (the old node was evicted or removed meanwhile) hands the
+    /// new node back, and the insert then publishes it as a new key: it must start with the
+    /// bits `publish` gives it, not with the reference bit the failed replace set (it started
+    /// referenced, so the hand gave a key nobody had read a second chance, and the adaptive
+    /// policy counted a hit for it in the sketch).
+    #[test]
+    fn a_node_a_failed_replace_hands_back_is_published_unreferenced() {
+        let t = RawTable::<u64, u64>::try_with_entries(100).unwrap();
+        let guard = crossbeam_epoch::pin();
+        let hash = 0x1234_5678_9abc_def0;
+        t.publish(hash, NodeBox::new(1, 10, 0, &[], None), |_| 0)
+            .ok()
+            .unwrap();
+        let found = t.find(hash, |k| *k == 1, &guard).unwrap();
+        // Another writer (an eviction) unlinks the old node before the replace's CAS.
+        assert!(t.unlink(found.bucket, found.slot, found.node, None, &guard));
+        let back = t
+            .replace(&found, NodeBox::new(1, 11, 0, &[], None), &guard)
+            .expect_err("the old node is gone: the replace fails");
+        t.publish(hash, back, |_| 0).ok().unwrap();
+        let new = t.find(hash, |k| *k == 1, &guard).unwrap();
+        assert_eq!(new.node().kv().1, 11);
+        assert!(
+            !new.node().is_marked(),
+            "a new key starts unreferenced unless `initial_bits` marks it"
+        );
+        // SAFETY: unlinked above by this thread; the table holds the new node only, which
+        // `drop_nodes` frees; no other thread uses the table.
+        unsafe {
+            drop(NodeBox::from_raw(found.node.as_raw() as *mut Node<u64, u64>));
+            let mut t = t;
+            t.drop_nodes();
         }
     }
 }
