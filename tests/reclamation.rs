@@ -115,3 +115,41 @@ fn a_sweep_does_not_hold_reclamation_back_for_its_whole_walk() {
         "the value retired during the sweep was freed only after it"
     );
 }
+
+/// crossbeam-epoch's default collector, which clockline uses, is shared with every other user
+/// of it in the process (moka's table, crossbeam-skiplist, ...): their garbage bags queue in
+/// front of clockline's. `flush_deferred` must not take three flushes that free only their
+/// garbage (each frees at most 8 bags) for "nothing left to free" and leave this cache's
+/// backlog behind them in place.
+#[test]
+fn one_flush_drains_a_backlog_queued_behind_other_users_of_the_collector() {
+    let _serial = serial();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let cache: Arc<Cache<u64, Counted>> = Arc::new(Cache::new(100));
+    let pinned = cache.pin();
+    // Another crate's garbage, queued first: 32 bags of 64 deferred functions.
+    thread::spawn(|| {
+        for _ in 0..32 * 64 {
+            crossbeam_epoch::pin().defer(|| ());
+        }
+        crossbeam_epoch::pin().flush();
+    })
+    .join()
+    .unwrap();
+    let (c, d) = (cache.clone(), dropped.clone());
+    thread::spawn(move || {
+        for i in 0..10_000 {
+            c.insert(i, Counted(d.clone())).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    drop(pinned);
+    let evicted = 10_000 - cache.len();
+    clockline::flush_deferred();
+    assert_eq!(
+        dropped.load(SeqCst),
+        evicted,
+        "one flush frees every evicted value once nothing pins"
+    );
+}
