@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test clockline has, in the order CI runs them: format, lints, rustdoc's warnings, unit +
 # integration + doc tests (including the short stress tests), loom models, an AddressSanitizer run of the test
-# suites (ci/asan.sh) and a ThreadSanitizer run of the concurrent ones (ci/tsan.sh); each
-# sanitizer step says "skipped" where nightly (and, for TSan, its rust-src) is missing.
+# suites (ci/asan.sh), a ThreadSanitizer run of the concurrent ones (ci/tsan.sh) and Miri on the
+# Miri-sized scenarios (ci/miri.sh); each of the last three says "skipped" where nightly (for
+# TSan, its rust-src; for Miri, its miri component) is missing.
 # README.md calls this "the test command"; .ci/run runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,5 +35,7 @@ step "AddressSanitizer (nightly)"
 ci/asan.sh
 step "ThreadSanitizer (nightly, rust-src)"
 ci/tsan.sh
+step "Miri (nightly)"
+ci/miri.sh
 
 printf '\nall checks passed in %ss\n' "$(( $(date +%s) - t0 ))"

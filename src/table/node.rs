@@ -82,6 +82,10 @@ impl<K, V> NodeBox<K, V> {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
+        // Expose the allocation's provenance: `Node::ext` reaches the words after the node
+        // from a `&Node`, whose provenance covers the node alone (see there).
+        // (`raw.expose_provenance()` from Rust 1.84 on; the `as` cast does the same.)
+        let _ = raw as usize;
         let meta = weight_bits | ((ext.len() as u64) << EXT_SHIFT);
         // SAFETY: `raw` is a fresh allocation of `layout`, which starts with a `Node` and
         // continues with `ext.len()` u64 words at `Node::ext_offset()`, both suitably aligned
@@ -190,16 +194,18 @@ impl<K, V> Node<K, V> {
     #[inline(always)]
     pub(crate) fn ext(&self, i: usize) -> &ExtWord {
         debug_assert!(i < self.ext_len());
+        // The words lie outside the `Node` that `self` refers to, so a pointer derived from
+        // `self` may not reach them (Stacked Borrows: the reference's tag covers
+        // `size_of::<Node>()` bytes; Miri reports the access as undefined behaviour). The
+        // address is turned back into a pointer with the provenance `NodeBox::new` exposed,
+        // which covers the whole allocation.
+        let addr =
+            self as *const Self as usize + Self::ext_offset() + i * std::mem::size_of::<ExtWord>();
         // SAFETY: the node was allocated by `NodeBox::new` with at least `i + 1` words after
         // it (every node of a cache has the cache's layout), initialised there, and they live
-        // as long as the node.
-        unsafe {
-            &*(self as *const Self)
-                .cast::<u8>()
-                .add(Self::ext_offset())
-                .cast::<ExtWord>()
-                .add(i)
-        }
+        // as long as the node; `new` exposed the allocation's provenance.
+        // (`std::ptr::with_exposed_provenance` from Rust 1.84 on; the `as` cast does the same.)
+        unsafe { &*(addr as *const ExtWord) }
     }
 
     /// The key and value. Shared references are all anyone ever takes after publication.
