@@ -88,13 +88,14 @@ impl Hand {
         guard: &'g Guard,
     ) -> Option<(Shared<'g, Node<K, V>>, RemovalCause)> {
         let nslots = table.nslots();
+        let mut walk = Walk::default();
         for _ in 0..2 * nslots + 1 {
             // Relaxed: see `# Orderings`.
             let pos = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
-            let (b, i) = table.hand_slot(pos);
+            let (b, i) = walk.slot(table, pos);
             if i == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.
-                table.prefetch_ahead(b, table.hand_slot((pos + SLOTS) % nslots).0, guard);
+                table.prefetch_ahead(b, table.hand_next_bucket(b), guard);
             }
             let p = table.load(b, i, guard);
             // SAFETY: loaded under `guard`; nodes are retired through epoch.
@@ -142,13 +143,14 @@ impl Hand {
     ) -> Option<Victim<'g, K, V>> {
         let nslots = table.nslots();
         let steps = (2 * nslots + 1).min(limit.unwrap_or(usize::MAX));
+        let mut walk = Walk::default();
         for _ in 0..steps {
             // Relaxed: see `# Orderings`.
             let pos = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
-            let (bucket, slot) = table.hand_slot(pos);
+            let (bucket, slot) = walk.slot(table, pos);
             if slot == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.
-                table.prefetch_ahead(bucket, table.hand_slot((pos + SLOTS) % nslots).0, guard);
+                table.prefetch_ahead(bucket, table.hand_next_bucket(bucket), guard);
             }
             let node = table.load(bucket, slot, guard);
             // SAFETY: loaded under `guard`; nodes are retired through epoch.
@@ -242,5 +244,30 @@ impl Hand {
             }
         }
         None
+    }
+}
+
+/// One sweep's memory of where its last step was: the turn's bucket index (`pos / SLOTS`)
+/// and that bucket. The next step is almost always in the same bucket or the next one, found
+/// without [`RawTable::hand_slot`]'s multiplication and division; after another thread's
+/// steps in between (or the turn's end) it looks the bucket up again.
+#[derive(Default)]
+struct Walk {
+    last: Option<(usize, usize)>,
+}
+
+impl Walk {
+    /// [`RawTable::hand_slot`] of `pos`.
+    #[inline(always)]
+    fn slot<K, V>(&mut self, table: &RawTable<K, V>, pos: usize) -> (usize, usize) {
+        let (k, slot) = (pos / SLOTS, pos % SLOTS);
+        let bucket = match self.last {
+            Some((lk, lb)) if lk == k => lb,
+            Some((lk, lb)) if lk + 1 == k => table.hand_next_bucket(lb),
+            _ => table.hand_slot(pos).0,
+        };
+        debug_assert_eq!((bucket, slot), table.hand_slot(pos));
+        self.last = Some((k, bucket));
+        (bucket, slot)
     }
 }

@@ -109,7 +109,9 @@ impl<K, V> RawTable<K, V> {
         let (stride, stride_inv) = scatter_stride(nbuckets);
         Some(Self {
             buckets: buckets.into_boxed_slice(),
-            stride,
+            // Reduced (the same visit order: `k * stride mod n` only depends on it modulo n),
+            // so that `hand_next_bucket` can step with one addition and `wrap`.
+            stride: stride % nbuckets,
             stride_inv,
         })
     }
@@ -126,6 +128,15 @@ impl<K, V> RawTable<K, V> {
     pub(crate) fn hand_slot(&self, pos: usize) -> (usize, usize) {
         let k = pos / SLOTS;
         (mul_mod(k, self.stride, self.buckets.len()), pos % SLOTS)
+    }
+
+    /// The bucket the hand visits after bucket `b`: `hand_slot`'s bucket for the next `k`
+    /// (`(k + 1) * stride mod n`, and bucket 0 after the last `k` of a turn, as
+    /// `n * stride mod n = 0`), by one addition where `hand_slot` takes a multiplication and a
+    /// division.
+    #[inline(always)]
+    pub(crate) fn hand_next_bucket(&self, b: usize) -> usize {
+        wrap(b + self.stride, self.buckets.len())
     }
 
     /// The position of slot (`b`, `i`) in the hand's turn: the inverse of [`Self::hand_slot`].
@@ -187,7 +198,7 @@ impl<K, V> RawTable<K, V> {
             if d >= self.reach() {
                 break;
             }
-            let b = (home + d) % self.buckets.len();
+            let b = wrap(home + d, self.buckets.len());
             let ctrl = self.buckets[b].ctrl.load(Ordering::Relaxed);
             if let Some(found) = self.find_in(b, ctrl, tag, &mut eq, guard) {
                 return Some(found);
@@ -283,22 +294,20 @@ impl<K, V> RawTable<K, V> {
     /// Claims a free slot for a new key of `hash` and publishes `node` there, or gives `node`
     /// back if the key's neighbourhood is full. The caller holds the home bucket's lock and has
     /// checked that the key is absent. `initial_bits` is told the slot's position in the hand's
-    /// turn and says which of the reference and window bits the node starts with. Returns the
+    /// turn, as a closure (computing it takes a division, and only `Policy::Clock` asks for
+    /// it), and says which of the reference and window bits the node starts with. Returns the
     /// slot's index (see [`Self::load_slot`]).
     pub(crate) fn publish(
         &self,
         hash: u64,
-        node: NodeBox<K, V>,
-        initial_bits: impl FnOnce(usize) -> u64,
+        mut node: NodeBox<K, V>,
+        initial_bits: impl FnOnce(&dyn Fn() -> usize) -> u64,
     ) -> Result<usize, NodeBox<K, V>> {
         let Some((b, i, dist)) = self.claim(hash) else {
             return Err(node);
         };
-        node.set_dist(dist);
-        let bits = initial_bits(self.hand_pos(b, i));
-        if bits != 0 {
-            node.set_bits(bits);
-        }
+        let bits = initial_bits(&|| self.hand_pos(b, i));
+        node.place(dist, bits);
         let node = Shared::from(node.into_raw() as *const Node<K, V>);
         // Release: publishes the node's contents and the displaced count to readers (pairs with
         // the Acquire load in `find`).
@@ -308,16 +317,17 @@ impl<K, V> RawTable<K, V> {
 
     /// Swaps `new` in for the node found at `at`. On failure (the old node was unlinked in the
     /// meantime) gives `new` back.
+    #[inline]
     pub(crate) fn replace<'g>(
         &self,
         at: &Found<'g, K, V>,
-        new: NodeBox<K, V>,
+        mut new: NodeBox<K, V>,
         guard: &'g Guard,
     ) -> Result<(), NodeBox<K, V>> {
         // A write of a present key is a use of it, as in an LRU (and in moka and Caffeine):
         // the new node starts referenced, so a key kept current by writes alone (a counter
         // updated with `compute`) gets the hand's second chance like one kept by reads.
-        new.set_dist_with(at.node().dist(), REF);
+        new.place(at.node().dist(), REF);
         // AcqRel: Release publishes `new` (loom: Acquire alone fails
         // `remove_vs_insert_same_key`). The Acquire half is redundant: `at` came from `find`'s
         // Acquire load of this very slot (and `dist()` above already relies on it); kept as a
@@ -381,7 +391,7 @@ impl<K, V> RawTable<K, V> {
         bucket.release(i);
         if dist > 0 {
             let n = self.buckets.len();
-            self.unspill((b + n - dist) % n, b, dist, held, guard);
+            self.unspill(wrap(b + n - dist, n), b, dist, held, guard);
         }
         true
     }
@@ -426,7 +436,7 @@ impl<K, V> RawTable<K, V> {
     /// The buckets of the neighbourhood of `hash`, home first.
     pub(crate) fn neighbourhood(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         let home = self.home(hash);
-        (0..self.reach()).map(move |d| (home + d) % self.buckets.len())
+        (0..self.reach()).map(move |d| wrap(home + d, self.buckets.len()))
     }
 
     /// (published nodes, sum of their distances from home, spill bits set): for diagnostics
@@ -512,6 +522,19 @@ pub(crate) fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// `x mod n` for `x < 2 * n`: a bucket index a neighbourhood step past another (`home + d` or
+/// `b + n - d`, with `d` below the reach, at most `n`). A compare and a subtraction where `%`
+/// is a division, which a claim paid once per bucket it tried and a lookup once per spill bit.
+#[inline(always)]
+fn wrap(x: usize, n: usize) -> usize {
+    debug_assert!(x < 2 * n);
+    if x >= n {
+        x - n
+    } else {
+        x
+    }
+}
+
 /// `a * b mod n` for `a, b < n`: one hardware division while the product fits in 64 bits (any
 /// table below 2^32 buckets), instead of the software 128-bit remainder.
 #[inline(always)]
@@ -570,6 +593,13 @@ mod tests {
                 let s = b * SLOTS + i;
                 assert!(!seen[s], "slot {s} visited twice");
                 seen[s] = true;
+                // The next bucket of the turn (the hand's step without a division).
+                let next = t.hand_slot((pos / SLOTS + 1) % t.nbuckets() * SLOTS).0;
+                assert_eq!(
+                    t.hand_next_bucket(b),
+                    next,
+                    "{entries} entries, position {pos}"
+                );
             }
             assert!(seen.iter().all(|&v| v));
         }
@@ -623,12 +653,17 @@ pub(crate) unsafe fn retire<K, V>(node: Shared<'_, Node<K, V>>, guard: &Guard) {
     // `K: Send, V: Send` is required by every public constructor, so the drop may run on
     // another thread. A panicking `Drop` of a key or value runs on whichever thread collects
     // garbage; it is caught so the collector's state stays intact, and the allocation is still
-    // freed (the panic hook reports it as usual).
+    // freed (the panic hook reports it as usual). A node without drop glue (keys and values
+    // such as `u64`) runs no user code when freed, so it skips the `catch_unwind` and the
+    // call to `NodeBox::drop` (decided at compile time).
     unsafe {
         guard.defer_unchecked(move || {
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                drop(NodeBox::from_raw(raw as *mut Node<K, V>));
-            }));
+            let node = NodeBox::from_raw(raw as *mut Node<K, V>);
+            if std::mem::needs_drop::<Node<K, V>>() {
+                let _ = catch_unwind(AssertUnwindSafe(|| drop(node)));
+            } else {
+                node.free_plain();
+            }
             crate::sync::note_freed();
         });
     }

@@ -110,6 +110,7 @@ mod imp {
             }
         }
 
+        #[inline(always)]
         fn list(&self, layout: Layout) -> Option<&List> {
             self.lists
                 .iter()
