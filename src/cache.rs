@@ -232,8 +232,8 @@ enum Locked<K, V> {
 pub(crate) enum Cond {
     /// Anything: a plain insert (stored as version 0 in a versioned cache).
     Always,
-    /// A version-guarded insert: only if newer than the entry's version and the key's
-    /// tombstone.
+    /// A version-guarded insert: only if newer than the entry's version and not older than
+    /// the key's tombstone (a tombstone's own version is the data it announced).
     Newer(u64),
     /// A loader's value in an unversioned cache: only if the key is absent or its entry has
     /// expired. A write of the key during the load (a write-through `insert` of newer data)
@@ -872,7 +872,7 @@ where
                         }
                     }
                     Cond::Newer(v) => {
-                        if let Some(t) = tombs.get(hash, new_key).filter(|&t| v <= t) {
+                        if let Some(t) = tombs.get(hash, new_key).filter(|&t| v < t) {
                             return Locked::Stale(node, newest(t));
                         }
                     }

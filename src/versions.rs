@@ -20,9 +20,15 @@
 //!
 //! Rules, all checked under the key's home bucket lock, so they are atomic with respect to each
 //! other and to plain writes of the key:
-//! * `insert_versioned(k, v, n)` stores if `n` is greater than both the entry's version and the
-//!   tombstone's; otherwise it hands the pair back with [`InsertErrorKind::Stale`]. Equal is
-//!   stale: a redelivered notification changes nothing.
+//! * `insert_versioned(k, v, n)` stores if `n` is greater than the entry's version and not
+//!   below the tombstone's; otherwise it hands the pair back with [`InsertErrorKind::Stale`].
+//!   Equal to the entry's is stale: a redelivered notification changes nothing. Equal to the
+//!   tombstone's is not: a tombstone `n` says the source holds `n` (an invalidation announcing
+//!   it, or the eviction of the entry at `n`), so a value of version `n` is that very data: a
+//!   second tier handing an evicted entry back, a redelivery after an eviction. (A tombstone
+//!   refused its own version until 2026-11-27, which left a two-tier cache unable to promote
+//!   an evicted entry back with `insert_versioned`: `examples/tier_sim.rs`, `tests/versions.rs`
+//!   `a_versioned_insert_of_the_tombstones_own_version_is_stored`.)
 //!   A versioned insert refused for its weight (`TooHeavy`, or `Rejected` by admission) acts
 //!   as `invalidate_versioned(k, n)` before it hands the pair back: the cache knows `n` exists.
 //! * `invalidate_versioned(k, n)` removes the entry if its version is below `n` and records a
@@ -156,8 +162,8 @@ impl Since {
     /// the bounded store before it ended). A tombstone of `v` itself does not refuse it: the
     /// loader read version `v` from the source *now*, which an eviction's tombstone (the same
     /// data, evicted) or an invalidation announcing `v` (the data the source holds since) does
-    /// not make stale. Versioned inserts differ: a redelivered broadcast of `v` is old news,
-    /// and `v <= tombstone` refuses it. (Found by a dry run of the fleet coherence layer: the
+    /// not make stale. Versioned inserts follow the same rule against the tombstone (but not
+    /// the drops: a broadcast is not a read that began earlier). (Found by a dry run of the fleet coherence layer: the
     /// versioned loader ignored drops, so an invalidation pushed out during its load let the
     /// older value in for good; and a tombstone of `v` refused `v`, so an evicted or
     /// invalidated key was reloaded on every lookup; `tests/versions.rs`.)
@@ -325,9 +331,9 @@ where
     /// [`invalidate_versioned(key, version)`](Self::invalidate_versioned) does (removes an older
     /// entry, keeps a tombstone), then hands the pair back with that error. Otherwise the older
     /// entry would go on being served, and a late broadcast of an older version would be
-    /// accepted. So a second `insert_versioned` of the same version is then refused as `Stale`
-    /// (a redelivery); a newer version, or a loader that reads this one from the source, may
-    /// still get in. (Found by a dry run of the fleet coherence layer; `tests/versions.rs`,
+    /// accepted. A second `insert_versioned` of the same version, a newer version, or a loader
+    /// that reads this one from the source may still get in (a tombstone does not refuse its
+    /// own version). (Found by a dry run of the fleet coherence layer; `tests/versions.rs`,
     /// `a_versioned_insert_refused_for_its_weight_still_invalidates_older_versions`.)
     pub fn insert_versioned(
         &self,
@@ -388,10 +394,11 @@ where
     /// version is still refused. The listener hears [`RemovalCause::Explicit`].
     ///
     /// `version` is the version the key's source holds now (the write's new version, as a
-    /// fleet broadcasts it): the tombstone refuses every older version, and also a *versioned
-    /// insert* of `version` itself (a redelivered broadcast), but not a loader's value read
-    /// from the source at `version`
-    /// ([`try_get_or_insert_versioned_with`](Self::try_get_or_insert_versioned_with)), which
+    /// fleet broadcasts it): the tombstone refuses every older version, from
+    /// [`insert_versioned`](Self::insert_versioned) and from loaders alike, but not a value of
+    /// `version` itself (a broadcast of the same write, or a loader's value read from the
+    /// source at `version` with
+    /// [`try_get_or_insert_versioned_with`](Self::try_get_or_insert_versioned_with)), which
     /// is the current data.
     ///
     /// ```

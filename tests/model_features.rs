@@ -728,9 +728,15 @@ impl Harness {
                 if !self.m.f.versioned {
                     self.refused(res, val, InsertErrorKind::NotVersioned);
                 } else {
+                    let entry = self.m.entries.get(&k).map(|e| e.val.version);
+                    let tomb = self.m.tombs.get(&k).copied();
+                    // Equal to the entry's is stale: a redelivered notification changes
+                    // nothing. Equal to the tombstone's is not: the tombstone says the source
+                    // holds `n`, and this is that data (an evicted entry coming back).
                     match self.m.known_version(k) {
-                        // Equal is stale: a redelivered notification changes nothing.
-                        Some(current) if n <= current => {
+                        Some(current)
+                            if entry.is_some_and(|e| n <= e) || tomb.is_some_and(|t| n < t) =>
+                        {
                             let stale = InsertErrorKind::Stale {
                                 version: n,
                                 current,

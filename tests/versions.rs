@@ -73,10 +73,9 @@ fn invalidation_leaves_a_tombstone() {
             current: 2
         }
     );
-    assert!(
-        cache.insert_versioned(1, 12, 2).is_err(),
-        "equal to the tombstone"
-    );
+    // Equal to the tombstone: the data the invalidation announced.
+    cache.insert_versioned(1, 12, 2).unwrap();
+    assert_eq!(cache.get(&1), Some(12));
     cache.insert_versioned(1, 13, 3).unwrap();
     assert_eq!(
         cache.invalidate_versioned(1, 3),
@@ -137,9 +136,9 @@ fn tombstones_are_bounded() {
         cache.tombstones()
     );
     // The newest ones are kept (FIFO).
-    assert!(cache.insert_versioned(9_999, 1, 1).is_err());
+    assert!(cache.insert_versioned(9_999, 1, 0).is_err());
     assert!(
-        cache.insert_versioned(0, 1, 1).is_ok(),
+        cache.insert_versioned(0, 1, 0).is_ok(),
         "the oldest was dropped"
     );
 }
@@ -424,9 +423,9 @@ fn a_raised_tombstone_is_the_newest() {
     for v in 11..10_000 {
         let _ = cache.invalidate_versioned(1, v);
     }
-    assert!(cache.insert_versioned(1, 0, 9_999).is_err());
+    assert!(cache.insert_versioned(1, 0, 9_998).is_err());
     assert!(
-        cache.insert_versioned(3, 0, 1).is_err(),
+        cache.insert_versioned(3, 0, 0).is_err(),
         "key 3's tombstone is still kept"
     );
 }
@@ -459,7 +458,7 @@ fn a_load_never_overwrites_what_arrived_meanwhile() {
         "a load that raced an invalidation was cached"
     );
     assert!(
-        cache.insert_versioned(1, 0, 5).is_err(),
+        cache.insert_versioned(1, 0, 4).is_err(),
         "the tombstone stays"
     );
 
@@ -469,7 +468,7 @@ fn a_load_never_overwrites_what_arrived_meanwhile() {
     assert_eq!(cache.get_or_insert_with(2, || 20), 20);
     assert_eq!((cache.get(&2), cache.version_of(&2)), (Some(20), Some(0)));
     assert!(
-        cache.insert_versioned(2, 21, 3).is_err(),
+        cache.insert_versioned(2, 21, 2).is_err(),
         "the old tombstone still counts"
     );
     cache.insert_versioned(2, 22, 4).unwrap();
@@ -494,7 +493,7 @@ fn a_load_replaces_an_expired_entry() {
     );
     assert_eq!(cache.version_of(&1), Some(0));
     assert!(
-        cache.insert_versioned(1, 0, 3).is_err(),
+        cache.insert_versioned(1, 0, 2).is_err(),
         "the expired entry's version stays known (its tombstone)"
     );
 }
@@ -742,12 +741,15 @@ fn an_evicted_key_reloaded_at_its_unchanged_version_is_cached_again() {
     assert_eq!(cache.version_of(&1), Some(7), "the reload is cached");
     assert_eq!(load_counted(&cache, 1, (100, 7), &calls), 100);
     assert_eq!(calls.load(Ordering::SeqCst), 2, "the third call hit");
-    // A redelivered broadcast of version 7 is still old news.
+    // Evicted again: a broadcast of version 7 (a redelivery, or a second tier handing the
+    // entry back) brings the same data back; an older one stays refused.
     assert!(cache.insert_versioned(3, 0, 0).is_ok());
     assert!(matches!(
-        cache.insert_versioned(1, 100, 7).unwrap_err().kind,
+        cache.insert_versioned(1, 99, 6).unwrap_err().kind,
         InsertErrorKind::Stale { .. }
     ));
+    cache.insert_versioned(1, 100, 7).unwrap();
+    assert_eq!(cache.version_of(&1), Some(7));
 }
 
 /// The same once an expired entry has been removed (`purge_expired`; the janitor or the hand
@@ -766,7 +768,7 @@ fn a_purged_expired_key_reloaded_at_its_unchanged_version_is_cached_again() {
 
 /// A fleet broadcasts a write as "key k is now at version n" (`invalidate_versioned(k, n)`);
 /// the next miss reads the row at exactly `n`, the current data: cached. Older versions stay
-/// refused, and so does a versioned insert of `n` (a redelivered broadcast).
+/// refused; a versioned insert of `n` (a broadcast of the same write) is stored too.
 #[test]
 fn a_load_at_the_invalidated_version_is_cached() {
     let cache = versioned(100);
@@ -784,7 +786,9 @@ fn a_load_at_the_invalidated_version_is_cached() {
     let _ = cache.invalidate_versioned(2, 5);
     assert_eq!(load_counted(&cache, 2, (204, 4), &calls), 204);
     assert_eq!(cache.get(&2), None, "version 4 is older than the tombstone");
-    assert!(cache.insert_versioned(2, 205, 5).is_err(), "a redelivery");
+    // A broadcast of version 5 itself is the same data: stored.
+    cache.insert_versioned(2, 205, 5).unwrap();
+    assert_eq!(cache.get(&2), Some(205));
 }
 
 /// An invalidation that arrives during a *versioned* load wins even once the bounded store has
@@ -1034,4 +1038,40 @@ fn insert_versioned_with_ttl_keeps_both_rules() {
         .insert_versioned_with_ttl(1, 1, 1, Duration::from_secs(1))
         .unwrap_err();
     assert_eq!(e.kind, InsertErrorKind::NotVersioned);
+}
+
+/// A tombstone says the source holds its version: a versioned insert of that very version is
+/// its data and is stored, whether the tombstone came from an invalidation or from the entry's
+/// eviction; an entry of that version still refuses it (a redelivery changes nothing). Until
+/// 2026-11-27 a tombstone refused its own version too, so a two-tier cache could never hand an
+/// entry the first tier had evicted back to it with `insert_versioned` (every one of 2.6
+/// million promotions refused in `examples/tier_sim.rs`).
+#[test]
+fn a_versioned_insert_of_the_tombstones_own_version_is_stored() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(2)
+        .versioned()
+        .policy(clockline::Policy::Clock)
+        .build()
+        .unwrap();
+    cache.insert_versioned(1, 10, 5).unwrap();
+    assert!(matches!(
+        cache.insert_versioned(1, 11, 5).unwrap_err().kind,
+        InsertErrorKind::Stale {
+            version: 5,
+            current: 5
+        }
+    ));
+    for k in 100..110 {
+        cache.insert(k, k).unwrap();
+    }
+    assert_eq!(cache.get(&1), None, "evicted, leaving a tombstone of 5");
+    assert!(cache.insert_versioned(1, 9, 4).is_err(), "older: refused");
+    cache.insert_versioned(1, 10, 5).unwrap();
+    assert_eq!((cache.get(&1), cache.version_of(&1)), (Some(10), Some(5)));
+
+    assert_eq!(cache.invalidate_versioned(2, 8), Invalidation::Absent);
+    assert!(cache.insert_versioned(2, 7, 7).is_err(), "older: refused");
+    cache.insert_versioned(2, 8, 8).unwrap();
+    assert_eq!(cache.get(&2), Some(8));
 }
