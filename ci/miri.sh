@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs the Miri-sized scenarios (tests/miri.rs) and the unit tests of the node, its pool and the
-# bucket under Miri, nightly's interpreter: it reports undefined behaviour that the optimised
-# tests and ASan cannot see (an aliasing violation, a read through a pointer without the
-# provenance for it, an uninitialised or misaligned read, a use after free) and data races
-# between the threads of the concurrent scenarios.
+# Runs the Miri-sized scenarios (tests/miri.rs, tests/miri_features.rs) and the unit tests of
+# the node, its pool and the bucket under Miri, nightly's interpreter: it reports undefined
+# behaviour that the optimised tests and ASan cannot see (an aliasing violation, a read through
+# a pointer without the provenance for it, an uninitialised or misaligned read, a use after
+# free) and data races between the threads of the concurrent scenarios.
 #
-#   ci/miri.sh                  # the CI subset: about 40 s of interpretation after the build
+#   ci/miri.sh                  # the CI subset: about 2 minutes of interpretation after the build
 #   MIRI_FULL=1 ci/miri.sh      # also the growth scenario (ignored under Miri: 8 minutes)
 #
 # Flags, and why:
@@ -43,3 +43,7 @@ MIRIFLAGS="$base" cargo +nightly miri test --locked --lib -- \
     table::node:: table::pool:: bucket_is_one_cache_line a_failed_try_lock
 MIRIFLAGS="$base -Zmiri-tree-borrows" cargo +nightly miri test --locked --test miri -- \
     --test-threads=1 "${full[@]}"
+# The features' concurrent protocols (single flight, compute, ticker and janitor, statistics,
+# versions, warm-up, iteration, a re-entrant listener) on two threads: about 90 s.
+MIRIFLAGS="$base -Zmiri-tree-borrows" cargo +nightly miri test --locked --test miri_features -- \
+    --test-threads=1
