@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
 t0=$(date +%s)
+step() { printf '\n== %s (at %ss)\n' "$*" "$(( $(date +%s) - t0 ))"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
