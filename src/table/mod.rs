@@ -344,15 +344,11 @@ impl<K, V> RawTable<K, V> {
                 new.into_raw();
                 Ok(())
             }
-            Err(_) => {
-                // Handed back as it came (no reference bit): the caller may publish it as a
-                // new key, which starts with the bits `publish` gives it. (It kept the bit
-                // set above, and a key nobody had read started referenced: a second chance
-                // from the hand, a hit in the adaptive policy's sketch; test
-                // `a_node_a_failed_replace_hands_back_is_published_unreferenced`.)
-                new.take_ref();
-                Err(new)
-            }
+            // Handed back with the reference bit set above: a publication as a new key
+            // gives it the bits that publication says (`NodeBox::place`). (It kept the bit,
+            // and a key nobody had read started referenced; test
+            // `a_node_a_failed_replace_hands_back_is_published_unreferenced`.)
+            Err(_) => Err(new),
         }
     }
 

@@ -140,9 +140,10 @@ impl<K, V> NodeBox<K, V> {
         }
     }
 
-    /// Records the probe distance of a node about to be published and sets `bits` (the
-    /// reference and window bits), with a plain load and store where [`Node::set_dist`]
-    /// and `Node::set_bits` would take an atomic read-modify-write each: a `NodeBox` is not yet
+    /// Records the probe distance of a node about to be published and gives it exactly
+    /// `bits` of the reference and window bits (a node a failed replace handed back, already
+    /// marked, starts as its new publication says), with a plain load and store where
+    /// [`Node::set_dist`] and `Node::set_bits` would take an atomic read-modify-write each: a `NodeBox` is not yet
     /// published (`&mut self`: no other thread can reach the node, so no reader can set its
     /// reference bit in between), and the Release publish (or replace) that follows orders
     /// the store before any other thread's read. Saves one or two `lock`ed instructions per
@@ -154,7 +155,7 @@ impl<K, V> NodeBox<K, V> {
         let d = dist as u64 & DIST_MAX;
         // Relaxed: private to this thread (see above).
         let cur = self.meta.load(Ordering::Relaxed);
-        let new = (cur & !(DIST_MAX << DIST_SHIFT)) | (d << DIST_SHIFT) | bits;
+        let new = (cur & !((DIST_MAX << DIST_SHIFT) | REF | WINDOW)) | (d << DIST_SHIFT) | bits;
         self.meta.store(new, Ordering::Relaxed);
     }
 
