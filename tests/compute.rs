@@ -233,15 +233,21 @@ fn in_a_versioned_cache_a_put_stores_version_0() {
     assert_eq!(cache.get_versioned(&1), Some((11, 0)));
 }
 
-fn ttl_cache(
+/// A cache whose entries expire 10 s after their insert (`idle`: after their last read), with
+/// a listener that records every value and cause.
+fn expiring_cache(
     clock: &Arc<ManualClock>,
     heard: &Arc<Mutex<Vec<(u64, RemovalCause)>>>,
+    idle: bool,
 ) -> Cache<u64, u64> {
     let h = heard.clone();
-    Cache::builder()
-        .max_capacity(10)
-        .time_to_live(Duration::from_secs(10))
-        .clock(clock.clone())
+    let b = Cache::builder().max_capacity(10);
+    let b = if idle {
+        b.time_to_idle(Duration::from_secs(10))
+    } else {
+        b.time_to_live(Duration::from_secs(10))
+    };
+    b.clock(clock.clone())
         .eviction_listener(move |_, v: &u64, cause| h.lock().unwrap().push((*v, cause)))
         .build()
         .unwrap()
@@ -255,7 +261,7 @@ fn ttl_cache(
 fn a_put_built_on_a_value_that_expired_before_the_commit_runs_again() {
     let clock = ManualClock::new();
     let heard = Arc::new(Mutex::new(Vec::new()));
-    let cache = ttl_cache(&clock, &heard);
+    let cache = expiring_cache(&clock, &heard, false);
     assert_eq!(cache.compute(1, bump).unwrap(), Computed::Inserted);
     let mut saw = Vec::new();
     let r = cache.compute(1, |v| {
@@ -276,7 +282,7 @@ fn a_put_built_on_a_value_that_expired_before_the_commit_runs_again() {
 fn a_remove_of_a_value_that_expired_before_the_commit_runs_again() {
     let clock = ManualClock::new();
     let heard = Arc::new(Mutex::new(Vec::new()));
-    let cache = ttl_cache(&clock, &heard);
+    let cache = expiring_cache(&clock, &heard, false);
     cache.insert(1, 7).unwrap();
     let mut saw = Vec::new();
     let r = cache.compute(1, |v| {
@@ -299,7 +305,7 @@ fn a_remove_of_a_value_that_expired_before_the_commit_runs_again() {
 fn put_with_ttl_keeps_a_fixed_windows_end() {
     let clock = ManualClock::new();
     let heard = Arc::new(Mutex::new(Vec::new()));
-    let cache = ttl_cache(&clock, &heard);
+    let cache = expiring_cache(&clock, &heard, false);
     let window = Duration::from_secs(10);
     // The value packs the count and the window's end, in seconds on the test's clock.
     let start = 1_000u64;
@@ -333,21 +339,6 @@ fn put_with_ttl_keeps_a_fixed_windows_end() {
     ));
 }
 
-/// A cache whose entries expire a time-to-idle after their last read.
-fn tti_cache(
-    clock: &Arc<ManualClock>,
-    heard: &Arc<Mutex<Vec<(u64, RemovalCause)>>>,
-) -> Cache<u64, u64> {
-    let h = heard.clone();
-    Cache::builder()
-        .max_capacity(10)
-        .time_to_idle(Duration::from_secs(10))
-        .clock(clock.clone())
-        .eviction_listener(move |_, v: &u64, cause| h.lock().unwrap().push((*v, cause)))
-        .build()
-        .unwrap()
-}
-
 /// An entry the closure saw expired (idle too long) may be read again before the commit by a
 /// reader that judges it at an earlier instant (a `Pinned` handle made before it expired, or
 /// a `get` preempted between its clock read and its touch): that read moves its idle deadline
@@ -357,7 +348,7 @@ fn tti_cache(
 fn a_put_built_on_an_expired_entry_that_a_read_revived_runs_again() {
     let clock = ManualClock::new();
     let heard = Arc::new(Mutex::new(Vec::new()));
-    let cache = tti_cache(&clock, &heard);
+    let cache = expiring_cache(&clock, &heard, true);
     cache.insert(1, 5).unwrap();
     clock.advance(Duration::from_secs(9));
     let pinned = cache.pin(); // judges at 9 s, where the entry is live
@@ -388,7 +379,7 @@ fn a_put_built_on_an_expired_entry_that_a_read_revived_runs_again() {
 fn a_remove_after_seeing_an_expired_entry_that_a_read_revived_runs_again() {
     let clock = ManualClock::new();
     let heard = Arc::new(Mutex::new(Vec::new()));
-    let cache = tti_cache(&clock, &heard);
+    let cache = expiring_cache(&clock, &heard, true);
     cache.insert(1, 5).unwrap();
     clock.advance(Duration::from_secs(9));
     let pinned = cache.pin();

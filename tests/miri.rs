@@ -10,87 +10,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use clockline::{Cache, Compute, Computed, InsertErrorKind, Policy, RemovalCause};
+use common::ledger::{Ledger, Val};
 use common::ManualClock;
-
-/// A value that knows its key and counts, in its ledger, every instance made (clones too)
-/// and every drop.
-#[derive(Debug)]
-struct Val {
-    key: u64,
-    text: String,
-    ledger: Arc<Counts>,
-}
-
-#[derive(Debug, Default)]
-struct Counts {
-    made: AtomicUsize,
-    dropped: AtomicUsize,
-}
-
-impl Val {
-    fn check(&self, key: u64) {
-        assert_eq!(self.key, key, "a value read under another key");
-        assert_eq!(
-            self.text,
-            format!("value of {key}"),
-            "a torn or freed value"
-        );
-    }
-}
-
-impl Clone for Val {
-    fn clone(&self) -> Self {
-        Ledger(self.ledger.clone()).val(self.key)
-    }
-}
-
-impl Drop for Val {
-    fn drop(&mut self) {
-        self.ledger.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-struct Ledger(Arc<Counts>);
-
-impl Ledger {
-    fn new() -> Self {
-        Self(Arc::default())
-    }
-
-    fn val(&self, key: u64) -> Val {
-        self.0.made.fetch_add(1, Ordering::Relaxed);
-        Val {
-            key,
-            text: format!("value of {key}"),
-            ledger: self.0.clone(),
-        }
-    }
-
-    /// After the cache is gone: every value made was dropped exactly once. (The other tests
-    /// of this binary pin as they run, which holds reclamation back: flush until the counts
-    /// meet, for a while.)
-    fn settle(&self) {
-        let made = self.0.made.load(Ordering::Relaxed);
-        for _ in 0..5_000 {
-            clockline::flush_deferred();
-            if self.0.dropped.load(Ordering::Relaxed) >= made {
-                break;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(
-            self.0.dropped.load(Ordering::Relaxed),
-            made,
-            "values leaked or dropped twice"
-        );
-    }
-}
 
 fn exercise(cache: &Cache<u64, Val>, ledger: &Ledger, keys: u64) {
     for k in 0..keys {

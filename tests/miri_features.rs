@@ -30,84 +30,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clockline::{Cache, Compute, Computed, InsertErrorKind, Invalidation, RemovalCause, WarmUp};
+use common::ledger::{Ledger, Val};
 
-/// A value that knows its key and a count, and counts in its ledger every instance made
-/// (clones too) and every drop.
-#[derive(Debug)]
-struct Val {
-    key: u64,
-    n: u64,
-    text: String,
-    ledger: Arc<Counts>,
-}
-
-#[derive(Debug, Default)]
-struct Counts {
-    made: AtomicUsize,
-    dropped: AtomicUsize,
-}
-
-impl Val {
-    fn check(&self, key: u64) {
-        assert_eq!(self.key, key, "a value read under another key");
-        assert_eq!(
-            self.text,
-            format!("value {key}/{}", self.n),
-            "a torn or freed value"
-        );
-    }
-}
-
-impl Clone for Val {
-    fn clone(&self) -> Self {
-        Ledger(self.ledger.clone()).val_n(self.key, self.n)
-    }
-}
-
-impl Drop for Val {
-    fn drop(&mut self) {
-        self.ledger.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-struct Ledger(Arc<Counts>);
-
-impl Ledger {
-    fn new() -> Self {
-        Self(Arc::default())
-    }
-
-    fn val(&self, key: u64) -> Val {
-        self.val_n(key, 0)
-    }
-
-    fn val_n(&self, key: u64, n: u64) -> Val {
-        self.0.made.fetch_add(1, Ordering::Relaxed);
-        Val {
-            key,
-            n,
-            text: format!("value {key}/{n}"),
-            ledger: self.0.clone(),
-        }
-    }
-
-    /// After the cache is gone: every value made was dropped exactly once.
-    fn settle(&self) {
-        let made = self.0.made.load(Ordering::Relaxed);
-        for _ in 0..5_000 {
-            clockline::flush_deferred();
-            if self.0.dropped.load(Ordering::Relaxed) >= made {
-                break;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(
-            self.0.dropped.load(Ordering::Relaxed),
-            made,
-            "values leaked or dropped twice"
-        );
-    }
-}
+mod common;
 
 /// Polls `cond` until it holds; fails the test after a minute (generous for Miri).
 fn wait_for(what: &str, cond: impl Fn() -> bool) {

@@ -1,6 +1,8 @@
 //! Helpers shared by the feature suites (`mod common;` in each; each uses part of it).
 #![allow(dead_code)]
 
+pub mod ledger;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
