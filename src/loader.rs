@@ -435,6 +435,57 @@ where
         }
     }
 
+    /// What a waiter does once the flight it joined has ended: `Some` answer to return (the
+    /// leader's value, or its error if it is of the caller's type), or `None` to look the
+    /// cache up again and, on a miss, load (the flight was abandoned, its value expired
+    /// before this call began, or it failed with another caller's error type). One function
+    /// for the sync and async loops, so that the two cannot drift apart.
+    fn waited<E>(outcome: Outcome<V>, asked: u64) -> Option<Result<V, Arc<E>>>
+    where
+        E: Send + Sync + 'static,
+    {
+        match outcome {
+            Outcome::Value(v, born) if born > asked => Some(Ok(v)),
+            Outcome::Failed(e) => e.downcast::<E>().ok().map(Err),
+            Outcome::Value(..) | Outcome::Retry => None,
+        }
+    }
+
+    /// The leader's end of a load, sync or async: counts it, caches a value (a refusal, a
+    /// value heavier than the whole budget or, in a versioned cache, one something newer
+    /// overtook, only means it is not cached), ends the flight for the waiters, and writes
+    /// the caller's answer into `out`. The answer goes out through `out`, not as a return
+    /// value, and the key of a failed load is dropped after it is written, for the reason
+    /// [`Self::load_sync`] gives.
+    fn end_load<E>(
+        &self,
+        key: K,
+        lead: Lead<'_, K, V>,
+        began: Option<(Snapshot, Option<u64>)>,
+        timer: LoadTimer<'_, K, V, S>,
+        loaded: Result<(V, Option<u64>), E>,
+        out: &mut Option<Result<V, Arc<E>>>,
+    ) where
+        E: Send + Sync + 'static,
+    {
+        *out = Some(match loaded {
+            Ok((v, version)) => {
+                timer.done(true);
+                let done = v.clone();
+                let _ = self.insert_loaded(key, v.clone(), began, version, |born, stale| {
+                    lead.finish(Self::loaded_outcome(done, born, stale))
+                });
+                Ok(v)
+            }
+            Err(e) => {
+                timer.done(false);
+                let e = Arc::new(e);
+                lead.finish(State::Failed(e.clone()));
+                Err(e)
+            }
+        });
+    }
+
     /// The instant a load call began, on the cache's expiry clock (0 in a cache without
     /// expiry, where every value's deadline is `NEVER`). A waiter takes the leader's value only
     /// if the value's earliest deadline is after it: a call never returns a value that expired
@@ -652,20 +703,12 @@ where
                 return;
             }
             match self.join(&key) {
-                Joined::Wait(flight) => match flight.wait() {
-                    Outcome::Value(v, born) if born > asked => {
-                        *out = Some(Ok((v, Served::Joined)));
+                Joined::Wait(flight) => {
+                    if let Some(answer) = Self::waited(flight.wait(), asked) {
+                        *out = Some(answer.map(|v| (v, Served::Joined)));
                         return;
                     }
-                    Outcome::Value(..) => {}
-                    Outcome::Failed(e) => {
-                        if let Ok(e) = e.downcast::<E>() {
-                            *out = Some(Err(e));
-                            return;
-                        }
-                    }
-                    Outcome::Retry => {}
-                },
+                }
                 Joined::Lead(lead) => {
                     if let Some(v) = self.get_uncounted(&key) {
                         // Not `Done(v)`: a waiter may have asked after `v` expired, and must
@@ -679,29 +722,10 @@ where
                     let init = init.take().expect("a caller leads at most once");
                     // A panic in `init` drops `lead`, which abandons the flight, and `timer`,
                     // which counts a failed load.
-                    *out = Some(match init() {
-                        Ok((v, version)) => {
-                            timer.done(true);
-                            // A refusal (a value heavier than the whole budget, or in a
-                            // versioned cache something newer arrived) only means it is not
-                            // cached.
-                            let done = v.clone();
-                            let _ = self.insert_loaded(
-                                key,
-                                v.clone(),
-                                began,
-                                version,
-                                |born, stale| lead.finish(Self::loaded_outcome(done, born, stale)),
-                            );
-                            Ok((v, Served::Loaded))
-                        }
-                        Err(e) => {
-                            timer.done(false);
-                            let e = Arc::new(e);
-                            lead.finish(State::Failed(e.clone()));
-                            Err(e)
-                        }
-                    });
+                    let loaded = init();
+                    let mut answer = None;
+                    self.end_load(key, lead, began, timer, loaded, &mut answer);
+                    *out = answer.map(|a| a.map(|v| (v, Served::Loaded)));
                     return;
                 }
             }
@@ -866,26 +890,17 @@ where
             }
             let joined = self.join(&key);
             match joined {
-                Joined::Wait(flight) => match (WaitFlight {
-                    flight: Some(flight),
-                    slot: None,
-                })
-                .await
-                {
-                    // As in `load_sync`.
-                    Outcome::Value(v, born) if born > asked => {
-                        *out = Some(Ok(v));
+                Joined::Wait(flight) => {
+                    let outcome = WaitFlight {
+                        flight: Some(flight),
+                        slot: None,
+                    }
+                    .await;
+                    if let Some(answer) = Self::waited(outcome, asked) {
+                        *out = Some(answer);
                         return;
                     }
-                    Outcome::Value(..) => {}
-                    Outcome::Failed(e) => {
-                        if let Ok(e) = e.downcast::<E>() {
-                            *out = Some(Err(e));
-                            return;
-                        }
-                    }
-                    Outcome::Retry => {}
-                },
+                }
                 Joined::Lead(lead) => {
                     if let Some(v) = self.get_uncounted(&key) {
                         // As in `load_sync`: waiters look again.
@@ -899,27 +914,8 @@ where
                     // If this future is dropped here, `lead` is dropped with it and abandons
                     // the flight, which wakes the waiters. (`timer` counts a cancelled load as
                     // neither success nor failure.)
-                    *out = Some(match init.await {
-                        Ok((v, version)) => {
-                            timer.done(true);
-                            // As in `load_sync`.
-                            let done = v.clone();
-                            let _ = self.insert_loaded(
-                                key,
-                                v.clone(),
-                                began,
-                                version,
-                                |born, stale| lead.finish(Self::loaded_outcome(done, born, stale)),
-                            );
-                            Ok(v)
-                        }
-                        Err(e) => {
-                            timer.done(false);
-                            let e = Arc::new(e);
-                            lead.finish(State::Failed(e.clone()));
-                            Err(e)
-                        }
-                    });
+                    let loaded = init.await;
+                    self.end_load(key, lead, began, timer, loaded, out);
                     return;
                 }
             }
