@@ -16,6 +16,9 @@
 //!   --maxw F --garr F     largest window and ghost records, as fractions of capacity
 //!   --readme        the README's capacities, against LRU (the no-collapse check)
 //!   env FLOOR, GFLOOR, WFLOOR: least sketch counters per row, ghost records, window entries
+//!   env SLRU=F: the main region as a segmented LRU (F of the capacity protected; a hit in
+//!     main moves the entry, and counts in the sketch) instead of the CLOCK: what a main
+//!     region that reorders on every hit would give, which clockline's read path cannot do
 //! ```
 //!
 //! The shipped configuration:
@@ -158,6 +161,12 @@ struct W {
     free: Vec<usize>,
     hand: usize,
     main_len: usize,
+    // SLRU main (SLRU=<protected fraction> env): stamp-ordered segments.
+    slru: Option<f64>,
+    prob: std::collections::BTreeMap<u64, u64>,
+    prot: std::collections::BTreeMap<u64, u64>,
+    stamps: HashMap<u64, (bool, u64)>,
+    clock_t: u64,
     sk: Sketch,
     // hill
     sh: usize,
@@ -189,6 +198,11 @@ impl W {
             free: (0..cap).rev().collect(),
             hand: 0,
             main_len: 0,
+            slru: std::env::var("SLRU").ok().map(|v| v.parse().unwrap()),
+            prob: Default::default(),
+            prot: Default::default(),
+            stamps: HashMap::new(),
+            clock_t: 0,
             sk: Sketch::new(cap, cfg.mult, cfg.reset),
             sh: 0,
             sm: 0,
@@ -275,6 +289,14 @@ impl W {
         }
     }
     fn victim(&mut self) -> u64 {
+        if self.slru.is_some() {
+            let seg = if self.prob.is_empty() {
+                &self.prot
+            } else {
+                &self.prob
+            };
+            return *seg.iter().next().unwrap().1;
+        }
         loop {
             let i = self.hand;
             self.hand = (self.hand + 1) % self.cap;
@@ -301,6 +323,14 @@ impl W {
         }
     }
     fn to_main(&mut self, k: u64) {
+        if self.slru.is_some() {
+            self.clock_t += 1;
+            self.prob.insert(self.clock_t, k);
+            self.stamps.insert(k, (false, self.clock_t));
+            self.main_len += 1;
+            self.map.get_mut(&k).unwrap().in_window = false;
+            return;
+        }
         let s = self.free.pop().unwrap();
         self.slots[s] = k;
         self.main_len += 1;
@@ -310,8 +340,17 @@ impl W {
     }
     fn evict_main(&mut self, v: u64) {
         let e = self.map.remove(&v).unwrap();
-        self.slots[e.slot] = EMPTY;
-        self.free.push(e.slot);
+        if self.slru.is_some() {
+            let (p, t) = self.stamps.remove(&v).unwrap();
+            if p {
+                self.prot.remove(&t);
+            } else {
+                self.prob.remove(&t);
+            }
+        } else {
+            self.slots[e.slot] = EMPTY;
+            self.free.push(e.slot);
+        }
         self.main_len -= 1;
         if self.cfg.adapt == Adapt::Ghost {
             Self::ghost(&mut self.gm, &mut self.gms, mix(v), self.cap);
@@ -324,7 +363,32 @@ impl W {
     fn access(&mut self, k: u64) -> bool {
         let h = mix(k);
         if let Some(e) = self.map.get_mut(&k) {
+            let in_main = !e.in_window;
             e.refb = true;
+            if in_main && self.slru.is_some() {
+                e.refb = false;
+                if !self.cfg.every_hit {
+                    self.sk.inc(h);
+                }
+                let (p, t) = self.stamps[&k];
+                if p {
+                    self.prot.remove(&t);
+                } else {
+                    self.prob.remove(&t);
+                }
+                self.clock_t += 1;
+                self.prot.insert(self.clock_t, k);
+                self.stamps.insert(k, (true, self.clock_t));
+                let maxp = (self.slru.unwrap() * self.cap as f64) as usize;
+                while self.prot.len() > maxp.max(1) {
+                    let (&ot, &ok) = self.prot.iter().next().unwrap();
+                    self.prot.remove(&ot);
+                    self.clock_t += 1;
+                    self.prob.insert(self.clock_t, ok);
+                    self.stamps.insert(ok, (false, self.clock_t));
+                }
+            }
+            let e = self.map.get_mut(&k).unwrap();
             if self.cfg.every_hit {
                 self.sk.inc(h);
             }
