@@ -19,6 +19,8 @@
 //!   env SLRU=F: the main region as a segmented LRU (F of the capacity protected; a hit in
 //!     main moves the entry, and counts in the sketch) instead of the CLOCK: what a main
 //!     region that reorders on every hit would give, which clockline's read path cannot do
+//!   env CPROT=F: a CLOCK form of it: the hand protects a main entry it finds referenced,
+//!     protected entries are passed by, and unprotected again when over F of the capacity
 //! ```
 //!
 //! The shipped configuration:
@@ -163,6 +165,8 @@ struct W {
     main_len: usize,
     // SLRU main (SLRU=<protected fraction> env): stamp-ordered segments.
     slru: Option<f64>,
+    cprot: Option<f64>,
+    pc: usize,
     prob: std::collections::BTreeMap<u64, u64>,
     prot: std::collections::BTreeMap<u64, u64>,
     stamps: HashMap<u64, (bool, u64)>,
@@ -199,6 +203,8 @@ impl W {
             hand: 0,
             main_len: 0,
             slru: std::env::var("SLRU").ok().map(|v| v.parse().unwrap()),
+            cprot: std::env::var("CPROT").ok().map(|v| v.parse().unwrap()),
+            pc: 0,
             prob: Default::default(),
             prot: Default::default(),
             stamps: HashMap::new(),
@@ -297,6 +303,39 @@ impl W {
             };
             return *seg.iter().next().unwrap().1;
         }
+        if let Some(p) = self.cprot {
+            let maxp = (p * self.cap as f64) as usize;
+            let mut steps = 0;
+            loop {
+                let i = self.hand;
+                self.hand = (self.hand + 1) % self.cap;
+                steps += 1;
+                let k = self.slots[i];
+                if k == EMPTY {
+                    continue;
+                }
+                let e = self.map.get_mut(&k).unwrap();
+                if e.refb {
+                    e.refb = false;
+                    if !self.cfg.every_hit {
+                        self.sk.inc(mix(k));
+                    }
+                    if e.f == 0 {
+                        e.f = 1;
+                        self.pc += 1;
+                    }
+                    continue;
+                }
+                if e.f == 1 {
+                    if self.pc > maxp || steps > self.cap {
+                        e.f = 0;
+                        self.pc -= 1;
+                    }
+                    continue;
+                }
+                return k;
+            }
+        }
         loop {
             let i = self.hand;
             self.hand = (self.hand + 1) % self.cap;
@@ -350,6 +389,9 @@ impl W {
         } else {
             self.slots[e.slot] = EMPTY;
             self.free.push(e.slot);
+            if self.cprot.is_some() && e.f == 1 {
+                self.pc -= 1;
+            }
         }
         self.main_len -= 1;
         if self.cfg.adapt == Adapt::Ghost {
