@@ -232,8 +232,10 @@ enum Locked<K, V> {
 pub(crate) enum Cond {
     /// Anything: a plain insert (stored as version 0 in a versioned cache).
     Always,
-    /// A version-guarded insert: only if newer than the entry's version and not older than
-    /// the key's tombstone (a tombstone's own version is the data it announced).
+    /// A version-guarded insert: only if newer than the live entry's version (an expired
+    /// entry's own version is accepted, as its tombstone will accept it once the entry is
+    /// swept) and not older than the key's tombstone (a tombstone's own version is the data
+    /// it announced).
     Newer(u64),
     /// A loader's value in an unversioned cache: only if the key is absent or its entry has
     /// expired. A write of the key during the load (a write-through `insert` of newer data)
@@ -252,9 +254,9 @@ pub(crate) enum Cond {
     Loaded(Snapshot, Option<u64>),
     /// A loader's value whose version the loader told (`try_get_or_insert_versioned_with`),
     /// with what the tombstones knew when the load began: as [`Cond::Newer`] against the
-    /// entry, except that it also replaces an *expired* entry of the same version (the same
-    /// data, loaded again; refusing it would reload the key on every lookup until something
-    /// removed the expired entry); against the tombstones, see
+    /// entry, an *expired* entry of the same version included (the same data, loaded again;
+    /// refusing it would reload the key on every lookup until something removed the expired
+    /// entry); against the tombstones, see
     /// [`Since::refuses_load_at`](crate::versions::Since::refuses_load_at)
     /// (a tombstone of the same version does not refuse it, for the same reason).
     LoadedAt(u64, Snapshot),
@@ -922,9 +924,14 @@ where
                     // entry that did not exist, for good).
                     reservation.give_back_entry();
                     if let Some(v) = version {
-                        let reloaded = matches!(cond, Cond::LoadedAt(..))
-                            && v == current
-                            && self.expired(found.node(), now);
+                        // An expired entry's version is what its tombstone will say once the
+                        // entry is swept, and a tombstone `n` accepts `n`: so does the expired
+                        // entry, for loads and for versioned inserts alike. (It refused an
+                        // insert of its own version until swept: the same history gave
+                        // two answers, by whether the hand, the janitor or a purge had come
+                        // by; found in review, `tests/versions.rs`,
+                        // `an_expired_entrys_own_version_is_accepted_swept_or_not`.)
+                        let reloaded = v == current && self.expired(found.node(), now);
                         if v <= current && !reloaded {
                             return Locked::Stale(node, current);
                         }

@@ -13,17 +13,20 @@
 //! ([`Builder::max_tombstones`](crate::Builder::max_tombstones)): the oldest of a shard goes
 //! when that shard is full. An entry that the cache evicts (capacity, expiry) leaves a
 //! tombstone too, so its version outlives it. An expired entry that nothing has removed yet
-//! still counts: lookups treat it as absent, but its version refuses older versioned inserts,
-//! and `invalidate_versioned` removes it (`Removed`, reported as `Explicit`). Knowledge is
+//! still counts as the tombstone it will leave: lookups treat it as absent, but its version
+//! refuses older versioned inserts (and accepts its own, as that tombstone will), and
+//! `invalidate_versioned` removes it (`Removed`, reported as `Explicit`). Knowledge is
 //! still bounded: once a key's entry and tombstone are both gone, any version is accepted
 //! again, as for a key never seen.
 //!
 //! Rules, all checked under the key's home bucket lock, so they are atomic with respect to each
 //! other and to plain writes of the key:
-//! * `insert_versioned(k, v, n)` stores if `n` is greater than the entry's version and not
-//!   below the tombstone's; otherwise it hands the pair back with [`InsertErrorKind::Stale`].
-//!   Equal to the entry's is stale: a redelivered notification changes nothing. Equal to the
-//!   tombstone's is not: a tombstone `n` says the source holds `n` (an invalidation announcing
+//! * `insert_versioned(k, v, n)` stores if `n` is greater than the live entry's version (not
+//!   below an expired entry's) and not below the tombstone's; otherwise it hands the pair back
+//!   with [`InsertErrorKind::Stale`]. Equal to a live entry's is stale: a redelivered
+//!   notification changes nothing. Equal to the tombstone's (or to an expired entry's, which
+//!   becomes that tombstone once swept: the answer must not depend on whether a sweep has come
+//!   by; found in review, 2026-11-28) is not: a tombstone `n` says the source holds `n` (an invalidation announcing
 //!   it, or the eviction of the entry at `n`), so a value of version `n` is that very data: a
 //!   second tier handing an evicted entry back, a redelivery after an eviction. (A tombstone
 //!   refused its own version until 2026-11-27, which left a two-tier cache unable to promote
@@ -31,15 +34,17 @@
 //!   `a_versioned_insert_of_the_tombstones_own_version_is_stored`.)
 //!   A versioned insert refused for its weight (`TooHeavy`, or `Rejected` by admission) acts
 //!   as `invalidate_versioned(k, n)` before it hands the pair back: the cache knows `n` exists.
+//!   So does a versioned load refused for its weight (since 2026-11-28; before, a late older
+//!   broadcast was cached after it).
 //! * `invalidate_versioned(k, n)` removes the entry if its version is below `n` and records a
 //!   tombstone `n` (kept at the larger of old and new); an entry at `n` or above is newer than
 //!   the invalidation and stays ([`Invalidation::Stale`]). `n` is the version the source holds
 //!   now.
 //! * A loader that tells the version it read
 //!   ([`Cache::try_get_or_insert_versioned_with`]) stores as `insert_versioned` does against
-//!   the entry (and also replaces an expired entry of the same version), but a tombstone
-//!   refuses only *older* versions: the value was read from the source at `n`, so it is the
-//!   data a tombstone `n` announced (an invalidation to `n`) or recorded (an eviction at `n`).
+//!   the entry and the tombstones (a tombstone refuses only *older* versions: the value was
+//!   read from the source at `n`, so it is the data a tombstone `n` announced, an
+//!   invalidation to `n`, or recorded, an eviction at `n`).
 //!   An invalidation that arrived during the load refuses it even once the bounded store has
 //!   dropped its tombstone (conservatively: a drop, during the load, of any tombstone of the
 //!   shard newer than `n` refuses it). A loaded value the cache refused is still returned to
@@ -51,7 +56,7 @@
 //!   and keep that knowledge, use `invalidate_versioned`. (Evictions, which the user did not
 //!   ask for, do leave tombstones; see above.)
 //! * Version 0 is the oldest: `insert_versioned(k, v, 0)` succeeds only when the cache knows no
-//!   version of `k`. `u64::MAX` is the newest: nothing versioned replaces it.
+//!   version of `k` above 0 and holds no live entry of version 0. `u64::MAX` is the newest: nothing versioned replaces it.
 
 use crate::sync::{Mutex, MutexGuard};
 use std::collections::{HashMap, VecDeque};
@@ -308,8 +313,10 @@ where
     V: Send + Sync + 'static,
     S: BuildHasher,
 {
-    /// Stores `value` for `key` only if `version` is newer than every version the cache knows
-    /// of `key` (its entry's, or its tombstone's); otherwise hands the pair back with
+    /// Stores `value` for `key` only if `version` is newer than its live entry's version and
+    /// not older than what else the cache knows of `key` (an expired entry's version, or its
+    /// tombstone's: a tombstone `n` accepts `n`, see the [module docs](crate::versions));
+    /// otherwise hands the pair back with
     /// [`InsertErrorKind::Stale`](crate::InsertErrorKind::Stale). Needs a cache built with
     /// [`Builder::versioned`](crate::Builder::versioned)
     /// ([`InsertErrorKind::NotVersioned`](crate::InsertErrorKind::NotVersioned) otherwise).
@@ -418,7 +425,7 @@ where
     }
 
     /// [`Self::invalidate_versioned`] by reference.
-    fn invalidate_key(&self, key: &K, version: u64) -> Invalidation {
+    pub(crate) fn invalidate_key(&self, key: &K, version: u64) -> Invalidation {
         let inner = self.inner();
         let Some(tombs) = &inner.tombstones else {
             // No versions to compare: remove, so that an invalidation never leaves a value
@@ -460,8 +467,8 @@ where
 
     /// The version stored with `key`'s live entry (0 for an unversioned insert), or `None` if
     /// absent, expired, or the cache keeps no versions. A tombstone is not an entry: after
-    /// `invalidate_versioned(k, 5)` this is `None`, though an `insert_versioned` of `k` at 5 or
-    /// below is refused.
+    /// `invalidate_versioned(k, 5)` this is `None`, though an `insert_versioned` of `k` below 5
+    /// is refused.
     pub fn version_of<Q>(&self, key: &Q) -> Option<u64>
     where
         Q: ?Sized + Hash + equivalent::Equivalent<K>,

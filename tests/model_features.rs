@@ -4,7 +4,7 @@
 //!
 //! The model keeps, per key, the entry (its value, version and deadlines, expired or not: an
 //! expired entry still counts in `len()` and its version still refuses older inserts until
-//! something removes it) and the tombstone. Every operation's result, every listener call (key,
+//! something removes it, as its tombstone does after) and the tombstone. Every operation's result, every listener call (key,
 //! value, cause), every statistics counter, `len()`, `tombstones()` and `check_invariants()`
 //! must match it after every operation.
 //!
@@ -730,12 +730,15 @@ impl Harness {
                 } else {
                     let entry = self.m.entries.get(&k).map(|e| e.val.version);
                     let tomb = self.m.tombs.get(&k).copied();
-                    // Equal to the entry's is stale: a redelivered notification changes
+                    let expired = self.m.live(k) == Some(Live::No);
+                    // Equal to a live entry's is stale: a redelivered notification changes
                     // nothing. Equal to the tombstone's is not: the tombstone says the source
-                    // holds `n`, and this is that data (an evicted entry coming back).
+                    // holds `n`, and this is that data (an evicted entry coming back); nor
+                    // equal to an expired entry's, whose tombstone it becomes once swept.
                     match self.m.known_version(k) {
                         Some(current)
-                            if entry.is_some_and(|e| n <= e) || tomb.is_some_and(|t| n < t) =>
+                            if entry.is_some_and(|e| n < e || (n == e && !expired))
+                                || tomb.is_some_and(|t| n < t) =>
                         {
                             let stale = InsertErrorKind::Stale {
                                 version: n,

@@ -591,8 +591,8 @@ fn a_versioned_insert_during_a_load_wins_even_once_it_has_expired() {
     assert_eq!(loaded, 400, "the callers still get what was loaded");
     assert_eq!(cache.get(&1), None, "the older loaded value is not cached");
     assert!(
-        cache.insert_versioned(1, 0, 5).is_err(),
-        "version 5 stays known"
+        cache.insert_versioned(1, 0, 4).is_err(),
+        "version 5 stays known: older ones are refused"
     );
 }
 
@@ -697,9 +697,44 @@ fn a_versioned_load_replaces_an_expired_entry_of_the_same_version() {
         "version 5 is older than the expired entry's 6"
     );
     assert!(
-        cache.insert_versioned(2, 22, 6).is_err(),
-        "the expired entry's version 6 still holds"
+        cache.insert_versioned(2, 22, 5).is_err(),
+        "the expired entry's version 6 still refuses older ones"
     );
+    cache
+        .insert_versioned(2, 22, 6)
+        .expect("its own version gets in, as it would past its tombstone");
+    assert_eq!(cache.get(&2), Some(22));
+}
+
+/// A versioned insert of an expired entry's own version gets the same answer whether or not
+/// the entry has been swept yet: swept, it left a tombstone of that version, which accepts
+/// it; unswept, the entry itself accepts it. (It was refused until a sweep came by, so
+/// whether a redelivered broadcast brought the data back for another TTL depended on the
+/// janitor's timing: found in review.) A live entry of that version still refuses it.
+#[test]
+fn an_expired_entrys_own_version_is_accepted_swept_or_not() {
+    let (swept, clock_s) = versioned_with_ttl_10s();
+    let (unswept, clock_u) = versioned_with_ttl_10s();
+    for (c, clock) in [(&swept, &clock_s), (&unswept, &clock_u)] {
+        c.insert_versioned(1, 10, 5).unwrap();
+        assert!(
+            c.insert_versioned(1, 11, 5).is_err(),
+            "live: equal is stale"
+        );
+        clock.advance(std::time::Duration::from_secs(11));
+        assert_eq!(c.get(&1), None, "expired");
+    }
+    assert_eq!(swept.purge_expired(), 1, "leaves a tombstone of 5");
+    for c in [&swept, &unswept] {
+        assert!(
+            c.insert_versioned(1, 12, 4).is_err(),
+            "older is stale either way"
+        );
+        c.insert_versioned(1, 12, 5)
+            .expect("the expired entry's own version is accepted, swept or not");
+        assert_eq!(c.get(&1), Some(12));
+        assert_eq!(c.check_invariants(), Ok(1));
+    }
 }
 
 /// In a cache built without `versioned()` the loader's version is ignored: the value is cached
@@ -868,6 +903,58 @@ fn a_versioned_insert_refused_for_its_weight_still_invalidates_older_versions() 
     cache.insert_versioned(2, vec![8; 10], 8).unwrap();
     assert!(cache.insert_versioned(2, vec![6; 200], 6).is_err());
     assert_eq!(cache.get(&2), Some(vec![8; 10]));
+}
+
+/// The same for a versioned *load*: a loader that read version 5 from the source and whose
+/// value the cache refused for its weight has still learned that the source holds 5. An older
+/// entry goes and a tombstone refuses a late, older broadcast, as after a refused
+/// `insert_versioned`. (Found in review: nothing was recorded, and a late version 4 was cached
+/// and served after the load of 5.)
+#[test]
+fn a_versioned_load_refused_for_its_weight_is_news_of_its_version() {
+    let cache: Cache<u64, Vec<u8>> = Cache::builder()
+        .max_weight(100)
+        .weigher(|_, v: &Vec<u8>| v.len() as u64)
+        .versioned()
+        .build()
+        .unwrap();
+    // Absent key: the load is refused, a tombstone of 5 stays.
+    let v = cache.try_get_or_insert_versioned_with(2, || Ok::<_, ()>((vec![5; 200], 5)));
+    assert_eq!(
+        v.map(|v| v.len()),
+        Ok(200),
+        "the caller still gets the loaded value"
+    );
+    assert_eq!(cache.get(&2), None, "not cached: too heavy");
+    assert!(
+        cache.insert_versioned(2, vec![4; 10], 4).is_err(),
+        "a late version 4 was accepted after a load of version 5"
+    );
+    assert!(
+        cache.insert_versioned(2, vec![5; 10], 5).is_ok(),
+        "version 5 itself gets in"
+    );
+    // An older entry of the key goes too (the loader runs on a miss only, so
+    // the older entry arrives during the load).
+    let c = &cache;
+    let v = cache.try_get_or_insert_versioned_with(3, || {
+        c.insert_versioned(3, vec![3; 10], 3).unwrap();
+        Ok::<_, ()>((vec![5; 200], 5))
+    });
+    assert_eq!(v.map(|v| v.len()), Ok(200));
+    assert_eq!(
+        cache.get(&3),
+        None,
+        "version 3 is stale once the load saw 5"
+    );
+    assert!(cache.insert_versioned(3, vec![4; 10], 4).is_err());
+    // A heavy load of a version older than what arrived meanwhile removes nothing newer.
+    let v = cache.try_get_or_insert_versioned_with(4, || {
+        c.insert_versioned(4, vec![8; 10], 8).unwrap();
+        Ok::<_, ()>((vec![6; 200], 6))
+    });
+    assert_eq!(v.map(|v| v.len()), Ok(200));
+    assert_eq!(cache.get(&4), Some(vec![8; 10]), "version 8 stays");
 }
 
 /// `get_versioned` reads the value and its version from the same entry: under a writer that
