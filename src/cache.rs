@@ -1561,6 +1561,7 @@ where
         // are pinned, and epoch frees it (bucket array only: tables never free nodes on drop)
         // after they unpin.
         unsafe { guard.defer_destroy(old_ptr) };
+        crate::sync::note_retired();
         // Nodes whose neighbourhood in the new table was full (a degenerate hasher) are
         // evicted: they are in no current table, and this thread alone could unlink them.
         for (node, cause) in homeless {

@@ -91,17 +91,40 @@ pub(crate) fn pin() -> crossbeam_epoch::Guard {
 /// garbage with this thread's whole backlog still queued; `tests/reclamation.rs`,
 /// `one_flush_drains_a_backlog_queued_behind_other_users_of_the_collector`.) While a guard
 /// pinned before the call lives, the marker cannot run: then 16 idle flushes end the call (a
-/// stalled epoch frees nothing however often it is asked; 16 flushes also pop up to 128
-/// bags of other crates' garbage queued in front). A call then costs 1.6 µs on the 2-core VM
-/// (0.09 µs before the marker; all 1,024 flushes would cost 25 µs), and 0.7 µs with nothing
-/// pinned (0.4 before): `examples/flush_cost.rs`, medians of three runs.
+/// stalled epoch frees nothing however often it is asked). So do more than about 128 bags of
+/// other crates' garbage queued in front (16 flushes pop 128 bags, and their frees are not
+/// this thread's): the next call goes on where this one stopped. A call then costs 0.4 µs on
+/// the 2-core VM once its marker is kept (below; 1.6 µs when each call deferred its own, 0.09
+/// µs before markers; all 1,024 flushes would cost 25 µs), and 0.7 µs with nothing pinned (0.4
+/// before markers): `examples/flush_cost.rs`, medians of three runs.
+///
+/// A marker that has not run when the call returns is kept, and the next call waits for it
+/// instead of deferring another, unless this thread has retired a node since ([`RETIRED`]):
+/// everything of this thread's is then still queued ahead of it. Each marker fills a bag of
+/// its own (the flush pushes the thread's bag, 2 KiB, to the global queue), and a new one per
+/// call kept 2 KiB per call alive for as long as the epoch stayed stalled (10,000 calls beside
+/// a held guard: 20 MB; `tests/flush_memory.rs`).
 #[cfg(not(clockline_loom))]
 pub(crate) fn flush() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let drained = std::sync::Arc::new(AtomicBool::new(false));
-    let marker = drained.clone();
-    // Release: pairs with the Acquire load below (orders nothing else; a flag).
-    pin().defer(move || marker.store(true, Ordering::Release));
+    // The marker: the previous call's, if it has not run yet and this thread has retired
+    // nothing since (everything of this thread's is then queued ahead of it), else a new one.
+    // A marker is a deferred closure, so deferring one makes this thread's bag non-empty and
+    // every flush then pushes a 2 KiB bag to the global queue: one per call, held there while
+    // the epoch is stalled (a tokio worker calling this on every park, beside a `Pinned`
+    // handle held elsewhere, queued 2 KiB per park; found in review, `tests/flush_memory.rs`).
+    let retired = RETIRED.with(std::cell::Cell::get);
+    let drained = match MARKER.with(std::cell::Cell::take) {
+        // Acquire: pairs with the marker's Release store (orders nothing else; a flag).
+        Some((marker, at)) if at == retired && !marker.load(Ordering::Acquire) => marker,
+        _ => {
+            let drained = std::sync::Arc::new(AtomicBool::new(false));
+            let marker = drained.clone();
+            // Release: pairs with the Acquire loads here (orders nothing else; a flag).
+            pin().defer(move || marker.store(true, Ordering::Release));
+            drained
+        }
+    };
     let mut idle = 0;
     for _ in 0..1024 {
         if idle >= 16 || (idle >= 3 && drained.load(Ordering::Acquire)) {
@@ -115,6 +138,10 @@ pub(crate) fn flush() {
             idle = 0;
         }
     }
+    // Acquire: as above.
+    if !drained.load(Ordering::Acquire) {
+        MARKER.with(|m| m.set(Some((drained, retired))));
+    }
 }
 
 /// Under loom: one flush (loom's threads share this OS thread's thread-locals).
@@ -127,6 +154,22 @@ pub(crate) fn flush() {
 std::thread_local! {
     /// Nodes whose deferred drop ran on this thread: [`flush`]'s progress signal.
     static FREED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Nodes this thread has retired: [`flush`] defers a new marker only if this moved since
+    /// its last marker.
+    static RETIRED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The last marker [`flush`] deferred that had not run when it returned, and [`RETIRED`]
+    /// then.
+    #[allow(clippy::type_complexity)]
+    static MARKER: std::cell::Cell<Option<(std::sync::Arc<std::sync::atomic::AtomicBool>, u64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Counts one node retired by this thread (see [`flush`]). As [`note_freed`], an add to a
+/// thread-local address.
+#[inline(always)]
+pub(crate) fn note_retired() {
+    #[cfg(not(clockline_loom))]
+    RETIRED.with(|n| n.set(n.get().wrapping_add(1)));
 }
 
 /// Counts one node freed on this thread (see [`flush`]). A `const` thread-local without a

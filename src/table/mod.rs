@@ -644,6 +644,7 @@ mod tests {
 /// other thread retires it, and no new reference to it can be created.
 pub(crate) unsafe fn retire<K, V>(node: Shared<'_, Node<K, V>>, guard: &Guard) {
     let raw = node.as_raw() as usize;
+    crate::sync::note_retired();
     // SAFETY: by the caller's contract the node is unreachable for new readers and retired
     // once; epoch runs the closure after every guard that could still see it is dropped.
     // `K: Send, V: Send` is required by every public constructor, so the drop may run on
