@@ -471,7 +471,14 @@ where
         now: u64,
     ) -> bool {
         node.map_or(0, |n| n as *const Node<K, V> as usize) == expected
-            && node.map_or(true, |n| self.expired(n, now) != saw_live)
+            && node.map_or(true, |n| match (&self.expiry, saw_live) {
+                (None, _) => saw_live,
+                (Some(e), true) => !e.is_expired(n, now),
+                // Seen expired: still expired, and settled so that no read revives it
+                // between this check and the commit (a read that did so before the commit
+                // lost the value it had just served: found in review).
+                (Some(e), false) => e.settle_expired(n, now),
+            })
     }
 
     /// The node for `key`, expired or not.
@@ -532,10 +539,9 @@ where
                 if e.is_expired(node, now) {
                     None
                 } else {
-                    if touch {
-                        e.touch(node, now);
-                    }
-                    Some(node)
+                    // A touch that finds the entry settled by a writer that judged it
+                    // expired (see `Expiry::settle_expired`): it is being replaced or removed.
+                    (!touch || e.touch(node, now)).then(|| node)
                 }
             }
             (found, _) => found,

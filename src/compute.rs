@@ -18,7 +18,10 @@
 //!    looks the key up again and stores only if it finds the same node (or, for none, no node)
 //!    and live exactly if the closure saw it live (not expired since, nor revived by a read
 //!    that judges expiry at an earlier instant); otherwise it hands the pair back
-//!    and the call starts over at 1.
+//!    and the call starts over at 1. A node the closure saw expired is *settled* by that check
+//!    (its idle deadline swapped for "expired at every instant", `Expiry::settle_expired`),
+//!    so that no read revives it between the check and the commit; a read that revived it
+//!    first makes the swap fail, and the call starts over.
 //!    [`Compute::Remove`]: a removal under the same lock, on the same conditions.
 //!    [`Compute::Keep`]: nothing.
 //!

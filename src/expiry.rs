@@ -49,6 +49,10 @@ use crate::table::Node;
 
 /// The deadline of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
+/// An idle deadline that a writer has settled: expired at every instant, and never moved
+/// again ([`Expiry::settle_expired`]). No entry is born with it (a TTI's deadline is at least
+/// the TTI after the clock's start, and a zero TTI at 0 is expired at every instant anyway).
+pub(crate) const SETTLED: u64 = 0;
 
 /// Nanoseconds per millisecond: the unit of a deadline packed into a node's weight bits.
 pub(crate) const MS: u64 = 1_000_000;
@@ -501,19 +505,76 @@ impl Expiry {
     /// sixteenth, and wrote exactly `now + tti`: an entry read a moment after a write kept the
     /// older deadline and expired up to a sixteenth of the TTI early. Found in review:
     /// `tests/expiry.rs`, `a_recently_read_entry_never_expires_early`.)
+    ///
+    /// False if the deadline is [`SETTLED`]: a writer ([`Self::settle_expired`]) has judged
+    /// the entry expired and is replacing or removing it, so this read must not return it.
+    ///
+    /// # Orderings
+    ///
+    /// The raise is a `fetch_update` and the settling a `compare_exchange`, both on the idle
+    /// word, so the two are ordered by that word's modification order whatever else happens:
+    /// either the raise comes first, and the writer's exchange (from the deadline it judged
+    /// expired) fails and it looks again, finding the entry live; or the settling comes first,
+    /// and the raise sees [`SETTLED`] and the read answers `None`. Relaxed suffices for both:
+    /// the decision rests on that single word, and the value itself is reached through the
+    /// node's publication as for any read.
     #[inline]
-    pub(crate) fn touch<K, V>(&self, node: &Node<K, V>, now: u64) {
+    pub(crate) fn touch<K, V>(&self, node: &Node<K, V>, now: u64) -> bool {
         if let (Some(i), Some(tti)) = (self.layout.idle, self.tti) {
             let word = node.ext(i);
             let want = deadline(now, tti);
-            // Relaxed: the deadline orders nothing else; readers compare it with their clock.
-            if word.load(Ordering::Relaxed) < want {
-                let slack = u64::try_from(tti.as_nanos() / 16).unwrap_or(NEVER);
-                // `fetch_max`, not a store: a reader whose `now` is older (preempted, or a
-                // `Pinned` handle's fixed instant) must not move the deadline back.
-                word.fetch_max(want.saturating_add(slack), Ordering::Relaxed);
+            // Relaxed: see `# Orderings`.
+            let current = word.load(Ordering::Relaxed);
+            if current < want {
+                if current == SETTLED {
+                    return false;
+                }
+                let target =
+                    want.saturating_add(u64::try_from(tti.as_nanos() / 16).unwrap_or(NEVER));
+                // Only forward, never from SETTLED: a reader whose `now` is older (preempted,
+                // or a `Pinned` handle's fixed instant) must not move the deadline back.
+                // Relaxed: see `# Orderings`.
+                let raised = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                    (d != SETTLED && d < target).then(|| target)
+                });
+                if raised == Err(SETTLED) {
+                    return false;
+                }
             }
         }
+        true
+    }
+
+    /// For a writer about to replace or remove `node` because it judged it expired at `now`
+    /// ([`Cache::compute`] over an entry its closure saw as absent): true if the node is
+    /// expired at `now` and no read can revive it any more. A read that judges expiry at an
+    /// earlier instant than `now` (a `Pinned` handle's, or a `get` preempted between its
+    /// clock read and its touch) may still find the entry live and push its idle deadline
+    /// past `now`; the writer then replaced (or removed) a live entry its closure never saw.
+    /// So the idle deadline the writer judged is swapped for [`SETTLED`] (expired at every
+    /// instant); if a read moved it first, the exchange fails and this says false: the writer
+    /// looks again. A TTL deadline needs nothing: no read moves it. (Found in review:
+    /// `tests/compute.rs`, `a_revival_between_the_commit_check_and_the_commit_is_not_overwritten`.)
+    pub(crate) fn settle_expired<K, V>(&self, node: &Node<K, V>, now: u64) -> bool {
+        // Relaxed: TTL deadlines are written before the node's Release publish and never
+        // change.
+        let past = |i: Option<usize>| i.is_some_and(|i| node.ext(i).load(Ordering::Relaxed) <= now);
+        if (self.layout.packed_deadline && Self::is_expired_packed(node, now))
+            || past(self.layout.deadline)
+        {
+            return true;
+        }
+        let Some(i) = self.layout.idle else {
+            return false;
+        };
+        let word = node.ext(i);
+        // Relaxed: see `touch`'s `# Orderings`.
+        let idle = word.load(Ordering::Relaxed);
+        idle <= now
+            && (idle == SETTLED
+                || word
+                    .compare_exchange(idle, SETTLED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok())
     }
 
     /// The extension words of a new entry: deadline from `ttl` (or the default TTL), idle

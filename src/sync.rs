@@ -15,8 +15,14 @@
 /// An entry's extension word (expiry deadline, idle deadline, version): a plain std atomic in
 /// every build, also under loom. These words are written before the node is published (the
 /// publish is the Release that loom does model) and afterwards only read, except the idle
-/// deadline, which reads may push forward with Relaxed stores: a hint, like the reference bit,
-/// that orders nothing.
+/// deadline: reads push it forward with a `fetch_update`, and a `compute` that judged the
+/// entry expired settles it with a `compare_exchange` before replacing or removing the entry;
+/// that single word's modification order decides between the two (`Expiry::touch`,
+/// `# Orderings`). Loom does not explore that race (the word is not a loom atomic: the words
+/// live in the node's allocation, after it, at a layout computed from their count); the
+/// argument is in `Expiry::touch`, and `tests/compute.rs`
+/// (`a_revival_between_the_commit_check_and_the_commit_is_not_overwritten`) lands a read in
+/// the window deterministically.
 pub(crate) type ExtWord = std::sync::atomic::AtomicU64;
 
 /// The locks, condition variables and shared flights of the miss path: the loader's flight map

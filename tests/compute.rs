@@ -411,3 +411,81 @@ fn a_remove_after_seeing_an_expired_entry_that_a_read_revived_runs_again() {
     );
     assert!(heard.lock().unwrap().is_empty());
 }
+
+/// A key whose `clone` runs a hook once: the versioned cache clones the key to record the
+/// tombstone of an expired entry it replaces, after `compute`'s commit check and before its
+/// CAS, so the hook lands a read exactly in that window.
+#[derive(PartialEq, Eq, Hash, Debug)]
+struct HookKey(u64);
+
+thread_local! {
+    static CLONE_HOOK: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Clone for HookKey {
+    fn clone(&self) -> Self {
+        if let Some(hook) = CLONE_HOOK.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+        HookKey(self.0)
+    }
+}
+
+/// A read that judges expiry at an earlier instant (here a `Pinned` handle made before the
+/// entry expired) lands between `compute`'s commit check and its CAS, on the entry the closure
+/// saw expired (as `None`). It must not be served and then overwritten: either the read
+/// revives it first, and the closure runs again on the live value, or the read finds the entry
+/// already given up and answers `None`. (Found in review: the read served 5 and moved the idle
+/// deadline; the put built on `None` then replaced it with 1, reported `Inserted`, and the
+/// listener heard 5 leave as `Expired`.)
+#[test]
+fn a_revival_between_the_commit_check_and_the_commit_is_not_overwritten() {
+    let clock = ManualClock::new();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
+    let cache: &'static Cache<HookKey, u64> = Box::leak(Box::new(
+        Cache::builder()
+            .max_capacity(10)
+            .time_to_idle(Duration::from_secs(10))
+            .clock(clock.clone())
+            .versioned()
+            .eviction_listener(move |_, v: &u64, cause| h.lock().unwrap().push((*v, cause)))
+            .build()
+            .unwrap(),
+    ));
+    cache.insert_versioned(HookKey(1), 5, 1).unwrap();
+    clock.advance(Duration::from_secs(9));
+    let mut pinned = Some(cache.pin()); // judges at 9 s, where the entry is live
+    clock.advance(Duration::from_secs(2)); // 11 s: expired
+    let served = Arc::new(Mutex::new(None));
+    let mut saw = Vec::new();
+    let result = cache.compute(HookKey(1), |v| {
+        saw.push(v.copied());
+        if let Some(pinned) = pinned.take() {
+            let served = served.clone();
+            CLONE_HOOK.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || {
+                    *served.lock().unwrap() = Some(pinned.get(&HookKey(1)).copied());
+                }))
+            });
+        }
+        bump(v)
+    });
+    let served = served
+        .lock()
+        .unwrap()
+        .expect("the hook ran inside the commit");
+    let want = match served {
+        // Revived first: the closure runs again on it.
+        Some(5) => (vec![None, Some(5)], Computed::Updated, Some(6)),
+        None => (vec![None], Computed::Inserted, Some(1)),
+        other => panic!("the pinned read served {other:?}"),
+    };
+    assert_eq!(
+        (saw, result.unwrap(), cache.get(&HookKey(1))),
+        want,
+        "the pinned read served {served:?}; the listener heard {:?}",
+        heard.lock().unwrap()
+    );
+}
