@@ -120,7 +120,10 @@ pub(crate) fn flush() {
     // the epoch is stalled (a tokio worker calling this on every park, beside a `Pinned`
     // handle held elsewhere, queued 2 KiB per park; found in review, `tests/flush_memory.rs`).
     let retired = RETIRED.with(std::cell::Cell::get);
-    let drained = match MARKER.with(std::cell::Cell::take) {
+    // `try_with`: called from another thread-local's destructor at thread exit, after
+    // `MARKER`'s own has run, `with` panicked, which aborts the process there (found in
+    // review, `tests/flush_teardown.rs`). Then there is no kept marker, and none is kept.
+    let drained = match MARKER.try_with(std::cell::Cell::take).ok().flatten() {
         // Acquire: pairs with the marker's Release store (orders nothing else; a flag).
         Some((marker, at)) if at == retired && !marker.load(Ordering::Acquire) => marker,
         _ => {
@@ -146,7 +149,7 @@ pub(crate) fn flush() {
     }
     // Acquire: as above.
     if !drained.load(Ordering::Acquire) {
-        MARKER.with(|m| m.set(Some((drained, retired))));
+        let _ = MARKER.try_with(|m| m.set(Some((drained, retired))));
     }
 }
 
