@@ -614,8 +614,16 @@ where
             // `then` may panic too (the loader's flight map runs the key's `Hash` and `Eq`):
             // the listener calls are still made, then the panic is raised.
             Ok(result) => match catch_unwind(AssertUnwindSafe(|| {
-                let stale =
-                    matches!(&result, Err(e) if matches!(e.kind, InsertErrorKind::Stale { .. }));
+                let stale = match &result {
+                    Err(e) if matches!(e.kind, InsertErrorKind::Stale { .. }) => true,
+                    // Refused for its weight before the key was looked at: stale too if it
+                    // would have been (a waiter took a value older than an invalidation it
+                    // had seen, when that value was also too heavy: found in review).
+                    Err(e) if matches!(e.kind, InsertErrorKind::TooHeavy { .. }) => {
+                        self.outdated_load(&e.key, cond, guard)
+                    }
+                    _ => false,
+                };
                 then(born, stale)
             })) {
                 Ok(()) => Some(result),
@@ -644,6 +652,41 @@ where
         match result {
             Some(result) => result,
             None => unreachable!("`deliver` raised the insert's (or `then`'s) panic"),
+        }
+    }
+
+    /// For a loaded value refused as too heavy, a refusal made before the key is looked at:
+    /// whether the insert's condition would have refused it as stale too (something newer
+    /// arrived during the load), as `insert_locked` decides it, so that the flight's waiters
+    /// look again instead of taking it ([`loader`](crate::loader): they take a loaded value
+    /// only if it was not outdated). Read without the key's lock: a write racing this check
+    /// is one that could as well have come just after the load.
+    fn outdated_load(&self, key: &K, cond: Cond, guard: &Guard) -> bool {
+        if !matches!(cond, Cond::Absent | Cond::Loaded(..) | Cond::LoadedAt(..)) {
+            return false;
+        }
+        let now = self.now();
+        let hash = self.hash(key);
+        let node = self
+            .table(guard)
+            .find(hash, |k| k == key, guard)
+            .map(|f| f.node());
+        let live = node.filter(|n| !self.expired(n, now));
+        let version = |n: &Node<K, V>| self.ext.version(n).unwrap_or(0);
+        let tombs = self.tombstones.as_ref();
+        match cond {
+            Cond::Absent => live.is_some(),
+            Cond::Loaded(began, present) => {
+                live.is_some()
+                    || node.is_some_and(|n| Some(version(n)) != present)
+                    || tombs
+                        .is_some_and(|t| t.since(hash, key, began).refuses_unversioned_load(began))
+            }
+            Cond::LoadedAt(v, began) => {
+                node.is_some_and(|n| version(n) > v || (version(n) == v && live.is_some()))
+                    || tombs.is_some_and(|t| t.since(hash, key, began).refuses_load_at(v))
+            }
+            _ => false,
         }
     }
 

@@ -1162,3 +1162,50 @@ fn a_versioned_insert_of_the_tombstones_own_version_is_stored() {
     cache.insert_versioned(2, 8, 8).unwrap();
     assert_eq!(cache.get(&2), Some(8));
 }
+
+/// A waiter that joined a versioned load after seeing an invalidation to a newer version
+/// never gets the older loaded value, also when that value is too heavy to cache: a heavy
+/// value was refused before the version checks ran, so its flight ended as if it were
+/// current, and the waiter got version 1 (found in review). With a light value the same
+/// history already made the waiter load version 2.
+#[test]
+fn a_waiter_never_gets_a_heavy_value_older_than_an_invalidation_it_saw() {
+    use std::sync::mpsc;
+    for heavy in [false, true] {
+        let cache: Cache<u64, Vec<u8>> = Cache::builder()
+            .max_weight(100)
+            .weigher(|_, v: &Vec<u8>| v.len() as u64)
+            .versioned()
+            .build()
+            .unwrap();
+        let old_len = if heavy { 200 } else { 10 };
+        let (go, wait) = mpsc::channel::<()>();
+        let (started, is_started) = mpsc::channel::<()>();
+        let got = std::thread::scope(|s| {
+            let c = &cache;
+            let leader = s.spawn(move || {
+                c.try_get_or_insert_versioned_with(1, || {
+                    started.send(()).unwrap();
+                    wait.recv().unwrap();
+                    Ok::<_, ()>((vec![1u8; old_len], 1)) // read at version 1
+                })
+            });
+            is_started.recv().unwrap();
+            assert_eq!(c.invalidate_versioned(1, 2), Invalidation::Absent);
+            let waiter = s.spawn(move || {
+                c.try_get_or_insert_versioned_with(1, || Ok::<_, ()>((vec![2u8; 10], 2)))
+            });
+            // Time for the waiter to join the flight (if it does not, it loads version 2
+            // itself after the leader, and the test checks nothing).
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            go.send(()).unwrap();
+            leader.join().unwrap().unwrap();
+            waiter.join().unwrap().unwrap()
+        });
+        assert_eq!(
+            got[0], 2,
+            "heavy = {heavy}: the waiter, which asked after the invalidation to version 2, got version {}",
+            got[0]
+        );
+    }
+}
