@@ -444,7 +444,10 @@ fn a_revival_between_the_commit_check_and_the_commit_is_not_overwritten() {
     let clock = ManualClock::new();
     let heard = Arc::new(Mutex::new(Vec::new()));
     let h = heard.clone();
-    let cache: &'static Cache<HookKey, u64> = Box::leak(Box::new(
+    // A static, so that the hook (a `'static` closure) may hold a pinned handle of it; in a
+    // static rather than leaked, so that the leak checker of the ASan run sees it reachable.
+    static CACHE: std::sync::OnceLock<Cache<HookKey, u64>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
         Cache::builder()
             .max_capacity(10)
             .time_to_idle(Duration::from_secs(10))
@@ -452,8 +455,8 @@ fn a_revival_between_the_commit_check_and_the_commit_is_not_overwritten() {
             .versioned()
             .eviction_listener(move |_, v: &u64, cause| h.lock().unwrap().push((*v, cause)))
             .build()
-            .unwrap(),
-    ));
+            .unwrap()
+    });
     cache.insert_versioned(HookKey(1), 5, 1).unwrap();
     clock.advance(Duration::from_secs(9));
     let mut pinned = Some(cache.pin()); // judges at 9 s, where the entry is live
