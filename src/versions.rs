@@ -15,7 +15,7 @@
 //! tombstone too, so its version outlives it. An expired entry that nothing has removed yet
 //! still counts as the tombstone it will leave: lookups treat it as absent, but its version
 //! refuses older versioned inserts (and accepts its own, as that tombstone will), and
-//! `invalidate_versioned` removes it (`Removed`, reported as `Explicit`). Knowledge is
+//! `invalidate_versioned` removes it as a sweep would (`Absent`, reported as `Expired`). Knowledge is
 //! still bounded: once a key's entry and tombstone are both gone, any version is accepted
 //! again, as for a key never seen.
 //!
@@ -398,7 +398,10 @@ where
 
     /// Removes the entry for `key` if it is older than `version`, and keeps a tombstone of
     /// `version` so that a late [`insert_versioned`](Self::insert_versioned) of an older
-    /// version is still refused. The listener hears [`RemovalCause::Explicit`].
+    /// version is still refused. The listener hears [`RemovalCause::Explicit`]. An expired
+    /// entry is removed whatever its version, as a sweep would remove it
+    /// ([`RemovalCause::Expired`], its version kept as a tombstone too), and the answer is
+    /// then [`Invalidation::Absent`], as it is once a sweep has come by.
     ///
     /// `version` is the version the key's source holds now (the write's new version, as a
     /// fleet broadcasts it): the tombstone refuses every older version, from
@@ -437,9 +440,25 @@ where
         let guard = crate::sync::pin();
         let mut notes = Notes::new(inner.listener().is_some());
         let stale = std::cell::Cell::new(None);
+        let expired = std::cell::Cell::new(false);
+        let now = inner.now();
         let removed = inner.remove_if(
             key,
             |node| {
+                // An expired entry is what a sweep would have removed: it goes as `Expired`,
+                // leaving the tombstone of its version beside this one, and the answer is
+                // `Absent`, as after the sweep. (It was compared like a live entry: `Stale`
+                // or `Removed` unswept, `Absent` swept; found in review.) Settled, so that a
+                // read judging an earlier instant cannot revive it before the unlink (see
+                // `Expiry::settle_expired`).
+                if inner
+                    .expiry
+                    .as_ref()
+                    .is_some_and(|e| e.settle_expired(node, now))
+                {
+                    expired.set(true);
+                    return Some(RemovalCause::Expired);
+                }
                 let current = inner.ext.version(node).unwrap_or(0);
                 if current < version {
                     Some(RemovalCause::Explicit)
@@ -459,6 +478,7 @@ where
         );
         notes.deliver(inner.listener());
         match (removed, stale.get()) {
+            (Some(_), _) if expired.get() => Invalidation::Absent,
             (Some(_), _) => Invalidation::Removed,
             (None, Some(current)) => Invalidation::Stale { current },
             (None, None) => Invalidation::Absent,

@@ -755,6 +755,10 @@ impl Harness {
                 }
             }
             Op::Invalidate(k, n) => {
+                // Whether an expired entry is there decides the answer: settled first.
+                if self.m.f.versioned {
+                    self.settle(k);
+                }
                 let got = self.cache.invalidate_versioned(k, n);
                 let want = if !self.m.f.versioned {
                     // No versions to compare: removed as by `remove`, no tombstone.
@@ -763,9 +767,15 @@ impl Harness {
                     }
                     Invalidation::NotVersioned
                 } else {
-                    // Expired or not, the entry is compared and removed the same way (and
-                    // reported as `Explicit`), so no settling is needed.
+                    // An expired entry goes as a sweep would take it (`Expired`, its version
+                    // kept as a tombstone) and the answer is `Absent`, as after that sweep; a
+                    // live one is compared with `n`.
+                    let expired = self.m.live(k) == Some(Live::No);
                     let want = match self.m.entries.get(&k).map(|e| e.val.version) {
+                        Some(_) if expired => {
+                            self.m.depart(k, RemovalCause::Expired);
+                            Invalidation::Absent
+                        }
                         Some(current) if current >= n => Invalidation::Stale { current },
                         Some(_) => {
                             self.m.depart(k, RemovalCause::Explicit);

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
-use clockline::{BuildError, Cache, InsertErrorKind, Invalidation};
+use clockline::{BuildError, Cache, InsertErrorKind, Invalidation, RemovalCause};
 
 mod common;
 
@@ -1207,5 +1207,43 @@ fn a_waiter_never_gets_a_heavy_value_older_than_an_invalidation_it_saw() {
             "heavy = {heavy}: the waiter, which asked after the invalidation to version 2, got version {}",
             got[0]
         );
+    }
+}
+
+/// `invalidate_versioned` of an expired entry answers as it does once a sweep has removed the
+/// entry: `Absent`, for an older, equal or newer version alike, and what the cache knows
+/// afterwards is the larger of the two versions. (Unswept it answered `Stale { current }` or
+/// `Removed`, reported as `Explicit`; found in review.) The entry leaves as `Expired`.
+#[test]
+fn invalidating_an_expired_entry_answers_alike_swept_or_not() {
+    for n in [3, 5, 7] {
+        let mut answers = Vec::new();
+        for sweep in [true, false] {
+            let clock = common::ManualClock::new();
+            let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let h = heard.clone();
+            let cache: Cache<u64, u64> = Cache::builder()
+                .max_capacity(100)
+                .time_to_live(std::time::Duration::from_secs(10))
+                .clock(clock.clone())
+                .versioned()
+                .eviction_listener(move |_, _, cause| h.lock().unwrap().push(cause))
+                .build()
+                .unwrap();
+            cache.insert_versioned(1, 10, 5).unwrap();
+            clock.advance(std::time::Duration::from_secs(11));
+            if sweep {
+                assert_eq!(cache.purge_expired(), 1);
+            }
+            let answer = cache.invalidate_versioned(1, n);
+            let known = n.max(5);
+            let older = cache.insert_versioned(1, 0, known - 1).is_err();
+            let own = cache.insert_versioned(1, 0, known).is_ok();
+            answers.push((answer, older, own, heard.lock().unwrap().clone()));
+        }
+        assert_eq!(answers[0], answers[1], "n = {n}: swept vs unswept");
+        assert_eq!(answers[0].0, Invalidation::Absent, "n = {n}");
+        assert_eq!(answers[0].3, vec![RemovalCause::Expired], "n = {n}");
+        assert!(answers[0].1 && answers[0].2, "n = {n}: knows {}", n.max(5));
     }
 }
