@@ -26,7 +26,8 @@ pub enum RemovalCause {
     /// Evicted by CLOCK to make room (entry count, weight, or a full neighbourhood).
     Capacity,
     /// Its time-to-live or time-to-idle ran out; removed by the hand, a purge or the janitor,
-    /// or replaced after it had expired.
+    /// replaced after it had expired, or invalidated after it had expired
+    /// ([`invalidate_versioned`](crate::Cache::invalidate_versioned)).
     Expired,
     /// Removed by [`remove`](crate::Cache::remove),
     /// [`invalidate_versioned`](crate::Cache::invalidate_versioned) or
