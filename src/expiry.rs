@@ -487,12 +487,25 @@ impl Expiry {
     /// True if `node` is at or past one of its deadlines at `now`.
     #[inline]
     pub(crate) fn is_expired<K, V>(&self, node: &Node<K, V>, now: u64) -> bool {
-        // Relaxed: deadlines are written before the node's Release publish; the idle deadline
-        // is later moved only forward, as a hint (see `touch`).
-        let past = |i: Option<usize>| i.is_some_and(|i| node.ext(i).load(Ordering::Relaxed) <= now);
+        // Relaxed: the idle deadline is moved only by `touch` and `settle_expired`, whose
+        // `# Orderings` rest on that word alone.
+        self.ttl_passed(node, now)
+            || self
+                .layout
+                .idle
+                .is_some_and(|i| node.ext(i).load(Ordering::Relaxed) <= now)
+    }
+
+    /// True if `node`'s TTL deadline (packed or in its word) is at or before `now`: a deadline
+    /// no read moves.
+    #[inline]
+    fn ttl_passed<K, V>(&self, node: &Node<K, V>, now: u64) -> bool {
+        // Relaxed: written before the node's Release publish, never changed after.
         (self.layout.packed_deadline && Self::is_expired_packed(node, now))
-            || past(self.layout.deadline)
-            || past(self.layout.idle)
+            || self
+                .layout
+                .deadline
+                .is_some_and(|i| node.ext(i).load(Ordering::Relaxed) <= now)
     }
 
     /// After a hit: makes sure the idle deadline is at least `now + tti`, so an entry never
@@ -556,12 +569,7 @@ impl Expiry {
     /// looks again. A TTL deadline needs nothing: no read moves it. (Found in review:
     /// `tests/compute.rs`, `a_revival_between_the_commit_check_and_the_commit_is_not_overwritten`.)
     pub(crate) fn settle_expired<K, V>(&self, node: &Node<K, V>, now: u64) -> bool {
-        // Relaxed: TTL deadlines are written before the node's Release publish and never
-        // change.
-        let past = |i: Option<usize>| i.is_some_and(|i| node.ext(i).load(Ordering::Relaxed) <= now);
-        if (self.layout.packed_deadline && Self::is_expired_packed(node, now))
-            || past(self.layout.deadline)
-        {
+        if self.ttl_passed(node, now) {
             return true;
         }
         let Some(i) = self.layout.idle else {
