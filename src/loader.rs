@@ -71,7 +71,7 @@ use crate::expiry::Stopwatch;
 use crate::stats::Counter;
 use crate::sync::{Condvar, FlightArc, Mutex, MutexGuard};
 use crate::versions::Snapshot;
-use crate::{Cache, InsertError, InsertErrorKind};
+use crate::{Cache, InsertError};
 use equivalent::Equivalent;
 use std::any::Any;
 use std::collections::HashMap;
@@ -418,20 +418,11 @@ where
         let result = self
             .inner()
             .insert_then(key, value, None, cond, &guard, then);
-        if let (Err(e), Some(version)) = (&result, version) {
-            if self.inner().tombstones.is_some()
-                && matches!(
-                    e.kind,
-                    InsertErrorKind::TooHeavy { .. } | InsertErrorKind::Rejected { .. }
-                )
-            {
-                // As for `insert_versioned`: a value refused for its weight is still news that
-                // the source holds `version`, so an older entry goes and a tombstone stays (a
-                // late older broadcast was cached and served after such a load: found in
-                // review, `tests/versions.rs`,
-                // `a_versioned_load_refused_for_its_weight_is_news_of_its_version`).
-                let _ = self.invalidate_key(&e.key, version);
-            }
+        if let Some(version) = version {
+            // As for `insert_versioned` (a late older broadcast was cached and served after
+            // such a load: found in review, `tests/versions.rs`,
+            // `a_versioned_load_refused_for_its_weight_is_news_of_its_version`).
+            self.refused_is_news(&result, version);
         }
         result
     }

@@ -384,16 +384,27 @@ where
         let result = self
             .inner()
             .insert_full(key, value, ttl, Cond::Newer(version), &guard);
-        if let Err(e) = &result {
-            if matches!(
-                e.kind,
-                InsertErrorKind::TooHeavy { .. } | InsertErrorKind::Rejected { .. }
-            ) {
-                // Whatever it finds, the refused insert stays the caller's answer.
+        self.refused_is_news(&result, version);
+        result
+    }
+
+    /// A versioned write (an insert, or a loader's value of a known version) refused for its
+    /// weight (`TooHeavy`, or `Rejected` by admission) is still news that the source holds
+    /// `version`: it acts as `invalidate_versioned(k, version)`, so an older entry goes and a
+    /// tombstone refuses a late, older broadcast. Nothing in a cache without versions (there an
+    /// invalidation would remove whatever entry is there). Whatever it finds, the refused write
+    /// stays the caller's answer.
+    pub(crate) fn refused_is_news(&self, result: &Result<(), InsertError<K, V>>, version: u64) {
+        if let Err(e) = result {
+            if self.inner().tombstones.is_some()
+                && matches!(
+                    e.kind,
+                    InsertErrorKind::TooHeavy { .. } | InsertErrorKind::Rejected { .. }
+                )
+            {
                 let _ = self.invalidate_key(&e.key, version);
             }
         }
-        result
     }
 
     /// Removes the entry for `key` if it is older than `version`, and keeps a tombstone of
@@ -428,7 +439,7 @@ where
     }
 
     /// [`Self::invalidate_versioned`] by reference.
-    pub(crate) fn invalidate_key(&self, key: &K, version: u64) -> Invalidation {
+    fn invalidate_key(&self, key: &K, version: u64) -> Invalidation {
         let inner = self.inner();
         let Some(tombs) = &inner.tombstones else {
             // No versions to compare: remove, so that an invalidation never leaves a value
