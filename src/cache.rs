@@ -655,6 +655,36 @@ where
         }
     }
 
+    /// Whether the key's entry `node` refuses an insert under `cond` as stale, judged at `now`
+    /// (the tombstones are judged apart, before it):
+    /// * a load without a version (`Loaded`) replaces only the entry it began with, and only
+    ///   expired (lookups treat it as absent, which is why the value was loaded). A live entry
+    ///   that arrived during the load stays, and so does an expired one of another version (a
+    ///   versioned insert whose time ran out meanwhile: found in review, the load replaced any
+    ///   expired entry);
+    /// * an unversioned cache's load (`Absent`) replaces only an expired entry;
+    /// * a versioned insert or load of `v` (`Newer`, `LoadedAt`) only an entry older than `v`,
+    ///   or an expired one of `v` itself: an expired entry's version is what its tombstone
+    ///   will say once the entry is swept, and a tombstone `n` accepts `n`. (An insert of its
+    ///   own version was refused until swept: the same history gave two answers, by whether the
+    ///   hand, the janitor or a purge had come by; found in review, `tests/versions.rs`,
+    ///   `an_expired_entrys_own_version_is_accepted_swept_or_not`.)
+    ///
+    /// One predicate for `insert_locked` and for [`Self::outdated_load`], so that the two
+    /// cannot disagree.
+    fn entry_refuses(&self, cond: Cond, node: &Node<K, V>, now: u64) -> bool {
+        let current = || self.ext.version(node).unwrap_or(0);
+        match cond {
+            Cond::Always | Cond::Unchanged(..) => false,
+            Cond::Absent => !self.expired(node, now),
+            Cond::Loaded(_, present) => !self.expired(node, now) || present != Some(current()),
+            Cond::Newer(v) | Cond::LoadedAt(v, _) => {
+                let current = current();
+                v < current || (v == current && !self.expired(node, now))
+            }
+        }
+    }
+
     /// For a loaded value refused as too heavy, a refusal made before the key is looked at:
     /// whether the insert's condition would have refused it as stale too (something newer
     /// arrived during the load), as `insert_locked` decides it, so that the flight's waiters
@@ -667,27 +697,16 @@ where
         }
         let now = self.now();
         let hash = self.hash(key);
-        let node = self
+        let refused_by_entry = self
             .table(guard)
             .find(hash, |k| k == key, guard)
-            .map(|f| f.node());
-        let live = node.filter(|n| !self.expired(n, now));
-        let version = |n: &Node<K, V>| self.ext.version(n).unwrap_or(0);
-        let tombs = self.tombstones.as_ref();
-        match cond {
-            Cond::Absent => live.is_some(),
-            Cond::Loaded(began, present) => {
-                live.is_some()
-                    || node.is_some_and(|n| Some(version(n)) != present)
-                    || tombs
-                        .is_some_and(|t| t.since(hash, key, began).refuses_unversioned_load(began))
-            }
-            Cond::LoadedAt(v, began) => {
-                node.is_some_and(|n| version(n) > v || (version(n) == v && live.is_some()))
-                    || tombs.is_some_and(|t| t.since(hash, key, began).refuses_load_at(v))
-            }
-            _ => false,
-        }
+            .is_some_and(|f| self.entry_refuses(cond, f.node(), now));
+        refused_by_entry
+            || self.tombstones.as_ref().is_some_and(|t| match cond {
+                Cond::Loaded(began, _) => t.since(hash, key, began).refuses_unversioned_load(began),
+                Cond::LoadedAt(v, began) => t.since(hash, key, began).refuses_load_at(v),
+                _ => false,
+            })
     }
 
     /// The body of [`Self::insert_then`]; sets `born` to the entry's earliest deadline.
@@ -880,7 +899,6 @@ where
         notes: &mut Notes<'g, K, V>,
         guard: &'g Guard,
     ) -> Locked<K, V> {
-        let version = cond.version();
         let mut reservation = Reservation::new(&self.budget);
         let mut step = 0;
         // Set once the key was found: an update is never refused admission, even if making
@@ -953,17 +971,8 @@ where
             match found {
                 Some(found) => {
                     let current = self.ext.version(found.node()).unwrap_or(0);
-                    // A load without a version replaces only the entry it began with, and only
-                    // expired (lookups treat it as absent, which is why the value was loaded).
-                    // A live entry that arrived during the load stays, and so does an expired
-                    // one of another version (a versioned insert whose time ran out meanwhile:
-                    // found in review, the load replaced any expired entry).
-                    if let Cond::Loaded(_, present) = cond {
-                        if !self.expired(found.node(), now) || present != Some(current) {
-                            return Locked::Stale(node, current);
-                        }
-                    }
-                    if cond == Cond::Absent && !self.expired(found.node(), now) {
+                    // The insert's condition against the entry (`entry_refuses` has the rules).
+                    if self.entry_refuses(cond, found.node(), now) {
                         return Locked::Stale(node, current);
                     }
                     updating = true;
@@ -972,19 +981,6 @@ where
                     // now: found in review, the replace committed it and `len` counted an
                     // entry that did not exist, for good).
                     reservation.give_back_entry();
-                    if let Some(v) = version {
-                        // An expired entry's version is what its tombstone will say once the
-                        // entry is swept, and a tombstone `n` accepts `n`: so does the expired
-                        // entry, for loads and for versioned inserts alike. (It refused an
-                        // insert of its own version until swept: the same history gave
-                        // two answers, by whether the hand, the janitor or a purge had come
-                        // by; found in review, `tests/versions.rs`,
-                        // `an_expired_entrys_own_version_is_accepted_swept_or_not`.)
-                        let reloaded = v == current && self.expired(found.node(), now);
-                        if v <= current && !reloaded {
-                            return Locked::Stale(node, current);
-                        }
-                    }
                     let extra = weight.saturating_sub(self.weight_of(found.node()));
                     // The entry being replaced is spared: evicting it for its own update
                     // reported it as `Capacity` and counted the write as an insert of an
