@@ -361,6 +361,16 @@ impl W {
             return k;
         }
     }
+    /// Takes `k` out of its SLRU segment (its stamp stays in `stamps`).
+    fn slru_unlink(&mut self, k: u64) {
+        let (protected, t) = self.stamps[&k];
+        if protected {
+            self.prot.remove(&t);
+        } else {
+            self.prob.remove(&t);
+        }
+    }
+
     fn to_main(&mut self, k: u64) {
         if self.slru.is_some() {
             self.clock_t += 1;
@@ -380,12 +390,8 @@ impl W {
     fn evict_main(&mut self, v: u64) {
         let e = self.map.remove(&v).unwrap();
         if self.slru.is_some() {
-            let (p, t) = self.stamps.remove(&v).unwrap();
-            if p {
-                self.prot.remove(&t);
-            } else {
-                self.prob.remove(&t);
-            }
+            self.slru_unlink(v);
+            self.stamps.remove(&v);
         } else {
             self.slots[e.slot] = EMPTY;
             self.free.push(e.slot);
@@ -412,12 +418,7 @@ impl W {
                 if !self.cfg.every_hit {
                     self.sk.inc(h);
                 }
-                let (p, t) = self.stamps[&k];
-                if p {
-                    self.prot.remove(&t);
-                } else {
-                    self.prob.remove(&t);
-                }
+                self.slru_unlink(k);
                 self.clock_t += 1;
                 self.prot.insert(self.clock_t, k);
                 self.stamps.insert(k, (true, self.clock_t));

@@ -880,17 +880,23 @@ fn tombstones_dropped_during_a_load_refuse_only_an_older_value() {
     );
 }
 
+/// A versioned cache of byte vectors weighed by length, 100 bytes in all: a value of 200
+/// bytes is too heavy for it.
+fn bytes_versioned_100() -> Cache<u64, Vec<u8>> {
+    Cache::builder()
+        .max_weight(100)
+        .weigher(|_, v: &Vec<u8>| v.len() as u64)
+        .versioned()
+        .build()
+        .unwrap()
+}
+
 /// A versioned insert refused for its weight is still news of its version: the older entry is
 /// removed and a tombstone refuses a late, older broadcast. (Both used to survive: the cache
 /// went on serving version 3 after refusing version 5, and accepted version 4 afterwards.)
 #[test]
 fn a_versioned_insert_refused_for_its_weight_still_invalidates_older_versions() {
-    let cache: Cache<u64, Vec<u8>> = Cache::builder()
-        .max_weight(100)
-        .weigher(|_, v: &Vec<u8>| v.len() as u64)
-        .versioned()
-        .build()
-        .unwrap();
+    let cache = bytes_versioned_100();
     cache.insert_versioned(1, vec![3; 10], 3).unwrap();
     let e = cache.insert_versioned(1, vec![5; 200], 5).unwrap_err();
     assert!(matches!(e.kind, InsertErrorKind::TooHeavy { .. }));
@@ -912,12 +918,7 @@ fn a_versioned_insert_refused_for_its_weight_still_invalidates_older_versions() 
 /// and served after the load of 5.)
 #[test]
 fn a_versioned_load_refused_for_its_weight_is_news_of_its_version() {
-    let cache: Cache<u64, Vec<u8>> = Cache::builder()
-        .max_weight(100)
-        .weigher(|_, v: &Vec<u8>| v.len() as u64)
-        .versioned()
-        .build()
-        .unwrap();
+    let cache = bytes_versioned_100();
     // Absent key: the load is refused, a tombstone of 5 stays.
     let v = cache.try_get_or_insert_versioned_with(2, || Ok::<_, ()>((vec![5; 200], 5)));
     assert_eq!(
@@ -1172,12 +1173,7 @@ fn a_versioned_insert_of_the_tombstones_own_version_is_stored() {
 fn a_waiter_never_gets_a_heavy_value_older_than_an_invalidation_it_saw() {
     use std::sync::mpsc;
     for heavy in [false, true] {
-        let cache: Cache<u64, Vec<u8>> = Cache::builder()
-            .max_weight(100)
-            .weigher(|_, v: &Vec<u8>| v.len() as u64)
-            .versioned()
-            .build()
-            .unwrap();
+        let cache = bytes_versioned_100();
         let old_len = if heavy { 200 } else { 10 };
         let (go, wait) = mpsc::channel::<()>();
         let (started, is_started) = mpsc::channel::<()>();
