@@ -15,7 +15,7 @@
 //! hand may lose its mark, which costs the entry one round, never memory safety.
 
 use crate::listener::RemovalCause;
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::AtomicUsize;
 use crate::table::{Node, RawTable, SLOTS};
 use crossbeam_epoch::{Guard, Shared};
 use crossbeam_utils::CachePadded;
@@ -46,12 +46,15 @@ impl Passed {
 
 pub(crate) struct Hand {
     pos: CachePadded<AtomicUsize>,
+    /// This hand's name for `sync::claim`'s per-thread runs of positions.
+    id: usize,
 }
 
 impl Hand {
     pub(crate) fn new() -> Self {
         Self {
             pos: CachePadded::new(AtomicUsize::new(0)),
+            id: crate::sync::claim_id(),
         }
     }
 
@@ -65,8 +68,9 @@ impl Hand {
     /// capacity points of `../shared/traces` (docs/design.md): 0.4 beat 0.3, 0.45, 0.5, 0.55,
     /// 0.6 and 0.7, by 0.2 points on average over 0.5.
     pub(crate) fn starts_marked(&self, pos: usize, nslots: usize) -> bool {
-        // Relaxed: a hint; an out-of-date position only moves the grace by a few slots.
-        let hand = self.pos.load(Ordering::Relaxed) % nslots;
+        // This thread's position in its run of the hand (see `sync::claim`); the counter is
+        // read Relaxed: a hint; an out-of-date position only moves the grace by a few slots.
+        let hand = crate::sync::claimed(&self.pos, self.id) % nslots;
         let ahead = (pos + nslots - hand) % nslots;
         ahead * 5 < nslots * 2
     }
@@ -90,8 +94,8 @@ impl Hand {
         let nslots = table.nslots();
         let mut walk = Walk::default();
         for _ in 0..2 * nslots + 1 {
-            // Relaxed: see `# Orderings`.
-            let pos = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
+            // Relaxed (inside `claim`): see `# Orderings`.
+            let pos = crate::sync::claim(&self.pos, self.id) % nslots;
             let (b, i) = walk.slot(table, pos);
             if i == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.
@@ -145,8 +149,8 @@ impl Hand {
         let steps = (2 * nslots + 1).min(limit.unwrap_or(usize::MAX));
         let mut walk = Walk::default();
         for _ in 0..steps {
-            // Relaxed: see `# Orderings`.
-            let pos = self.pos.fetch_add(1, Ordering::Relaxed) % nslots;
+            // Relaxed (inside `claim`): see `# Orderings`.
+            let pos = crate::sync::claim(&self.pos, self.id) % nslots;
             let (bucket, slot) = walk.slot(table, pos);
             if slot == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.

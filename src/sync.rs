@@ -173,6 +173,85 @@ std::thread_local! {
         const { std::cell::Cell::new(None) };
 }
 
+/// Takes the next position of a shared sweep counter (the CLOCK hand), claiming [`RUN`]
+/// positions at a time for this thread: one `fetch_add` per run instead of one per step.
+/// `id` names the counter (unique per counter for the life of the process: [`claim_id`]).
+///
+/// Why: at 16 threads on 16 cores the hand's `fetch_add(1)` per slot was one of the shared
+/// lines that every evicting insert wrote several times (the hand passes referenced entries;
+/// docs/benchmarks.md, "16 cores"). A thread now walks a private run of positions and comes
+/// back to the shared counter once per run. With one thread the positions come in exactly the
+/// order they came in before (the run's rest waits in this thread-local for the next call, and
+/// [`claimed`] answers where this thread's hand really is), so the simulator's hit ratios are
+/// unchanged. With several, a thread's unfinished run is visited later than the counter says,
+/// or, if the thread stops evicting or moves to another counter (the thread-local holds one
+/// run), not this turn: those entries keep their reference bit one turn longer. The positions
+/// are hints (each eviction is a CAS of the slot, see `clock`'s `# Orderings`), so this moves
+/// no bound. Relaxed, as the hand's `fetch_add` was.
+///
+/// Under loom, one position per call (loom's threads share this OS thread's thread-locals).
+#[inline(always)]
+pub(crate) fn claim(counter: &AtomicUsize, id: usize) -> usize {
+    #[cfg(not(clockline_loom))]
+    {
+        if let Ok(Some(pos)) = RUN_OF.try_with(|r| {
+            let (k, next, end) = r.get();
+            (k == id && next != end).then(|| {
+                r.set((k, next.wrapping_add(1), end));
+                next
+            })
+        }) {
+            return pos;
+        }
+        // Relaxed: see above.
+        let start = counter.fetch_add(RUN, Ordering::Relaxed);
+        let _ = RUN_OF.try_with(|r| r.set((id, start.wrapping_add(1), start.wrapping_add(RUN))));
+        start
+    }
+    #[cfg(clockline_loom)]
+    {
+        let _ = id;
+        counter.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The position [`claim`] would hand this thread next without a new run, or the counter's:
+/// where this thread's sweep stands (the hand's position for `Hand::starts_marked`, which with
+/// the counter alone saw the hand up to a run ahead: 113 of 146 simulator points moved, multi2
+/// at 100 entries by 5.3 points).
+#[inline(always)]
+pub(crate) fn claimed(counter: &AtomicUsize, id: usize) -> usize {
+    #[cfg(not(clockline_loom))]
+    if let Ok(Some(next)) = RUN_OF.try_with(|r| {
+        let (k, next, end) = r.get();
+        (k == id && next != end).then(|| next)
+    }) {
+        return next;
+    }
+    let _ = id;
+    // Relaxed: a hint (see `Hand::starts_marked`).
+    counter.load(Ordering::Relaxed)
+}
+
+/// A new counter name for [`claim`]: never 0 (the thread-local's empty run) and never reused,
+/// so a counter freed and another allocated at its address do not share a run.
+pub(crate) fn claim_id() -> usize {
+    // A process-wide std static, as the statistics' ids (see the module docs); Relaxed: a
+    // unique number, nothing published through it.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Positions [`claim`] takes at a time.
+#[cfg(not(clockline_loom))]
+pub(crate) const RUN: usize = 16;
+
+#[cfg(not(clockline_loom))]
+std::thread_local! {
+    /// [`claim`]'s run: the counter's id, the next position, the end of the run.
+    static RUN_OF: std::cell::Cell<(usize, usize, usize)> = const { std::cell::Cell::new((0, 0, 0)) };
+}
+
 /// Counts one node retired by this thread (see [`flush`]). As [`note_freed`], an add to a
 /// thread-local address.
 #[inline(always)]
