@@ -25,7 +25,7 @@ use crate::loader::Flights;
 use crate::policy::{Adaptive, Policy};
 use crate::stats::{count_remembered, CacheStats, Counter, Stats, NO_STATS};
 use crate::sync::{fence, spin_wait, AtomicBool, Ordering};
-use crate::table::{retire, Found, Node, NodeBox, RawTable, MAX_WEIGHT, REF, SLOTS, WINDOW};
+use crate::table::{retire, Found, Node, NodeBox, RawTable, MAX_WEIGHT, REF, SLOTS};
 use crate::versions::{Snapshot, Tombstones};
 
 /// The default hasher: [ahash](https://docs.rs/ahash) with random keys.
@@ -1033,8 +1033,8 @@ where
                         return Locked::Grow(node);
                     }
                     let nslots = table.nslots();
-                    let initial_bits = |pos: &dyn Fn() -> usize| match &self.policy {
-                        Some(_) => WINDOW,
+                    let initial_bits = |bucket, pos: &dyn Fn() -> usize| match &self.policy {
+                        Some(policy) => policy.window_bits(bucket),
                         None if self.hand.starts_marked(pos(), nslots) => REF,
                         None => 0,
                     };
@@ -1220,24 +1220,25 @@ where
         hash: u64,
         guard: &Guard,
     ) {
+        let ring = policy.ring_of(slot / SLOTS);
         if policy.arrived(hash, self.policy_entries()) {
             // Main evicted this key a short while ago: straight to main, with no window turn
             // and no contest. Counted into the window and taken out again at once, so the
             // count stays exact whoever takes the `WINDOW` bit (this, or an unlink meanwhile).
-            policy.entered_unqueued();
+            policy.entered_unqueued(slot);
             self.promote(policy, table, slot, guard);
         } else if let Some(overwritten) = policy.entered(slot) {
             self.promote(policy, table, overwritten, guard);
         }
-        let (next, after) = policy.next_overwrites();
+        let (next, after) = policy.next_overwrites(ring);
         table.prefetch_slots(next, after, guard);
         for _ in 0..2 {
             let full = self.budget.len() >= self.budget.max_len()
                 || self.budget.weight() >= self.budget.max_weight();
-            if full || !policy.over_target() {
+            if full || !policy.over_target(ring) {
                 break;
             }
-            match policy.oldest() {
+            match policy.oldest(ring) {
                 Some(s) => self.promote(policy, table, s, guard),
                 None => break,
             }
@@ -1252,10 +1253,17 @@ where
         }
     }
 
-    /// Puts the window node in `slot` back at the end of the window's queue; a node whose
+    /// Puts the window node `node`, in `slot`, back at the end of its queue; a node whose
     /// entry the ring had to overwrite for it leaves the window.
-    fn requeue(&self, policy: &Adaptive, table: &RawTable<K, V>, slot: usize, guard: &Guard) {
-        if let Some(overwritten) = policy.requeue(slot) {
+    fn requeue(
+        &self,
+        policy: &Adaptive,
+        table: &RawTable<K, V>,
+        node: &Node<K, V>,
+        slot: usize,
+        guard: &Guard,
+    ) {
+        if let Some(overwritten) = policy.requeue(node.ring(), slot) {
             self.promote(policy, table, overwritten, guard);
         }
     }
@@ -1266,7 +1274,7 @@ where
     /// multi2 at 100 entries 3.9 points worse.)
     fn promote_node(&self, policy: &Adaptive, node: &Node<K, V>) {
         if node.take_window() {
-            policy.left();
+            policy.left(node.ring());
         }
     }
 
@@ -1369,31 +1377,33 @@ where
             Some(self.retire_owned(node, cause, notes, guard))
         };
         const ATTEMPTS: usize = 8;
+        // The queue of the inserting key's home bucket (see `Adaptive`).
+        let ring = policy.ring_of(held);
         for attempt in 0..ATTEMPTS {
-            // The window's candidate, if the window is over its target.
-            let candidate = if policy.over_target() {
-                policy.oldest()
+            // The window's candidate, if its queue is over its share of the target.
+            let candidate = if policy.over_target(ring) {
+                policy.oldest(ring)
             } else {
                 None
             };
             if let Some(s) = candidate {
                 // The next two candidates' lines, for the evictions to come (as for the
                 // queue's overwrites, see `entered_window`).
-                let (next, after) = policy.next_oldest();
+                let (next, after) = policy.next_oldest(ring);
                 table.prefetch_slots(next, after, guard);
                 let Some((c, cn)) = window_node(table, s, guard) else {
                     continue; // A stale queue entry: the node left the window already.
                 };
                 if std::ptr::eq(cn, spare) {
                     // The entry an update is making room to replace: it waits its turn again.
-                    self.requeue(policy, table, s, guard);
+                    self.requeue(policy, table, cn, s, guard);
                     continue;
                 }
                 let candidate_expired = expired(cn);
                 if !candidate_expired && cn.take_ref() {
                     // Read while in the window: a second turn, and the hit is counted.
                     harvest(cn);
-                    self.requeue(policy, table, s, guard);
+                    self.requeue(policy, table, cn, s, guard);
                     continue;
                 }
                 let candidate_hash = self.node_hash(cn);
@@ -1431,7 +1441,7 @@ where
                                 return Some(weight);
                             }
                             // The victim went meanwhile: the candidate waits its turn again.
-                            self.requeue(policy, table, s, guard);
+                            self.requeue(policy, table, cn, s, guard);
                             continue;
                         }
                     }
@@ -1469,7 +1479,7 @@ where
                     // Main is hot, or every node is in the window (a cache of a few
                     // entries): the window's oldest goes.
                     let Some((s, (c, cn))) = policy
-                        .oldest()
+                        .oldest_of_any(ring)
                         .and_then(|s| Some((s, window_node(table, s, guard)?)))
                     else {
                         continue; // The window is empty, or that entry left it already.
@@ -1481,7 +1491,7 @@ where
                         // two updates of window entries that each needed the other's room
                         // waited for each other forever; found by the configuration fuzzer,
                         // seed 20207.)
-                        self.requeue(policy, table, s, guard);
+                        self.requeue(policy, table, cn, s, guard);
                         continue;
                     }
                     let cause = if expired(cn) {
@@ -1570,8 +1580,8 @@ where
             policy.clear_queue();
             for s in 0..new.nslots() {
                 // SAFETY: loaded under `guard`; nodes are retired through epoch.
-                if window_node(&new, s, guard).is_some() {
-                    self.requeue(policy, &new, s, guard);
+                if let Some((_, n)) = window_node(&new, s, guard) {
+                    self.requeue(policy, &new, n, s, guard);
                 }
             }
         }
@@ -1629,8 +1639,9 @@ where
         }
         if let Some(policy) = &self.policy {
             // SAFETY: unlinked or replaced by this thread under the guard `'g`, not yet freed.
-            if unsafe { node.deref() }.take_window() {
-                policy.left();
+            let node = unsafe { node.deref() };
+            if node.take_window() {
+                policy.left(node.ring());
             }
         }
         notes.push(node, cause);
@@ -2182,10 +2193,20 @@ impl<K, V, S> Cache<K, V, S> {
         [a, b, c, table.nbuckets()]
     }
 
+    /// The number of queues the adaptive policy's window is striped into (0 under
+    /// [`Policy::Clock`](crate::Policy::Clock)). For tests.
+    #[doc(hidden)]
+    pub fn window_queues(&self) -> usize {
+        self.inner()
+            .policy
+            .as_ref()
+            .map_or(0, |p| p.nodes_per_ring().len())
+    }
+
     /// Checks the table's invariants without concurrent writers: every published entry is
     /// reachable from its home bucket, no key appears twice, the counters equal the published
-    /// totals, and (adaptive policy) the window's count is exact and every window node is in
-    /// the window's queue. For tests.
+    /// totals, and (adaptive policy) each queue of the window counts its nodes exactly and
+    /// every window node is in its own queue. For tests.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<usize, String>
     where
@@ -2198,8 +2219,9 @@ impl<K, V, S> Cache<K, V, S> {
         let mut count = 0usize;
         let mut weight = 0u64;
         let mut in_window = 0usize;
+        let mut per_ring = vec![0usize; crate::table::RINGS_MAX];
         // A set: a `contains` on the list made this quadratic in the window's size.
-        let queued: std::collections::HashSet<usize> = inner
+        let queued: std::collections::HashSet<(usize, usize)> = inner
             .policy
             .as_ref()
             .map(Adaptive::queued)
@@ -2213,9 +2235,12 @@ impl<K, V, S> Cache<K, V, S> {
                 count += 1;
                 weight += node.weight();
                 in_window += usize::from(node.in_window());
+                if node.in_window() {
+                    per_ring[node.ring()] += 1;
+                }
                 // A window node the queue does not name could never leave the window: the
                 // hand passes window nodes by.
-                if node.in_window() && !queued.contains(&s) {
+                if node.in_window() && !queued.contains(&(node.ring(), s)) {
                     return Err(format!("slot {s}: a window node missing from the queue"));
                 }
                 let key = &node.kv().0;
@@ -2238,7 +2263,24 @@ impl<K, V, S> Cache<K, V, S> {
                 inner.budget.weight()
             ));
         }
-        // Quiescent: every window node is counted once, and the count knows no other.
+        // Quiescent: every window node is counted once, by its own queue, and the count knows
+        // no other.
+        if let Some(counts) = inner.policy.as_ref().map(Adaptive::nodes_per_ring) {
+            for (r, &c) in counts.iter().enumerate() {
+                if c != per_ring[r] {
+                    return Err(format!(
+                        "queue {r}: {} window nodes, count {c}",
+                        per_ring[r]
+                    ));
+                }
+            }
+            if let Some(r) = (counts.len()..per_ring.len()).find(|&r| per_ring[r] > 0) {
+                return Err(format!(
+                    "window nodes of queue {r}, of {} queues",
+                    counts.len()
+                ));
+            }
+        }
         match inner.policy.as_ref().map(Adaptive::window) {
             Some((len, _, _)) if len != in_window => {
                 return Err(format!("{in_window} nodes in the window, count {len}"))

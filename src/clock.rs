@@ -70,7 +70,7 @@ impl Hand {
     pub(crate) fn starts_marked(&self, pos: usize, nslots: usize) -> bool {
         // This thread's position in its run of the hand (see `sync::claim`); the counter is
         // read Relaxed: a hint; an out-of-date position only moves the grace by a few slots.
-        let hand = crate::sync::claimed(&self.pos, self.id) % nslots;
+        let hand = crate::sync::claimed(&self.pos, self.id, 0) % nslots;
         let ahead = (pos + nslots - hand) % nslots;
         ahead * 5 < nslots * 2
     }
@@ -95,7 +95,7 @@ impl Hand {
         let mut walk = Walk::default();
         for _ in 0..2 * nslots + 1 {
             // Relaxed (inside `claim`): see `# Orderings`.
-            let pos = crate::sync::claim(&self.pos, self.id) % nslots;
+            let pos = crate::sync::claim(&self.pos, self.id, 0) % nslots;
             let (b, i) = walk.slot(table, pos);
             if i == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.
@@ -150,7 +150,7 @@ impl Hand {
         let mut walk = Walk::default();
         for _ in 0..steps {
             // Relaxed (inside `claim`): see `# Orderings`.
-            let pos = crate::sync::claim(&self.pos, self.id) % nslots;
+            let pos = crate::sync::claim(&self.pos, self.id, 0) % nslots;
             let (bucket, slot) = walk.slot(table, pos);
             if slot == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.

@@ -175,7 +175,10 @@ std::thread_local! {
 
 /// Takes the next position of a shared sweep counter (the CLOCK hand), claiming [`RUN`]
 /// positions at a time for this thread: one `fetch_add` per run instead of one per step.
-/// `id` names the counter (unique per counter for the life of the process: [`claim_id`]).
+/// `id` names the counter (unique per counter for the life of the process: [`claim_id`]);
+/// `lane` picks which of this thread's [`LANES`] runs it uses, one per kind of counter (the
+/// hand, and the ghost's two eviction clocks), so that a thread alternating between them
+/// does not give up a run at each switch.
 ///
 /// Why: at 16 threads on 16 cores the hand's `fetch_add(1)` per slot was one of the shared
 /// lines that every evicting insert wrote several times (the hand passes referenced entries;
@@ -191,10 +194,11 @@ std::thread_local! {
 ///
 /// Under loom, one position per call (loom's threads share this OS thread's thread-locals).
 #[inline(always)]
-pub(crate) fn claim(counter: &AtomicUsize, id: usize) -> usize {
+pub(crate) fn claim(counter: &AtomicUsize, id: usize, lane: usize) -> usize {
     #[cfg(not(clockline_loom))]
     {
         if let Ok(Some(pos)) = RUN_OF.try_with(|r| {
+            let r = &r[lane];
             let (k, next, end) = r.get();
             (k == id && next != end).then(|| {
                 r.set((k, next.wrapping_add(1), end));
@@ -205,12 +209,13 @@ pub(crate) fn claim(counter: &AtomicUsize, id: usize) -> usize {
         }
         // Relaxed: see above.
         let start = counter.fetch_add(RUN, Ordering::Relaxed);
-        let _ = RUN_OF.try_with(|r| r.set((id, start.wrapping_add(1), start.wrapping_add(RUN))));
+        let _ =
+            RUN_OF.try_with(|r| r[lane].set((id, start.wrapping_add(1), start.wrapping_add(RUN))));
         start
     }
     #[cfg(clockline_loom)]
     {
-        let _ = id;
+        let _ = (id, lane);
         counter.fetch_add(1, Ordering::Relaxed)
     }
 }
@@ -220,15 +225,15 @@ pub(crate) fn claim(counter: &AtomicUsize, id: usize) -> usize {
 /// the counter alone saw the hand up to a run ahead: 113 of 146 simulator points moved, multi2
 /// at 100 entries by 5.3 points).
 #[inline(always)]
-pub(crate) fn claimed(counter: &AtomicUsize, id: usize) -> usize {
+pub(crate) fn claimed(counter: &AtomicUsize, id: usize, lane: usize) -> usize {
     #[cfg(not(clockline_loom))]
     if let Ok(Some(next)) = RUN_OF.try_with(|r| {
-        let (k, next, end) = r.get();
+        let (k, next, end) = r[lane].get();
         (k == id && next != end).then(|| next)
     }) {
         return next;
     }
-    let _ = id;
+    let _ = (id, lane);
     // Relaxed: a hint (see `Hand::starts_marked`).
     counter.load(Ordering::Relaxed)
 }
@@ -242,14 +247,18 @@ pub(crate) fn claim_id() -> usize {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// [`claim`]'s lanes: the hand's, the ghost's window clock's, the ghost's main clock's.
+pub(crate) const LANES: usize = 3;
+
 /// Positions [`claim`] takes at a time.
 #[cfg(not(clockline_loom))]
 pub(crate) const RUN: usize = 16;
 
 #[cfg(not(clockline_loom))]
 std::thread_local! {
-    /// [`claim`]'s run: the counter's id, the next position, the end of the run.
-    static RUN_OF: std::cell::Cell<(usize, usize, usize)> = const { std::cell::Cell::new((0, 0, 0)) };
+    /// [`claim`]'s runs, one per lane: the counter's id, the next position, the end of the run.
+    static RUN_OF: [std::cell::Cell<(usize, usize, usize)>; LANES] =
+        const { [const { std::cell::Cell::new((0, 0, 0)) }; LANES] };
 }
 
 /// Counts one node retired by this thread (see [`flush`]). As [`note_freed`], an add to a

@@ -465,6 +465,9 @@ fn run_with(cfg: &Config, policy: clockline::Policy) {
         std::panic::resume_unwind(e);
     }
     assert!(samples > 0);
+    if cfg.name.contains("striped") && policy == clockline::Policy::Adaptive {
+        assert!(cache.window_queues() > 1, "{}: one queue", cfg.name);
+    }
     println!(
         "{} ({policy:?}): {} ops, {samples} bound samples, capacity {}",
         cfg.name,
@@ -564,6 +567,23 @@ fn configs(ops: u64, time_box: Duration, threads: usize) -> Vec<Config> {
             max_weight: Some(3_000),
             keys: 4_096,
             mix: Mix::NO_CLEAR,
+            ..base.clone()
+        },
+        // The adaptive window's queue is striped from 32,768 entries on (four queues here):
+        // nodes of every queue promoted, evicted, removed and replaced from four threads.
+        Config {
+            name: "count-bounded, striped window (4 queues), write-heavy",
+            capacity: Some(65_536),
+            keys: 262_144,
+            mix: Mix::WRITE_ONLY,
+            ..base.clone()
+        },
+        // Striped and growing: the queues are rebuilt for every grown table.
+        Config {
+            name: "weight-bounded, growing table, striped window",
+            max_weight: Some(400_000),
+            keys: 1_000_000,
+            mix: Mix::NO_CLEAR,
             ..base
         },
     ]
@@ -602,6 +622,16 @@ fn weight_bounded_growing_write_only() {
 #[test]
 fn weight_bounded_growing_mixed() {
     run(&configs(SHORT_OPS, SHORT_TIME, THREADS)[6]);
+}
+
+/// A cache large enough for a striped window (`policy::Adaptive`): at rest every window node
+/// is queued in its own queue and counted by it (`check_invariants`), the bounds held
+/// throughout, and every value is dropped once.
+#[test]
+fn a_striped_window_keeps_every_node_queued_and_counted() {
+    let configs = configs(SHORT_OPS * 2, SHORT_TIME, THREADS);
+    run(&configs[7]);
+    run(&configs[8]);
 }
 
 /// Many threads insert one key (plain and pinned) while others read it: there is never more

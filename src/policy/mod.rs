@@ -4,8 +4,9 @@
 //! # The adaptive policy
 //!
 //! * **Window.** A new entry enters a small probationary *window* (its node's `WINDOW` bit
-//!   set, its slot appended to `window::Ring`). It leaves, oldest first, when the window
-//!   is over its target size. One that was read while in the window gets a second turn
+//!   set, its slot appended to a `window::Ring`: one queue, or, in caches of 32,768 entries
+//!   and more, the queue of its bucket, see [`Adaptive`]). It leaves, oldest first, when the
+//!   window is over its target size. One that was read while in the window gets a second turn
 //!   (its reference bit cleared, appended again), as in an LRU window.
 //! * **Admission.** An entry leaving the window while the cache is full competes with the
 //!   victim the CLOCK hand would evict from the main region: the one with the higher
@@ -59,6 +60,8 @@ use ghost::{Ghost, Region};
 use sketch::Sketch;
 use window::Ring;
 
+use crate::table::{window_bits, RINGS_MAX, SLOTS};
+
 /// Which eviction policy a cache uses; see [`crate::Builder::policy`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -90,13 +93,32 @@ fn max_window(capacity: usize) -> usize {
     }
 }
 
+/// Window slots per queue, at the window's largest: the window has one queue (`window::Ring`)
+/// per this many, at most [`RINGS_MAX`]. Loom's sizes make one queue, as in every cache below
+/// 32,768 entries: each queue is the same locked ring with its own count, and a node's queue
+/// is fixed before it is published, so two queues share no word for a model to interleave.
+/// What striping adds (a node counted in and out of its own queue, every window node queued in
+/// its own) is checked by `check_invariants` after the multi-queue stress test
+/// (`tests/stress.rs`, `a_striped_window_keeps_every_node_queued_and_counted`).
+const RING_SLOTS: usize = 4096;
+
 /// The adaptive policy's shared state.
+///
+/// The window's queue is striped: a new node goes into the queue of its bucket (`bucket %
+/// rings`, recorded in the node's metadata), and an insert that must make room takes its
+/// candidate from the queue of its key's home bucket, when that queue is over its share of the
+/// target. So each queue is an exact FIFO of its share of the keys, and two inserts meet on a
+/// queue's lock only when their keys share it. Why: at 16 threads one queue's lock, taken
+/// twice by every insert of a new key, capped the showdown's cache-aside (docs/benchmarks.md,
+/// "16 cores"). Caches whose window can hold fewer than 8,192 entries (below 32,768 entries)
+/// keep one queue, and with it the exact FIFO: on the frequency trace P3 at 25,000 entries any
+/// striping cost 2.5 points (docs/design.md, *Striped window*, has the hit ratios).
 pub(crate) struct Adaptive {
     sketch: Sketch,
-    ring: Ring,
+    rings: Box<[Ring]>,
     ghost: Ghost,
-    /// Nodes with the `WINDOW` bit set.
-    window_len: CachePadded<AtomicUsize>,
+    /// The window's largest size, in entries (every queue's capacity together).
+    most: usize,
     /// The window's target size, in entries.
     target: CachePadded<AtomicUsize>,
 }
@@ -106,20 +128,33 @@ impl Adaptive {
     /// `initial` entries (the entry capacity now; less than `capacity` for a table that grows).
     pub(crate) fn new(capacity: usize, initial: usize) -> Self {
         let capacity = capacity.max(1);
-        let ring = Ring::new(max_window(capacity));
+        let most = max_window(capacity);
+        let n = (most / RING_SLOTS).clamp(1, RINGS_MAX);
         Self {
             sketch: Sketch::new(capacity),
+            rings: (0..n).map(|_| Ring::new(most.div_ceil(n))).collect(),
             ghost: Ghost::new(capacity),
-            window_len: CachePadded::new(AtomicUsize::new(0)),
-            target: CachePadded::new(AtomicUsize::new((initial / 100).clamp(1, ring.capacity()))),
-            ring,
+            most,
+            target: CachePadded::new(AtomicUsize::new((initial / 100).clamp(1, most))),
         }
     }
 
-    /// True while the window holds more nodes than its target.
-    pub(crate) fn over_target(&self) -> bool {
+    /// The queue of the nodes of `bucket`.
+    #[inline]
+    pub(crate) fn ring_of(&self, bucket: usize) -> usize {
+        bucket % self.rings.len()
+    }
+
+    /// The metadata bits of a new node published in `bucket`: in the window, in its queue.
+    #[inline]
+    pub(crate) fn window_bits(&self, bucket: usize) -> u64 {
+        window_bits(self.ring_of(bucket))
+    }
+
+    /// True while queue `ring` holds more nodes than its share of the target.
+    pub(crate) fn over_target(&self, ring: usize) -> bool {
         // Relaxed: both are hints for when to drain the window.
-        self.window_len.load(Ordering::Relaxed) > self.target.load(Ordering::Relaxed)
+        self.rings[ring].nodes() * self.rings.len() > self.target.load(Ordering::Relaxed)
     }
 
     /// A new key arrived (a miss that inserts): counts it and lets the ghost adapt the window.
@@ -135,7 +170,7 @@ impl Adaptive {
             return false;
         };
         let entries = entries.max(1);
-        let most = max_window(entries).min(self.ring.capacity());
+        let most = max_window(entries).min(self.most);
         let step = (entries / 500).max(1);
         // Relaxed: the target is a hint; racing adjustments may lose a step.
         let w = self.target.load(Ordering::Relaxed);
@@ -150,65 +185,75 @@ impl Adaptive {
         to_main
     }
 
-    /// The node in `slot` entered the window (its `WINDOW` bit is set). Returns a slot whose
-    /// entry the ring had to overwrite: its node, if still in the window, must leave it.
+    /// The node in `slot` entered the window (its `WINDOW` bit is set, with the queue of its
+    /// bucket). Returns a slot whose entry the queue had to overwrite: its node, if still in
+    /// the window, must leave it.
     pub(crate) fn entered(&self, slot: usize) -> Option<usize> {
-        // Relaxed: a count; see the module's `# Orderings` for who decrements.
-        self.window_len.fetch_add(1, Ordering::Relaxed);
-        self.ring.push(slot)
+        let ring = &self.rings[self.ring_of(slot / SLOTS)];
+        ring.node_in();
+        ring.push(slot)
     }
 
-    /// The slots whose window entries the next two pushes would overwrite (the ring is full
-    /// there), for the caller to prefetch: the window's target often sits at the ring's size,
-    /// and then nearly every new entry pushes out the oldest, a node not touched since it
-    /// arrived (docs/benchmarks.md section 10(c)).
+    /// The slots whose window entries the next two pushes into queue `ring` would overwrite
+    /// (the queue is full there), for the caller to prefetch: the window's target often sits
+    /// at its largest size, and then nearly every new entry pushes out the oldest, a node not
+    /// touched since it arrived (docs/benchmarks.md section 10(c)).
     ///
     /// Nothing under loom: the prefetch is compiled out there, and the peeks would only add
     /// interleavings to the models (they made the policy models several times slower).
-    pub(crate) fn next_overwrites(&self) -> (Option<usize>, Option<usize>) {
+    pub(crate) fn next_overwrites(&self, ring: usize) -> (Option<usize>, Option<usize>) {
         if cfg!(clockline_loom) {
             return (None, None);
         }
-        (self.ring.peek_overwrite(0), self.ring.peek_overwrite(1))
+        let r = &self.rings[ring];
+        (r.peek_overwrite(0), r.peek_overwrite(1))
     }
 
-    /// The slots of the window's next two oldest entries, for the caller to prefetch: the
+    /// The slots of queue `ring`'s next two oldest entries, for the caller to prefetch: the
     /// next candidates, nodes not touched since they entered the window.
     /// Nothing under loom, as for [`Self::next_overwrites`].
-    pub(crate) fn next_oldest(&self) -> (Option<usize>, Option<usize>) {
+    pub(crate) fn next_oldest(&self, ring: usize) -> (Option<usize>, Option<usize>) {
         if cfg!(clockline_loom) {
             return (None, None);
         }
-        (self.ring.peek_pop(0), self.ring.peek_pop(1))
+        let r = &self.rings[ring];
+        (r.peek_pop(0), r.peek_pop(1))
     }
 
-    /// A new node that goes straight to main entered the window's count (its `WINDOW` bit is
-    /// set), but not its queue: the caller takes the bit at once, which decrements the count.
-    pub(crate) fn entered_unqueued(&self) {
-        // Relaxed: as in `entered`.
-        self.window_len.fetch_add(1, Ordering::Relaxed);
+    /// A new node in `slot` that goes straight to main entered the window's count (its
+    /// `WINDOW` bit is set), but not its queue: the caller takes the bit at once, which
+    /// decrements the count.
+    pub(crate) fn entered_unqueued(&self, slot: usize) {
+        self.rings[self.ring_of(slot / SLOTS)].node_in();
     }
 
-    /// A window node left the window (the caller cleared its `WINDOW` bit).
-    pub(crate) fn left(&self) {
-        // Relaxed: as in `entered`.
-        self.window_len.fetch_sub(1, Ordering::Relaxed);
+    /// A window node of queue `ring` left the window (the caller cleared its `WINDOW` bit).
+    pub(crate) fn left(&self, ring: usize) {
+        self.rings[ring].node_out();
     }
 
-    /// Puts a window node's slot back at the end of the queue (its second turn). Returns a
-    /// slot the ring overwrote, as [`Self::entered`] does.
-    pub(crate) fn requeue(&self, slot: usize) -> Option<usize> {
-        self.ring.push(slot)
+    /// Puts a window node's slot back at the end of its queue, `ring` (its second turn).
+    /// Returns a slot the queue overwrote, as [`Self::entered`] does.
+    pub(crate) fn requeue(&self, ring: usize, slot: usize) -> Option<usize> {
+        self.rings[ring].push(slot)
     }
 
-    /// The oldest slot in the window's queue, if any.
-    pub(crate) fn oldest(&self) -> Option<usize> {
-        self.ring.pop()
+    /// The oldest slot in queue `ring`, if any.
+    pub(crate) fn oldest(&self, ring: usize) -> Option<usize> {
+        self.rings[ring].pop()
     }
 
-    /// Forgets the queue, for a table that is being rebuilt (see [`window`]'s docs).
+    /// The oldest slot in queue `ring`, or, if it is empty, in the next queue that is not.
+    pub(crate) fn oldest_of_any(&self, ring: usize) -> Option<usize> {
+        let n = self.rings.len();
+        (0..n).find_map(|i| self.rings[(ring + i) % n].pop())
+    }
+
+    /// Forgets every queue, for a table that is being rebuilt (see [`window`]'s docs).
     pub(crate) fn clear_queue(&self) {
-        self.ring.clear();
+        for r in self.rings.iter() {
+            r.clear();
+        }
     }
 
     /// One event for a key the hand found referenced (a hit since its last pass).
@@ -236,19 +281,28 @@ impl Adaptive {
         self.ghost.record(hash, region);
     }
 
-    /// The slots the window's queue names now. Only without concurrent writers (for
-    /// `check_invariants`).
-    pub(crate) fn queued(&self) -> Vec<usize> {
-        self.ring.queued()
+    /// The slots the window's queues name now, each with its queue. Only without concurrent
+    /// writers (for `check_invariants`).
+    pub(crate) fn queued(&self) -> Vec<(usize, usize)> {
+        self.rings
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.queued().into_iter().map(move |s| (i, s)))
+            .collect()
+    }
+
+    /// Each queue's count of window nodes, for `check_invariants`.
+    pub(crate) fn nodes_per_ring(&self) -> Vec<usize> {
+        self.rings.iter().map(Ring::nodes).collect()
     }
 
     /// The window's current size, target and largest target, for diagnostics and tests.
     pub(crate) fn window(&self) -> (usize, usize, usize) {
         // Relaxed: a snapshot for diagnostics.
         (
-            self.window_len.load(Ordering::Relaxed),
+            self.rings.iter().map(Ring::nodes).sum(),
             self.target.load(Ordering::Relaxed),
-            self.ring.capacity(),
+            self.most,
         )
     }
 }

@@ -3,7 +3,7 @@
 //! A ring of slot indices with a head and a tail, changed only under the ring's own spin lock
 //! (held for a few instructions; no other lock is taken and no user code runs under it).
 //! Entries are hints, not owners: a node is in the window exactly while its
-//! [`WINDOW`](crate::table::WINDOW) bit is set, and whoever pops an entry checks that bit on
+//! `WINDOW` bit is set, and whoever pops an entry checks that bit on
 //! the node it finds in that slot. So an entry whose node was removed, replaced or evicted
 //! meanwhile is skipped, and an entry whose slot now holds a newer window node lets that node
 //! leave a little early; neither breaks a bound. What the queue must never do is lose the
@@ -59,9 +59,15 @@ fn slot_of(entry: u32) -> Option<usize> {
 }
 
 /// The ring's control words, in one line: every operation takes the lock and reads both
-/// counters.
+/// counters. The window's node count sits here too: it is changed right beside a push (a new
+/// entry) or a pop (its promotion or eviction), so the thread that changes it usually holds
+/// the line already; on a line of its own it was one more shared line written twice per
+/// new key (docs/benchmarks.md, "16 cores").
 struct Control {
     lock: AtomicBool,
+    /// Nodes with the `WINDOW` bit set (see the policy's `# Orderings`): not the ring's
+    /// length, which also counts stale entries.
+    nodes: AtomicUsize,
     /// Position of the oldest entry (positions count up; an entry is at position % size).
     head: AtomicUsize,
     /// Position the next push writes.
@@ -91,6 +97,7 @@ impl Ring {
                 .collect(),
             control: CachePadded::new(Control {
                 lock: AtomicBool::new(false),
+                nodes: AtomicUsize::new(0),
                 head: AtomicUsize::new(0),
                 tail: AtomicUsize::new(0),
             }),
@@ -100,11 +107,17 @@ impl Ring {
     fn lock(&self) -> Locked<'_> {
         let c = &*self.control;
         let mut step = 0;
-        // Acquire: sees the previous holder's changes (see `# Orderings`).
-        while c
-            .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        // Test, then test-and-set: a waiter reads the word (its cached copy, shared) until
+        // it sees the lock free, and only then tries the CAS. Every failed CAS took the line
+        // exclusive, so with many waiters the holder's own release waited behind their tries.
+        // Relaxed peek: a hint; the CAS decides. Acquire CAS: sees the previous holder's
+        // changes (see `# Orderings`). Not under loom: the peek only doubles a waiting
+        // thread's steps there (`concurrent_adaptation_steps` ran out of loom's branches), and
+        // the lock's semantics are the CAS's either way.
+        while (!cfg!(clockline_loom) && c.lock.load(Ordering::Relaxed))
+            || c.lock
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
         {
             spin_wait(step);
             step = step.saturating_add(1);
@@ -112,15 +125,28 @@ impl Ring {
         Locked(c)
     }
 
+    /// One more node in the window.
+    pub(crate) fn node_in(&self) {
+        // Relaxed: a count; see the policy's `# Orderings` for who decrements.
+        self.control.nodes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One node fewer in the window.
+    pub(crate) fn node_out(&self) {
+        // Relaxed: as in `node_in`.
+        self.control.nodes.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Nodes in the window.
+    pub(crate) fn nodes(&self) -> usize {
+        // Relaxed: a hint for when to drain the window.
+        self.control.nodes.load(Ordering::Relaxed)
+    }
+
     /// The entry at position `i` (a head or tail count, taken modulo the ring's size).
     #[inline]
     fn entry(&self, i: usize) -> &AtomicU32 {
         &self.entries[i % self.entries.len()]
-    }
-
-    /// Most entries the ring holds: the window's largest size.
-    pub(crate) fn capacity(&self) -> usize {
-        self.entries.len()
     }
 
     /// Appends `slot` (below `u32::MAX`); returns the slot it overwrote, if the ring was full

@@ -66,7 +66,7 @@ pub(crate) const NEIGHBOURHOOD: usize = 8;
 #[cfg(clockline_loom)]
 pub(crate) const NEIGHBOURHOOD: usize = 2;
 pub use node::MAX_WEIGHT;
-pub(crate) use node::{Node, NodeBox, REF, WINDOW};
+pub(crate) use node::{window_bits, Node, NodeBox, REF, RINGS_MAX};
 
 use bucket::{lowest, match_tag, spill_mask, tag_of, Bucket, LockGuard};
 use crossbeam_epoch::{Guard, Shared};
@@ -293,20 +293,20 @@ impl<K, V> RawTable<K, V> {
 
     /// Claims a free slot for a new key of `hash` and publishes `node` there, or gives `node`
     /// back if the key's neighbourhood is full. The caller holds the home bucket's lock and has
-    /// checked that the key is absent. `initial_bits` is told the slot's position in the hand's
-    /// turn, as a closure (computing it takes a division, and only `Policy::Clock` asks for
+    /// checked that the key is absent. `initial_bits` is told the slot's bucket and its position in
+    /// the hand's turn, as a closure (computing it takes a division, and only `Policy::Clock` asks for
     /// it), and says which of the reference and window bits the node starts with. Returns the
     /// slot's index (see [`Self::load_slot`]).
     pub(crate) fn publish(
         &self,
         hash: u64,
         mut node: NodeBox<K, V>,
-        initial_bits: impl FnOnce(&dyn Fn() -> usize) -> u64,
+        initial_bits: impl FnOnce(usize, &dyn Fn() -> usize) -> u64,
     ) -> Result<usize, NodeBox<K, V>> {
         let Some((b, i, dist)) = self.claim(hash) else {
             return Err(node);
         };
-        let bits = initial_bits(&|| self.hand_pos(b, i));
+        let bits = initial_bits(b, &|| self.hand_pos(b, i));
         node.place(dist, bits);
         let node = Shared::from(node.into_raw() as *const Node<K, V>);
         // Release: publishes the node's contents and the displaced count to readers (pairs with
@@ -611,7 +611,7 @@ mod tests {
         let t = RawTable::<u64, u64>::try_with_entries(100).unwrap();
         let guard = crossbeam_epoch::pin();
         let hash = 0x1234_5678_9abc_def0;
-        t.publish(hash, NodeBox::new(1, 10, 0, &[], None), |_| 0)
+        t.publish(hash, NodeBox::new(1, 10, 0, &[], None), |_, _| 0)
             .ok()
             .unwrap();
         let found = t.find(hash, |k| *k == 1, &guard).unwrap();
@@ -620,7 +620,7 @@ mod tests {
         let back = t
             .replace(&found, NodeBox::new(1, 11, 0, &[], None), &guard)
             .expect_err("the old node is gone: the replace fails");
-        t.publish(hash, back, |_| 0).ok().unwrap();
+        t.publish(hash, back, |_, _| 0).ok().unwrap();
         let new = t.find(hash, |k| *k == 1, &guard).unwrap();
         assert_eq!(new.node().kv().1, 11);
         assert!(

@@ -10,7 +10,8 @@
 //!                     bit 8       WINDOW: the adaptive policy's probationary window holds it
 //!                     bits 9..11  frequency: the adaptive policy's saturating counter (0..=1),
 //!                                 raised by the hand when it finds the reference bit set
-//!                     bits 11..16 unused
+//!                     bits 11..16 ring: which of the window's queues holds it (see
+//!                                 `crate::policy`), fixed while it is published
 //!                     bits 16..18 number of extension words after the node (0..=3)
 //!                     bits 18..64 weight (at most MAX_WEIGHT), or, in a cache without a
 //!                                 weigher (every weight 0), the expiry deadline in whole
@@ -37,7 +38,20 @@ const DIST_SHIFT: u32 = 2;
 const DIST_MAX: u64 = 0x3f;
 /// The node is in the adaptive policy's window (see `crate::policy`).
 pub(crate) const WINDOW: u64 = 1 << 8;
+/// The window's queue a window node is in (see `crate::policy`): set before publication,
+/// never changed after.
+const RING_SHIFT: u32 = 11;
+/// The most queues the window has: 32.
+pub(crate) const RINGS_MAX: usize = 32;
+const RING_MASK: u64 = (RINGS_MAX as u64 - 1) << RING_SHIFT;
 const FREQ_SHIFT: u32 = 9;
+
+/// The bits that put a new node in the window, queued in ring `ring` (below [`RINGS_MAX`]),
+/// for [`NodeBox::place`].
+pub(crate) fn window_bits(ring: usize) -> u64 {
+    debug_assert!(ring < RINGS_MAX);
+    WINDOW | ((ring as u64) << RING_SHIFT)
+}
 const FREQ_MASK: u64 = 3 << FREQ_SHIFT;
 /// The most the frequency counter counts to. 2 gave the same hit ratios (within 1 point on
 /// every trace but two) and made the hand pass twice as many nodes per eviction: cache-aside
@@ -151,11 +165,13 @@ impl<K, V> NodeBox<K, V> {
     #[inline(always)]
     pub(crate) fn place(&mut self, dist: usize, bits: u64) {
         debug_assert!(dist as u64 <= DIST_MAX);
-        debug_assert_eq!(bits & !(REF | WINDOW), 0);
+        debug_assert_eq!(bits & !(REF | WINDOW | RING_MASK), 0);
         let d = dist as u64 & DIST_MAX;
         // Relaxed: private to this thread (see above).
         let cur = self.meta.load(Ordering::Relaxed);
-        let new = (cur & !((DIST_MAX << DIST_SHIFT) | REF | WINDOW)) | (d << DIST_SHIFT) | bits;
+        let new = (cur & !((DIST_MAX << DIST_SHIFT) | REF | WINDOW | RING_MASK))
+            | (d << DIST_SHIFT)
+            | bits;
         self.meta.store(new, Ordering::Relaxed);
     }
 
@@ -294,6 +310,13 @@ impl<K, V> Node<K, V> {
         debug_assert_eq!(bits & !(REF | WINDOW), 0);
         // Relaxed: the node is still private to this thread; the publish is the Release.
         self.meta.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// The window's queue this node was put in (meaningful while [`Self::in_window`]).
+    #[inline]
+    pub(crate) fn ring(&self) -> usize {
+        // Relaxed: written before publication (the Release publish orders it), never after.
+        ((self.meta.load(Ordering::Relaxed) & RING_MASK) >> RING_SHIFT) as usize
     }
 
     /// True while the adaptive policy's window holds the node.
