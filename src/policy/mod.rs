@@ -5,7 +5,7 @@
 //!
 //! * **Window.** A new entry enters a small probationary *window* (its node's `WINDOW` bit
 //!   set, its slot appended to a `window::Ring`: one queue, or, in caches of 32,768 entries
-//!   and more, the queue of its bucket, see [`Adaptive`]). It leaves, oldest first, when the
+//!   and more, the queue of its bucket, see `Adaptive`). It leaves, oldest first, when the
 //!   window is over its target size. One that was read while in the window gets a second turn
 //!   (its reference bit cleared, appended again), as in an LRU window.
 //! * **Admission.** An entry leaving the window while the cache is full competes with the
