@@ -1225,9 +1225,9 @@ where
             // Main evicted this key a short while ago: straight to main, with no window turn
             // and no contest. Counted into the window and taken out again at once, so the
             // count stays exact whoever takes the `WINDOW` bit (this, or an unlink meanwhile).
-            policy.entered_unqueued(slot);
+            policy.entered_unqueued(ring);
             self.promote(policy, table, slot, guard);
-        } else if let Some(overwritten) = policy.entered(slot) {
+        } else if let Some(overwritten) = policy.entered(ring, slot) {
             self.promote(policy, table, overwritten, guard);
         }
         let (next, after) = policy.next_overwrites(ring);

@@ -20,6 +20,20 @@ use crate::table::{Node, RawTable, SLOTS};
 use crossbeam_epoch::{Guard, Shared};
 use crossbeam_utils::CachePadded;
 
+/// How many positions of the hand a thread claims at a time (`sync::claim`) in a table of
+/// `nslots` slots: [`RUN`](crate::sync::RUN) from 4,096 slots on, where 16 threads' runs
+/// together are at most a sixteenth of a turn; one below, where a few threads' runs covered
+/// most of a small table and the hand's second chance with it (`sync::claim` says how that
+/// showed).
+#[inline(always)]
+fn run_for(nslots: usize) -> usize {
+    if nslots >= 4096 {
+        crate::sync::RUN
+    } else {
+        1
+    }
+}
+
 /// A node the hand chose, not yet unlinked.
 pub(crate) struct Victim<'g, K, V> {
     pub(crate) bucket: usize,
@@ -92,10 +106,11 @@ impl Hand {
         guard: &'g Guard,
     ) -> Option<(Shared<'g, Node<K, V>>, RemovalCause)> {
         let nslots = table.nslots();
+        let run = run_for(nslots);
         let mut walk = Walk::default();
         for _ in 0..2 * nslots + 1 {
             // Relaxed (inside `claim`): see `# Orderings`.
-            let pos = crate::sync::claim(&self.pos, self.id, 0) % nslots;
+            let pos = crate::sync::claim(&self.pos, self.id, 0, run) % nslots;
             let (b, i) = walk.slot(table, pos);
             if i == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.
@@ -146,11 +161,12 @@ impl Hand {
         guard: &'g Guard,
     ) -> Option<Victim<'g, K, V>> {
         let nslots = table.nslots();
+        let run = run_for(nslots);
         let steps = (2 * nslots + 1).min(limit.unwrap_or(usize::MAX));
         let mut walk = Walk::default();
         for _ in 0..steps {
             // Relaxed (inside `claim`): see `# Orderings`.
-            let pos = crate::sync::claim(&self.pos, self.id, 0) % nslots;
+            let pos = crate::sync::claim(&self.pos, self.id, 0, run) % nslots;
             let (bucket, slot) = walk.slot(table, pos);
             if slot == 0 {
                 // Entering a bucket: its nodes are loaded one per step from here on.

@@ -173,73 +173,63 @@ std::thread_local! {
         const { std::cell::Cell::new(None) };
 }
 
-/// Takes the next position of a shared sweep counter (the CLOCK hand), claiming [`RUN`]
-/// positions at a time for this thread: one `fetch_add` per run instead of one per step.
-/// `id` names the counter (unique per counter for the life of the process: [`claim_id`]);
-/// `lane` picks which of this thread's [`LANES`] runs it uses, one per kind of counter (the
-/// hand, and the ghost's two eviction clocks), so that a thread alternating between them
-/// does not give up a run at each switch.
+/// Takes the next position of a shared sweep counter (the CLOCK hand, the ghost's clocks),
+/// claiming `run` positions at a time for this thread: one `fetch_add` per run instead of one
+/// per step. `run` 1 is a plain `fetch_add(1)`; callers pass [`RUN`] only where a run is
+/// small beside what the counter counts (a large table's turn, a large cache's ghost tick).
+/// `id` names the counter (unique for the life of the process: [`claim_id`]); `lane` picks
+/// which kind of counter it is (0: a hand, 1 and 2: a ghost's clocks), and each lane keeps
+/// runs for up to [`WAYS`] counters, so a thread that serves several caches keeps each one's
+/// run (one run per lane let two caches used in turn take each other's runs: the hand then
+/// skipped 15 of every 16 positions, and the ghost's ages grew 16-fold; found in review).
 ///
 /// Why: at 16 threads on 16 cores the hand's `fetch_add(1)` per slot was one of the shared
 /// lines that every evicting insert wrote several times (the hand passes referenced entries;
-/// docs/benchmarks.md, "16 cores"). A thread now walks a private run of positions and comes
+/// docs/benchmarks.md section 3.0). A thread now walks a private run of positions and comes
 /// back to the shared counter once per run. With one thread the positions come in exactly the
 /// order they came in before (the run's rest waits in this thread-local for the next call, and
-/// [`claimed`] answers where this thread's hand really is), so the simulator's hit ratios are
+/// [`claimed`] answers where this thread's sweep really is), so the simulator's hit ratios are
 /// unchanged. With several, a thread's unfinished run is visited later than the counter says,
-/// or, if the thread stops evicting or moves to another counter (the thread-local holds one
-/// run), not this turn: those entries keep their reference bit one turn longer. The positions
+/// or, if the thread stops, not this turn: those entries keep their reference bit one turn
+/// longer. Runs held by all threads together must stay a small part of a turn: in a 64-entry
+/// cache, four threads' runs covered most of the table, two threads' runs came round to the
+/// same slots at once, and one cleared a counter's mark just before the other evicted it
+/// (`tests/compute.rs`, `concurrent_increments_are_not_lost`, failed in CI). The positions
 /// are hints (each eviction is a CAS of the slot, see `clock`'s `# Orderings`), so this moves
-/// no bound. Relaxed, as the hand's `fetch_add` was.
+/// no bound. Relaxed, as the `fetch_add(1)` was.
 ///
 /// Under loom, one position per call (loom's threads share this OS thread's thread-locals).
 #[inline(always)]
-pub(crate) fn claim(counter: &AtomicUsize, id: usize, lane: usize) -> usize {
+pub(crate) fn claim(counter: &AtomicUsize, id: usize, lane: usize, run: usize) -> usize {
     #[cfg(not(clockline_loom))]
-    {
-        if let Ok(Some(pos)) = RUN_OF.try_with(|r| {
-            let r = &r[lane];
-            let (k, next, end) = r.get();
-            (k == id && next != end).then(|| {
-                r.set((k, next.wrapping_add(1), end));
-                next
-            })
-        }) {
+    if run > 1 {
+        if let Ok(pos) = RUNS.try_with(|r| r[lane].next(counter, id, run)) {
             return pos;
         }
-        // Relaxed: see above.
-        let start = counter.fetch_add(RUN, Ordering::Relaxed);
-        let _ =
-            RUN_OF.try_with(|r| r[lane].set((id, start.wrapping_add(1), start.wrapping_add(RUN))));
-        start
     }
-    #[cfg(clockline_loom)]
-    {
-        let _ = (id, lane);
-        counter.fetch_add(1, Ordering::Relaxed)
-    }
+    let _ = (id, lane, run);
+    // Relaxed: see above. Also the fallback during thread teardown, one position at a time
+    // (a run taken there would be lost with the thread-local, 15 positions skipped per step).
+    counter.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The position [`claim`] would hand this thread next without a new run, or the counter's:
-/// where this thread's sweep stands (the hand's position for `Hand::starts_marked`, which with
-/// the counter alone saw the hand up to a run ahead: 113 of 146 simulator points moved, multi2
-/// at 100 entries by 5.3 points).
+/// The position [`claim`] would hand this thread next from its run of `counter`, or the
+/// counter's own if this thread holds none: where this thread's sweep stands (the hand's
+/// position for `Hand::starts_marked`, which with the counter alone saw the hand up to a run
+/// ahead: 113 of 146 simulator points moved, multi2 at 100 entries by 5.3 points).
 #[inline(always)]
 pub(crate) fn claimed(counter: &AtomicUsize, id: usize, lane: usize) -> usize {
     #[cfg(not(clockline_loom))]
-    if let Ok(Some(next)) = RUN_OF.try_with(|r| {
-        let (k, next, end) = r[lane].get();
-        (k == id && next != end).then(|| next)
-    }) {
+    if let Ok(Some(next)) = RUNS.try_with(|r| r[lane].peek(id)) {
         return next;
     }
     let _ = (id, lane);
-    // Relaxed: a hint (see `Hand::starts_marked`).
+    // Relaxed: a hint.
     counter.load(Ordering::Relaxed)
 }
 
-/// A new counter name for [`claim`]: never 0 (the thread-local's empty run) and never reused,
-/// so a counter freed and another allocated at its address do not share a run.
+/// A new counter name for [`claim`]: never 0 (an empty way) and never reused, so a counter
+/// freed and another allocated at its address do not share a run.
 pub(crate) fn claim_id() -> usize {
     // A process-wide std static, as the statistics' ids (see the module docs); Relaxed: a
     // unique number, nothing published through it.
@@ -247,18 +237,77 @@ pub(crate) fn claim_id() -> usize {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// [`claim`]'s lanes: the hand's, the ghost's window clock's, the ghost's main clock's.
-pub(crate) const LANES: usize = 3;
-
-/// Positions [`claim`] takes at a time.
-#[cfg(not(clockline_loom))]
+/// Positions a [`claim`] run holds where runs pay.
 pub(crate) const RUN: usize = 16;
+
+/// [`claim`]'s lanes: the hands', the ghosts' window clocks', the ghosts' main clocks'.
+#[cfg(not(clockline_loom))]
+const LANES: usize = 3;
+
+/// Counters whose runs one lane of one thread keeps at once.
+#[cfg(not(clockline_loom))]
+pub(crate) const WAYS: usize = 4;
+
+/// One lane of a thread's runs: up to [`WAYS`] counters' runs, `(id, next, end)` each (id 0:
+/// empty), and the way the next newcomer replaces when every way holds an unfinished run.
+#[cfg(not(clockline_loom))]
+struct Lane {
+    ways: [std::cell::Cell<(usize, usize, usize)>; WAYS],
+    victim: std::cell::Cell<usize>,
+}
+
+#[cfg(not(clockline_loom))]
+impl Lane {
+    const fn new() -> Self {
+        Self {
+            ways: [const { std::cell::Cell::new((0, 0, 0)) }; WAYS],
+            victim: std::cell::Cell::new(0),
+        }
+    }
+
+    #[inline(always)]
+    fn next(&self, counter: &AtomicUsize, id: usize, run: usize) -> usize {
+        let mut spare = None;
+        for w in &self.ways {
+            let (k, next, end) = w.get();
+            if k == id {
+                if next != end {
+                    w.set((k, next.wrapping_add(1), end));
+                    return next;
+                }
+                spare = Some(w);
+                break;
+            }
+            if spare.is_none() && (k == 0 || next == end) {
+                spare = Some(w);
+            }
+        }
+        let w = spare.unwrap_or_else(|| {
+            // Every way holds another counter's unfinished run: the oldest newcomer's way
+            // gives its run up (at most `run - 1` positions of that counter skipped a turn).
+            let v = self.victim.get();
+            self.victim.set((v + 1) % WAYS);
+            &self.ways[v]
+        });
+        // Relaxed: see `claim`.
+        let start = counter.fetch_add(run, Ordering::Relaxed);
+        w.set((id, start.wrapping_add(1), start.wrapping_add(run)));
+        start
+    }
+
+    #[inline(always)]
+    fn peek(&self, id: usize) -> Option<usize> {
+        self.ways.iter().find_map(|w| {
+            let (k, next, end) = w.get();
+            (k == id && next != end).then(|| next)
+        })
+    }
+}
 
 #[cfg(not(clockline_loom))]
 std::thread_local! {
-    /// [`claim`]'s runs, one per lane: the counter's id, the next position, the end of the run.
-    static RUN_OF: [std::cell::Cell<(usize, usize, usize)>; LANES] =
-        const { [const { std::cell::Cell::new((0, 0, 0)) }; LANES] };
+    /// [`claim`]'s runs, per lane.
+    static RUNS: [Lane; LANES] = const { [const { Lane::new() }; LANES] };
 }
 
 /// Counts one node retired by this thread (see [`flush`]). As [`note_freed`], an add to a

@@ -578,11 +578,13 @@ fn configs(ops: u64, time_box: Duration, threads: usize) -> Vec<Config> {
             mix: Mix::WRITE_ONLY,
             ..base.clone()
         },
-        // Striped and growing: the queues are rebuilt for every grown table.
+        // Striped, with weights: entries leave for their weight too, and replaces change it.
         Config {
-            name: "weight-bounded, growing table, striped window",
-            max_weight: Some(400_000),
-            keys: 1_000_000,
+            name: "count- and weight-bounded, striped window (4 queues), everything but clear",
+            capacity: Some(65_536),
+            max_weight: Some(100_000),
+            varying_weights: true,
+            keys: 262_144,
             mix: Mix::NO_CLEAR,
             ..base
         },

@@ -38,6 +38,10 @@ pub(crate) struct Ghost {
     tick_shift: u32,
     /// The clocks' name for `sync::claim` (lanes 1 and 2, by region).
     id: usize,
+    /// Positions per `sync::claim` run: [`RUN`](crate::sync::RUN) where a tick is at least
+    /// 256 evictions (caches of 16,384 entries and more), so that 16 threads' runs stay within
+    /// a tick of each other; 1 (a plain `fetch_add`) below, where runs would make ages noise.
+    run: usize,
 }
 
 impl Ghost {
@@ -53,6 +57,11 @@ impl Ghost {
             ],
             tick_shift: (capacity / 64).max(1).ilog2(),
             id: crate::sync::claim_id(),
+            run: if (capacity / 64).max(1).ilog2() >= 8 {
+                crate::sync::RUN
+            } else {
+                1
+            },
         }
     }
 
@@ -69,10 +78,14 @@ impl Ghost {
     /// Remembers that the key with `hash` was just evicted from `region`.
     pub(crate) fn record(&self, hash: u64, region: Region) {
         let r = region as usize;
-        // Claimed 16 at a time per thread (`sync::claim`, Relaxed inside): the clock was one
-        // more shared line written by every eviction (docs/benchmarks.md, "16 cores"). With
-        // one thread the ticks are what they were (`take` reads this thread's position).
-        let now = crate::sync::claim(&self.clocks[r], self.id, 1 + r) + 1;
+        // In large caches claimed 16 at a time per thread (`sync::claim`, Relaxed inside):
+        // the clock was one more shared line written by every eviction (docs/benchmarks.md
+        // section 3.0). With one thread the ticks are what they were (`take` reads this
+        // thread's position).
+        // A thread that took a run and then stopped evicting stamps its next records (at most
+        // a run's worth) with an older tick: those keys look evicted longer ago than they
+        // were, which at worst withholds one adaptation step, as a false match may add one.
+        let now = crate::sync::claim(&self.clocks[r], self.id, 1 + r, self.run) + 1;
         let tick = (now >> self.tick_shift) as u16 & 0xff;
         let word = ((r as u16) << 15) | (Self::fingerprint(hash) << 8) | tick;
         self.records[self.index(hash)].store(word, Ordering::Relaxed);
@@ -93,8 +106,18 @@ impl Ghost {
         } else {
             (Region::Window, 0)
         };
-        // This thread's position on the region's clock (see `record`).
-        let at = crate::sync::claimed(&self.clocks[r], self.id, 1 + r);
+        // This thread's position on the region's clock (see `record`): with one thread, the
+        // ticks are exact. A run this thread took long ago and has not finished (it stopped
+        // evicting while others went on) is not a clock: then the shared count, which no
+        // record is ahead of by more than the runs held (a tick, see `run`), is. Relaxed: a
+        // hint, as everything here.
+        let shared = self.clocks[r].load(Ordering::Relaxed);
+        let mine = crate::sync::claimed(&self.clocks[r], self.id, 1 + r);
+        let at = if shared.wrapping_sub(mine) <= crate::sync::RUN {
+            mine
+        } else {
+            shared
+        };
         let now = (at >> self.tick_shift) as u16 & 0xff;
         let ticks = now.wrapping_sub(word & 0xff) & 0xff;
         Some((region, (ticks as usize) << self.tick_shift))

@@ -60,7 +60,7 @@ use ghost::{Ghost, Region};
 use sketch::Sketch;
 use window::Ring;
 
-use crate::table::{window_bits, RINGS_MAX, SLOTS};
+use crate::table::{window_bits, RINGS_MAX};
 
 /// Which eviction policy a cache uses; see [`crate::Builder::policy`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -94,7 +94,8 @@ fn max_window(capacity: usize) -> usize {
 }
 
 /// Window slots per queue, at the window's largest: the window has one queue (`window::Ring`)
-/// per this many, at most [`RINGS_MAX`]. Loom's sizes make one queue, as in every cache below
+/// per this many, rounded up to a power of two (a mask, not a division, finds a bucket's
+/// queue), at most [`RINGS_MAX`]. Loom's sizes make one queue, as in every cache below
 /// 32,768 entries: each queue is the same locked ring with its own count, and a node's queue
 /// is fixed before it is published, so two queues share no word for a model to interleave.
 /// What striping adds (a node counted in and out of its own queue, every window node queued in
@@ -116,6 +117,8 @@ const RING_SLOTS: usize = 4096;
 pub(crate) struct Adaptive {
     sketch: Sketch,
     rings: Box<[Ring]>,
+    /// The number of queues, minus one (a power of two).
+    mask: usize,
     ghost: Ghost,
     /// The window's largest size, in entries (every queue's capacity together).
     most: usize,
@@ -126,13 +129,21 @@ pub(crate) struct Adaptive {
 impl Adaptive {
     /// State sized for `capacity` entries, with the window's target starting at 1 % of
     /// `initial` entries (the entry capacity now; less than `capacity` for a table that grows).
+    ///
+    /// The queues are counted from `initial`, not `capacity`: a growable (weight-bounded)
+    /// cache keeps the queue count it started with, since a node's queue is fixed for its
+    /// life. Counted from `capacity`, every weight-bounded cache of 32,768 or more units of
+    /// weight was striped however few entries it held (found in review).
     pub(crate) fn new(capacity: usize, initial: usize) -> Self {
         let capacity = capacity.max(1);
         let most = max_window(capacity);
-        let n = (most / RING_SLOTS).clamp(1, RINGS_MAX);
+        let n = ((max_window(initial.max(1)) / RING_SLOTS).clamp(1, RINGS_MAX))
+            .next_power_of_two()
+            .min(RINGS_MAX);
         Self {
             sketch: Sketch::new(capacity),
             rings: (0..n).map(|_| Ring::new(most.div_ceil(n))).collect(),
+            mask: n - 1,
             ghost: Ghost::new(capacity),
             most,
             target: CachePadded::new(AtomicUsize::new((initial / 100).clamp(1, most))),
@@ -142,7 +153,7 @@ impl Adaptive {
     /// The queue of the nodes of `bucket`.
     #[inline]
     pub(crate) fn ring_of(&self, bucket: usize) -> usize {
-        bucket % self.rings.len()
+        bucket & self.mask
     }
 
     /// The metadata bits of a new node published in `bucket`: in the window, in its queue.
@@ -186,10 +197,10 @@ impl Adaptive {
     }
 
     /// The node in `slot` entered the window (its `WINDOW` bit is set, with the queue of its
-    /// bucket). Returns a slot whose entry the queue had to overwrite: its node, if still in
-    /// the window, must leave it.
-    pub(crate) fn entered(&self, slot: usize) -> Option<usize> {
-        let ring = &self.rings[self.ring_of(slot / SLOTS)];
+    /// bucket, `ring`). Returns a slot whose entry the queue had to overwrite: its node, if
+    /// still in the window, must leave it.
+    pub(crate) fn entered(&self, ring: usize, slot: usize) -> Option<usize> {
+        let ring = &self.rings[ring];
         ring.node_in();
         ring.push(slot)
     }
@@ -220,11 +231,11 @@ impl Adaptive {
         (r.peek_pop(0), r.peek_pop(1))
     }
 
-    /// A new node in `slot` that goes straight to main entered the window's count (its
-    /// `WINDOW` bit is set), but not its queue: the caller takes the bit at once, which
+    /// A new node that goes straight to main entered the count of its queue, `ring` (its
+    /// `WINDOW` bit is set), but not the queue: the caller takes the bit at once, which
     /// decrements the count.
-    pub(crate) fn entered_unqueued(&self, slot: usize) {
-        self.rings[self.ring_of(slot / SLOTS)].node_in();
+    pub(crate) fn entered_unqueued(&self, ring: usize) {
+        self.rings[ring].node_in();
     }
 
     /// A window node of queue `ring` left the window (the caller cleared its `WINDOW` bit).
@@ -243,10 +254,15 @@ impl Adaptive {
         self.rings[ring].pop()
     }
 
-    /// The oldest slot in queue `ring`, or, if it is empty, in the next queue that is not.
+    /// The oldest slot in queue `ring`, or, if it has no window node, in the next queue that
+    /// has. A queue with no window node is passed by without its lock (a plain read of its
+    /// count): every window node is queued, so such a queue holds stale entries at most.
     pub(crate) fn oldest_of_any(&self, ring: usize) -> Option<usize> {
         let n = self.rings.len();
-        (0..n).find_map(|i| self.rings[(ring + i) % n].pop())
+        (0..n)
+            .map(|i| &self.rings[(ring + i) & self.mask])
+            .filter(|r| n == 1 || r.nodes() > 0)
+            .find_map(Ring::pop)
     }
 
     /// Forgets every queue, for a table that is being rebuilt (see [`window`]'s docs).
