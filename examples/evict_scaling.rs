@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release --example evict_scaling -- [adaptive|clock] [threads=1,2] [rounds=3] [ms=200]`
 //!
-//! Written for the 16-core scaling of issue #2 (docs/benchmarks.md, "16 cores"): the showdown's
+//! Written for the 16-core scaling of issue #2 (docs/benchmarks.md section 3.0): the showdown's
 //! cache-aside fell from 7.7 Mops/s at one thread to 4.6 at sixteen, where every insert of a new
 //! key goes through the policy's shared words. Build it at two commits and run the binaries in
 //! turn, one thread count at a time, to see what a change to those words did.

@@ -110,10 +110,11 @@ const RING_SLOTS: usize = 4096;
 /// candidate from the queue of its key's home bucket, when that queue is over its share of the
 /// target. So each queue is an exact FIFO of its share of the keys, and two inserts meet on a
 /// queue's lock only when their keys share it. Why: at 16 threads one queue's lock, taken
-/// twice by every insert of a new key, capped the showdown's cache-aside (docs/benchmarks.md,
-/// "16 cores"). Caches whose window can hold fewer than 8,192 entries (below 32,768 entries)
-/// keep one queue, and with it the exact FIFO: on the frequency trace P3 at 25,000 entries any
-/// striping cost 2.5 points (docs/design.md, *Striped window*, has the hit ratios).
+/// twice by every insert of a new key, capped the showdown's cache-aside (docs/benchmarks.md
+/// section 3.0). Caches whose window can hold fewer than 8,192 entries (below 32,768 entries
+/// when built; growable caches) keep one queue, and with it the exact FIFO: on the frequency
+/// trace P3 at 25,000 entries any striping cost 2.5 points (docs/design.md, *Eviction without
+/// shared writes*, has the hit ratios).
 pub(crate) struct Adaptive {
     sketch: Sketch,
     rings: Box<[Ring]>,

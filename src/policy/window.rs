@@ -62,7 +62,7 @@ fn slot_of(entry: u32) -> Option<usize> {
 /// counters. The window's node count sits here too: it is changed right beside a push (a new
 /// entry) or a pop (its promotion or eviction), so the thread that changes it usually holds
 /// the line already; on a line of its own it was one more shared line written twice per
-/// new key (docs/benchmarks.md, "16 cores").
+/// new key (docs/benchmarks.md section 3.0).
 struct Control {
     lock: AtomicBool,
     /// Nodes with the `WINDOW` bit set (see the policy's `# Orderings`): not the ring's
