@@ -4,7 +4,8 @@
 //! The clock order is a fixed scattered order of the table's buckets (see
 //! `RawTable::hand_slot`), all seven slots of a bucket together. New entries start with their bit set (they may
 //! land just ahead of the hand), reads set the bit only when it is clear, and the hand is the only
-//! writer that clears it. The hand is one `CachePadded` counter advanced with `fetch_add`; it is
+//! writer that clears it. The hand is one `CachePadded` counter advanced with `fetch_add`, in
+//! large tables a run of positions per thread at a time (`sync::claim`); it is
 //! touched only by inserts that must make room, never by reads.
 //!
 //! # Orderings
@@ -82,9 +83,10 @@ impl Hand {
     /// capacity points of `../shared/traces` (docs/design.md): 0.4 beat 0.3, 0.45, 0.5, 0.55,
     /// 0.6 and 0.7, by 0.2 points on average over 0.5.
     pub(crate) fn starts_marked(&self, pos: usize, nslots: usize) -> bool {
-        // This thread's position in its run of the hand (see `sync::claim`); the counter is
-        // read Relaxed: a hint; an out-of-date position only moves the grace by a few slots.
-        let hand = crate::sync::claimed(&self.pos, self.id, 0) % nslots;
+        // This thread's position in its run of the hand while that run is current, else the
+        // counter's (`sync::claimed_near`; Relaxed: a hint; an out-of-date position only moves
+        // the grace by a few slots).
+        let hand = crate::sync::claimed_near(&self.pos, self.id, 0) % nslots;
         let ahead = (pos + nslots - hand) % nslots;
         ahead * 5 < nslots * 2
     }

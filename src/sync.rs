@@ -186,8 +186,8 @@ std::thread_local! {
 /// Why: at 16 threads on 16 cores the hand's `fetch_add(1)` per slot was one of the shared
 /// lines that every evicting insert wrote several times (the hand passes referenced entries;
 /// docs/benchmarks.md section 3.0). A thread now walks a private run of positions and comes
-/// back to the shared counter once per run. With one thread the positions come in exactly the
-/// order they came in before (the run's rest waits in this thread-local for the next call, and
+/// back to the shared counter once per run. With one thread serving at most [`WAYS`] caches,
+/// the positions come in exactly the order they came in before (the run's rest waits in this thread-local for the next call, and
 /// [`claimed`] answers where this thread's sweep really is), so the simulator's hit ratios are
 /// unchanged. With several, a thread's unfinished run is visited later than the counter says,
 /// or, if the thread stops, not this turn: those entries keep their reference bit one turn
@@ -228,6 +228,23 @@ pub(crate) fn claimed(counter: &AtomicUsize, id: usize, lane: usize) -> usize {
     counter.load(Ordering::Relaxed)
 }
 
+/// [`claimed`], if it is within a run of the counter's own count, else the count: this
+/// thread's position while its run is current, and not a run it took long ago and has not
+/// finished (it stopped sweeping while others went on), which is no clock any more. With one
+/// thread, exactly [`claimed`]. `mine > shared` happens only when [`claimed`] fell back to a
+/// later load of the counter: the wrapped difference is then huge and the count is used.
+#[inline(always)]
+pub(crate) fn claimed_near(counter: &AtomicUsize, id: usize, lane: usize) -> usize {
+    // Relaxed: a hint.
+    let shared = counter.load(Ordering::Relaxed);
+    let mine = claimed(counter, id, lane);
+    if shared.wrapping_sub(mine) <= RUN {
+        mine
+    } else {
+        shared
+    }
+}
+
 /// A new counter name for [`claim`]: never 0 (an empty way) and never reused, so a counter
 /// freed and another allocated at its address do not share a run.
 pub(crate) fn claim_id() -> usize {
@@ -248,12 +265,18 @@ const LANES: usize = 3;
 #[cfg(not(clockline_loom))]
 pub(crate) const WAYS: usize = 4;
 
+/// Calls of a counter with no way free before it takes one anyway (see `Lane::next`).
+#[cfg(not(clockline_loom))]
+const PATIENCE: usize = 256;
+
 /// One lane of a thread's runs: up to [`WAYS`] counters' runs, `(id, next, end)` each (id 0:
-/// empty), and the way the next newcomer replaces when every way holds an unfinished run.
+/// empty); the way the next newcomer takes when every way holds an unfinished run (round
+/// robin), and how many calls found none free.
 #[cfg(not(clockline_loom))]
 struct Lane {
     ways: [std::cell::Cell<(usize, usize, usize)>; WAYS],
     victim: std::cell::Cell<usize>,
+    misses: std::cell::Cell<usize>,
 }
 
 #[cfg(not(clockline_loom))]
@@ -262,6 +285,7 @@ impl Lane {
         Self {
             ways: [const { std::cell::Cell::new((0, 0, 0)) }; WAYS],
             victim: std::cell::Cell::new(0),
+            misses: std::cell::Cell::new(0),
         }
     }
 
@@ -282,13 +306,27 @@ impl Lane {
                 spare = Some(w);
             }
         }
-        let w = spare.unwrap_or_else(|| {
-            // Every way holds another counter's unfinished run: the oldest newcomer's way
-            // gives its run up (at most `run - 1` positions of that counter skipped a turn).
-            let v = self.victim.get();
-            self.victim.set((v + 1) % WAYS);
-            &self.ways[v]
-        });
+        let w = match spare {
+            Some(w) => w,
+            None => {
+                // Every way holds another counter's unfinished run (five caches or more served
+                // by this thread, or runs of caches since dropped). Taking a way at every such
+                // call made five caches used in turn skip 87.5 % of their positions (found in
+                // review): this counter goes one position at a time instead, as before runs,
+                // and only every `PATIENCE`th time takes a way, round-robin, so that the ways
+                // of dropped caches come free (at most `run - 1` positions of the way's
+                // counter are then skipped for a turn, once per `PATIENCE` calls).
+                let misses = self.misses.get().wrapping_add(1);
+                self.misses.set(misses);
+                if misses % PATIENCE != 0 {
+                    // Relaxed: see `claim`.
+                    return counter.fetch_add(1, Ordering::Relaxed);
+                }
+                let v = self.victim.get();
+                self.victim.set((v + 1) % WAYS);
+                &self.ways[v]
+            }
+        };
         // Relaxed: see `claim`.
         let start = counter.fetch_add(run, Ordering::Relaxed);
         w.set((id, start.wrapping_add(1), start.wrapping_add(run)));

@@ -111,13 +111,7 @@ impl Ghost {
         // evicting while others went on) is not a clock: then the shared count, which no
         // record is ahead of by more than the runs held (a tick, see `run`), is. Relaxed: a
         // hint, as everything here.
-        let shared = self.clocks[r].load(Ordering::Relaxed);
-        let mine = crate::sync::claimed(&self.clocks[r], self.id, 1 + r);
-        let at = if shared.wrapping_sub(mine) <= crate::sync::RUN {
-            mine
-        } else {
-            shared
-        };
+        let at = crate::sync::claimed_near(&self.clocks[r], self.id, 1 + r);
         let now = (at >> self.tick_shift) as u16 & 0xff;
         let ticks = now.wrapping_sub(word & 0xff) & 0xff;
         Some((region, (ticks as usize) << self.tick_shift))

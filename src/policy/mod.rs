@@ -4,8 +4,8 @@
 //! # The adaptive policy
 //!
 //! * **Window.** A new entry enters a small probationary *window* (its node's `WINDOW` bit
-//!   set, its slot appended to a `window::Ring`: one queue, or, in caches of 32,768 entries
-//!   and more, the queue of its bucket, see `Adaptive`). It leaves, oldest first, when the
+//!   set, its slot appended to a `window::Ring`: one queue, or, in caches built with 32,768
+//!   entries and more, the queue of its bucket, see `Adaptive`). It leaves, oldest first, when the
 //!   window is over its target size. One that was read while in the window gets a second turn
 //!   (its reference bit cleared, appended again), as in an LRU window.
 //! * **Admission.** An entry leaving the window while the cache is full competes with the
@@ -105,8 +105,8 @@ const RING_SLOTS: usize = 4096;
 
 /// The adaptive policy's shared state.
 ///
-/// The window's queue is striped: a new node goes into the queue of its bucket (`bucket %
-/// rings`, recorded in the node's metadata), and an insert that must make room takes its
+/// The window's queue is striped: a new node goes into the queue of its bucket (`bucket &
+/// (rings - 1)`, recorded in the node's metadata), and an insert that must make room takes its
 /// candidate from the queue of its key's home bucket, when that queue is over its share of the
 /// target. So each queue is an exact FIFO of its share of the keys, and two inserts meet on a
 /// queue's lock only when their keys share it. Why: at 16 threads one queue's lock, taken
