@@ -1377,11 +1377,23 @@ where
             Some(self.retire_owned(node, cause, notes, guard))
         };
         const ATTEMPTS: usize = 8;
-        // The queue of the inserting key's home bucket (see `Adaptive`).
-        let ring = policy.ring_of(held);
+
+        // False once this call met `spare` as the window's candidate: from then on it looks
+        // in main (and, failing that, at any queue's oldest). A queue over its share whose
+        // only node was the update's own entry sent the update back to that entry at every
+        // attempt, and it never looked anywhere else: with another update needing this one's
+        // room, both waited for good (the configuration fuzzer, seed 2 of the 2026-11-28
+        // draws: a 32,768-entry cache with two queues, weights up to 10 of 10).
+        let mut window_first = true;
         for attempt in 0..ATTEMPTS {
+            // The queue of the inserting key's home bucket first (see `Adaptive`), then the
+            // next one at each attempt: a queue whose nodes cannot give this insert its room
+            // (its only node weighs nothing, or is locked by a writer waiting for this one)
+            // kept every attempt on itself while the node that could sat in another queue
+            // (the configuration fuzzer, seed 2 of the 2026-11-28 draws).
+            let ring = policy.ring_of(held.wrapping_add(attempt));
             // The window's candidate, if its queue is over its share of the target.
-            let candidate = if policy.over_target(ring) {
+            let candidate = if window_first && policy.over_target(ring) {
                 policy.oldest(ring)
             } else {
                 None
@@ -1395,8 +1407,10 @@ where
                     continue; // A stale queue entry: the node left the window already.
                 };
                 if std::ptr::eq(cn, spare) {
-                    // The entry an update is making room to replace: it waits its turn again.
+                    // The entry an update is making room to replace: it waits its turn again,
+                    // and this call looks elsewhere (see `window_first`).
                     self.requeue(policy, table, cn, s, guard);
+                    window_first = false;
                     continue;
                 }
                 let candidate_expired = expired(cn);
