@@ -164,9 +164,17 @@ impl Adaptive {
     }
 
     /// True while queue `ring` holds more nodes than its share of the target.
+    ///
+    /// A count may read below zero for a moment (wrapped): a node is published before its
+    /// insert counts it in, and a thread that unlinks it meanwhile counts it out first. Such a
+    /// count is not over anything. (Multiplied as it stood, it overflowed: a debug build
+    /// panicked with a bucket lock held, and the other writers waited for good;
+    /// `tests/stress.rs` `same_new_key_races` under AddressSanitizer, CI.)
     pub(crate) fn over_target(&self, ring: usize) -> bool {
         // Relaxed: both are hints for when to drain the window.
-        self.rings[ring].nodes() * self.rings.len() > self.target.load(Ordering::Relaxed)
+        let nodes = self.rings[ring].nodes();
+        nodes <= isize::MAX as usize
+            && nodes.saturating_mul(self.rings.len()) > self.target.load(Ordering::Relaxed)
     }
 
     /// A new key arrived (a miss that inserts): counts it and lets the ghost adapt the window.
@@ -317,9 +325,33 @@ impl Adaptive {
     pub(crate) fn window(&self) -> (usize, usize, usize) {
         // Relaxed: a snapshot for diagnostics.
         (
-            self.rings.iter().map(Ring::nodes).sum(),
+            // Wrapping: a count may read below zero for a moment (see `over_target`).
+            self.rings
+                .iter()
+                .map(Ring::nodes)
+                .fold(0usize, usize::wrapping_add),
             self.target.load(Ordering::Relaxed),
             self.most,
         )
+    }
+}
+
+#[cfg(all(test, not(clockline_loom)))]
+mod tests {
+    use super::*;
+
+    /// A node counted out before it was counted in (an unlink racing the insert that
+    /// published it) leaves its queue's count below zero for a moment: not over the target,
+    /// and no overflow (a debug build panicked there with a bucket lock held).
+    #[test]
+    fn a_count_below_zero_for_a_moment_is_not_over_the_target() {
+        let a = Adaptive::new(1 << 17, 1 << 17);
+        assert!(a.rings.len() > 1, "striped at 131,072 entries");
+        a.left(1);
+        assert!(!a.over_target(1));
+        assert_eq!(a.window().0, usize::MAX);
+        a.entered_unqueued(1);
+        assert!(!a.over_target(1));
+        assert_eq!(a.window().0, 0);
     }
 }
