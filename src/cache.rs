@@ -2211,10 +2211,7 @@ impl<K, V, S> Cache<K, V, S> {
     /// [`Policy::Clock`](crate::Policy::Clock)). For tests.
     #[doc(hidden)]
     pub fn window_queues(&self) -> usize {
-        self.inner()
-            .policy
-            .as_ref()
-            .map_or(0, |p| p.nodes_per_ring().len())
+        self.inner().policy.as_ref().map_or(0, Adaptive::queues)
     }
 
     /// Checks the table's invariants without concurrent writers: every published entry is

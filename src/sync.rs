@@ -187,9 +187,9 @@ std::thread_local! {
 /// lines that every evicting insert wrote several times (the hand passes referenced entries;
 /// docs/benchmarks.md section 3.0). A thread now walks a private run of positions and comes
 /// back to the shared counter once per run. With one thread serving at most [`WAYS`] caches,
-/// the positions come in exactly the order they came in before (the run's rest waits in this thread-local for the next call, and
-/// [`claimed`] answers where this thread's sweep really is), so the simulator's hit ratios are
-/// unchanged. With several, a thread's unfinished run is visited later than the counter says,
+/// the positions come in exactly the order they came in before (the run's rest waits in this
+/// thread-local for the next call, and [`claimed_near`] answers where this thread's sweep
+/// really is), so the simulator's hit ratios are unchanged. With several, a thread's unfinished run is visited later than the counter says,
 /// or, if the thread stops, not this turn: those entries keep their reference bit one turn
 /// longer. Runs held by all threads together must stay a small part of a turn: in a 64-entry
 /// cache, four threads' runs covered most of the table, two threads' runs came round to the
@@ -213,36 +213,27 @@ pub(crate) fn claim(counter: &AtomicUsize, id: usize, lane: usize, run: usize) -
     counter.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The position [`claim`] would hand this thread next from its run of `counter`, or the
-/// counter's own if this thread holds none: where this thread's sweep stands (the hand's
-/// position for `Hand::starts_marked`, which with the counter alone saw the hand up to a run
-/// ahead: 113 of 146 simulator points moved, multi2 at 100 entries by 5.3 points).
-#[inline(always)]
-pub(crate) fn claimed(counter: &AtomicUsize, id: usize, lane: usize) -> usize {
-    #[cfg(not(clockline_loom))]
-    if let Ok(Some(next)) = RUNS.try_with(|r| r[lane].peek(id)) {
-        return next;
-    }
-    let _ = (id, lane);
-    // Relaxed: a hint.
-    counter.load(Ordering::Relaxed)
-}
-
-/// [`claimed`], if it is within a run of the counter's own count, else the count: this
-/// thread's position while its run is current, and not a run it took long ago and has not
-/// finished (it stopped sweeping while others went on), which is no clock any more. With one
-/// thread, exactly [`claimed`]. `mine > shared` happens only when [`claimed`] fell back to a
-/// later load of the counter: the wrapped difference is then huge and the count is used.
+/// Where this thread's sweep of `counter` stands: the position [`claim`] would hand it next
+/// from its current run, or the counter's own count if it holds no run, or only one it took
+/// long ago and has not finished (it stopped sweeping while others went on: no clock any
+/// more; "long ago" is more than a run behind the count). The hand's position for
+/// `Hand::starts_marked` (which with the counter alone saw the hand up to a run ahead: 113 of
+/// 146 simulator points moved, multi2 at 100 entries by 5.3 points) and the ghost's clock for
+/// `Ghost::take`. With one thread, exactly where the sweep is. A run's next position above the
+/// count cannot be read (the count is loaded after the run was taken), so a wrapped
+/// difference never picks the run wrongly.
 #[inline(always)]
 pub(crate) fn claimed_near(counter: &AtomicUsize, id: usize, lane: usize) -> usize {
     // Relaxed: a hint.
     let shared = counter.load(Ordering::Relaxed);
-    let mine = claimed(counter, id, lane);
-    if shared.wrapping_sub(mine) <= RUN {
-        mine
-    } else {
-        shared
+    #[cfg(not(clockline_loom))]
+    if let Ok(Some(mine)) = RUNS.try_with(|r| r[lane].peek(id)) {
+        if shared.wrapping_sub(mine) <= RUN {
+            return mine;
+        }
     }
+    let _ = (id, lane);
+    shared
 }
 
 /// A new counter name for [`claim`]: never 0 (an empty way) and never reused, so a counter

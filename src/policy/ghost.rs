@@ -38,10 +38,6 @@ pub(crate) struct Ghost {
     tick_shift: u32,
     /// The clocks' name for `sync::claim` (lanes 1 and 2, by region).
     id: usize,
-    /// Positions per `sync::claim` run: [`RUN`](crate::sync::RUN) where a tick is at least
-    /// 256 evictions (caches of 16,384 entries and more), so that 16 threads' runs stay within
-    /// a tick of each other; 1 (a plain `fetch_add`) below, where runs would make ages noise.
-    run: usize,
 }
 
 impl Ghost {
@@ -57,11 +53,17 @@ impl Ghost {
             ],
             tick_shift: (capacity / 64).max(1).ilog2(),
             id: crate::sync::claim_id(),
-            run: if (capacity / 64).max(1).ilog2() >= 8 {
-                crate::sync::RUN
-            } else {
-                1
-            },
+        }
+    }
+
+    /// Positions per `sync::claim` run: [`RUN`](crate::sync::RUN) where a tick is at least
+    /// 256 evictions (caches of 16,384 entries and more), so that 16 threads' runs stay within
+    /// a tick of each other; 1 (a plain `fetch_add`) below, where runs would make ages noise.
+    fn run(&self) -> usize {
+        if self.tick_shift >= 8 {
+            crate::sync::RUN
+        } else {
+            1
         }
     }
 
@@ -85,7 +87,7 @@ impl Ghost {
         // A thread that took a run and then stopped evicting stamps its next records (at most
         // a run's worth) with an older tick: those keys look evicted longer ago than they
         // were, which at worst withholds one adaptation step, as a false match may add one.
-        let now = crate::sync::claim(&self.clocks[r], self.id, 1 + r, self.run) + 1;
+        let now = crate::sync::claim(&self.clocks[r], self.id, 1 + r, self.run()) + 1;
         let tick = (now >> self.tick_shift) as u16 & 0xff;
         let word = ((r as u16) << 15) | (Self::fingerprint(hash) << 8) | tick;
         self.records[self.index(hash)].store(word, Ordering::Relaxed);

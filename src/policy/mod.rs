@@ -316,6 +316,11 @@ impl Adaptive {
             .collect()
     }
 
+    /// How many queues the window is striped into.
+    pub(crate) fn queues(&self) -> usize {
+        self.rings.len()
+    }
+
     /// Each queue's count of window nodes, for `check_invariants`.
     pub(crate) fn nodes_per_ring(&self) -> Vec<usize> {
         self.rings.iter().map(Ring::nodes).collect()
