@@ -20,14 +20,10 @@ mod common;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let policy = match args.next().as_deref() {
-        Some("clock") => clockline::Policy::Clock,
-        _ => clockline::Policy::Adaptive,
-    };
+    let (policy, cache) = common::probe_cache(args.next().as_deref());
     let n: u64 = 1 << 20;
     let keys: Vec<u64> = if args.next().as_deref() == Some("zipf") {
-        // The showdown's cache-aside keys: Zipf 0.99 over 2^20 ranks, scattered.
-        common::zipf_keys(n as usize, common::ZIPF_S, 1 << 22, 2)
+        common::probe_zipf_keys()
     } else {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         (0..4_000_000)
@@ -40,12 +36,6 @@ fn main() {
             })
             .collect()
     };
-    let cache: clockline::Cache<u64, u64, ahash::RandomState> = clockline::Cache::builder()
-        .max_capacity(1 << 17)
-        .policy(policy)
-        .hasher(ahash::RandomState::with_seeds(1, 2, 3, 4))
-        .build()
-        .expect("cache");
     for round in 0..3 {
         let t = Instant::now();
         let mut hits = 0usize;

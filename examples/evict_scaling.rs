@@ -19,24 +19,16 @@ mod common;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let policy = match args.next().as_deref() {
-        Some("clock") => clockline::Policy::Clock,
-        _ => clockline::Policy::Adaptive,
-    };
+    let policy_arg = args.next();
     let threads = args
         .next()
         .and_then(|t| common::parse_threads(&t))
         .unwrap_or_else(|| vec![1, 2]);
     let rounds: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
     let ms: u64 = args.next().and_then(|m| m.parse().ok()).unwrap_or(200);
-    let keys = common::zipf_keys(1 << 20, common::ZIPF_S, 1 << 22, 2);
+    let keys = common::probe_zipf_keys();
     for &t in &threads {
-        let cache: clockline::Cache<u64, u64, ahash::RandomState> = clockline::Cache::builder()
-            .max_capacity(1 << 17)
-            .policy(policy)
-            .hasher(ahash::RandomState::with_seeds(1, 2, 3, 4))
-            .build()
-            .expect("cache");
+        let (policy, cache) = common::probe_cache(policy_arg.as_deref());
         let mut mops: Vec<f64> = (0..=rounds)
             .map(|_| round(&cache, &keys, t, Duration::from_millis(ms)))
             .skip(1) // the warm-up round

@@ -106,6 +106,33 @@ impl Zipf {
     }
 }
 
+/// The one-file probes' cache (`examples/cache_aside_probe.rs`, `examples/evict_scaling.rs`):
+/// the cache-aside workload's 2^17 entries, the policy named by `arg` ("clock", else the
+/// adaptive default), ahash with fixed seeds. Returns the policy too, for the printout.
+pub fn probe_cache(
+    arg: Option<&str>,
+) -> (
+    clockline::Policy,
+    clockline::Cache<u64, u64, ahash::RandomState>,
+) {
+    let policy = match arg {
+        Some("clock") => clockline::Policy::Clock,
+        _ => clockline::Policy::Adaptive,
+    };
+    let cache = clockline::Cache::builder()
+        .max_capacity(1 << 17)
+        .policy(policy)
+        .hasher(ahash::RandomState::with_seeds(1, 2, 3, 4))
+        .build()
+        .expect("cache");
+    (policy, cache)
+}
+
+/// The showdown's cache-aside keys for the probes: 2^22 draws of Zipf 0.99 over 2^20 ranks.
+pub fn probe_zipf_keys() -> Vec<u64> {
+    zipf_keys(1 << 20, ZIPF_S, 1 << 22, 2)
+}
+
 /// `len` keys drawn from Zipf(`s`) over `key_space` ranks, each mapped by [`key_of_rank`].
 pub fn zipf_keys(key_space: usize, s: f64, len: usize, seed: u64) -> Vec<u64> {
     let zipf = Zipf::new(key_space, s);
